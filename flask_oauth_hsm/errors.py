@@ -1,0 +1,163 @@
+"""The package's own exceptions: a small, flat set.
+
+Errors are data (Authlib style): each class names the OAuth/HTTP meaning it will have when an
+endpoint maps it, so a PKCS#11 return code or library message never reaches a response.
+Verification and decryption raise; they never return a bool (pyca/cryptography style).
+"""
+
+
+class OAuthHSMError(Exception):
+    """Base of everything this package raises on purpose."""
+
+
+class ConfigError(OAuthHSMError):
+    """A setting or registry entry is wrong: start-up stops with this one-line message."""
+
+
+# --- HSM boundary (only flask_oauth_hsm.hsm raises these) -----------------------------------
+
+
+class HSMError(OAuthHSMError):
+    """A PKCS#11 operation failed for a reason that is not the caller's input."""
+
+
+class HSMUnavailable(HSMError):
+    """Token gone, module failing, or session pool exhausted: endpoints answer 503."""
+
+    status_code = 503
+
+
+class HSMConfigError(HSMError, ConfigError):
+    """Start-up problem with one line that names it (module path, token, PIN, key)."""
+
+
+class WrongPin(HSMConfigError):
+    """The token refused the PIN (never retried: tokens lock PINs after a few failures)."""
+
+
+class KeyNotFound(HSMConfigError):
+    """No key with the configured label in the token."""
+
+
+class UnsafeKey(HSMConfigError):
+    """A private key that is extractable or not sensitive: refused at start-up."""
+
+
+class UnsupportedAlgorithm(OAuthHSMError):
+    """An algorithm we never accept, or one this token cannot perform."""
+
+
+# --- JOSE layer -------------------------------------------------------------------------------
+
+
+class JoseError(OAuthHSMError):
+    """Base of JOSE failures. Messages are safe to log, never to echo to a peer verbatim."""
+
+
+class MalformedJose(JoseError):
+    """Not a well-formed compact JWS/JWE/JWK: size, base64url, JSON, header members."""
+
+
+class RefusedAlgorithm(JoseError):
+    """alg/enc/header feature refused by policy before any cryptography ran."""
+
+
+class InvalidSignature(JoseError):
+    """The signature does not verify under the selected key."""
+
+
+class DecryptionFailed(JoseError):
+    """JWE could not be decrypted; one class for every cause (RFC 7516 §11.4, §11.5)."""
+
+
+class InvalidKey(JoseError):
+    """A JWK that is malformed, weak, private where public is expected, or off-curve."""
+
+
+# --- Redis boundary ----------------------------------------------------------------------------
+
+
+class StoreUnavailable(OAuthHSMError):
+    """Redis unreachable, too slow, or its replay state cannot be trusted: endpoints answer 503."""
+
+
+# --- OAuth protocol errors (RFC 6749 §5.2, RFC 7009, RFC 7662, RFC 8707, RFC 6750) -------------
+
+
+class OAuthError(OAuthHSMError):
+    """An error response. The class says what the peer sees; ``description`` is safe to show."""
+
+    error = "invalid_request"
+    status_code = 400
+
+    def __init__(self, description: str | None = None, *, headers: dict[str, str] | None = None):
+        super().__init__(description or self.error)
+        self.description = description
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        out = {"error": self.error}
+        if self.description:
+            out["error_description"] = self.description
+        return out
+
+
+class InvalidRequestError(OAuthError):
+    error = "invalid_request"
+
+
+class RequestTooLargeError(OAuthError):
+    error = "invalid_request"
+    status_code = 413
+
+
+class MethodNotAllowedError(OAuthError):
+    error = "invalid_request"
+    status_code = 405
+
+
+class InvalidClientError(OAuthError):
+    """RFC 6749 §5.2: 401 with a WWW-Authenticate challenge for the scheme the client used."""
+
+    error = "invalid_client"
+    status_code = 401
+
+
+class InvalidGrantError(OAuthError):
+    error = "invalid_grant"
+
+
+class UnauthorizedClientError(OAuthError):
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantTypeError(OAuthError):
+    error = "unsupported_grant_type"
+
+
+class InvalidScopeError(OAuthError):
+    error = "invalid_scope"
+
+
+class InvalidTargetError(OAuthError):
+    """RFC 8707 §2: the requested resource is invalid, unknown or not allowed."""
+
+    error = "invalid_target"
+
+
+class AccessDeniedError(OAuthError):
+    """Authenticated, but not entitled to this endpoint (a client calling introspection)."""
+
+    error = "access_denied"
+    status_code = 403
+
+
+class UnsupportedTokenTypeError(OAuthError):
+    """RFC 7009 §2.2.1."""
+
+    error = "unsupported_token_type"
+
+
+class TemporarilyUnavailableError(OAuthError):
+    error = "temporarily_unavailable"
+    status_code = 503

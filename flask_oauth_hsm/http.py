@@ -1,0 +1,83 @@
+"""HTTP plumbing shared by the endpoints: bounded form reading and OAuth JSON responses.
+
+RFC 6749 §3.2 and §2.3.1: token requests are ``application/x-www-form-urlencoded``, parameters
+sent at most once, no empty values. We read at most ``max_bytes`` of the body (whatever
+Content-Length claims), so an oversized or endless body costs bounded memory and time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Iterable
+from urllib.parse import parse_qsl
+
+from flask import Request, Response
+
+from .errors import InvalidRequestError, MethodNotAllowedError, OAuthError, RequestTooLargeError
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 32
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def json_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    response.headers.update(NO_STORE)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def error_response(exc: OAuthError) -> Response:
+    return json_response(exc.body(), exc.status_code, exc.headers)
+
+
+def require_post(request: Request) -> None:
+    if request.method != "POST":
+        raise MethodNotAllowedError("use POST", headers={"Allow": "POST"})
+
+
+def read_form(request: Request, max_bytes: int) -> dict[str, str]:
+    """The request's form parameters, each exactly once; raises an OAuthError otherwise."""
+    mimetype = request.mimetype
+    if mimetype != FORM_TYPE:
+        raise InvalidRequestError(f"the request body must be {FORM_TYPE}")
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise InvalidRequestError("the request body must be UTF-8")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise RequestTooLargeError(f"request body larger than {max_bytes} bytes")
+    body = request.stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise RequestTooLargeError(f"request body larger than {max_bytes} bytes")
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
+            errors="strict", max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("malformed form body") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise InvalidRequestError(f"parameter {name[:40]!r} repeated")
+        if value == "":  # RFC 6749 §3.1: empty parameters are treated as omitted
+            continue
+        form[name] = value
+    return form
+
+
+def client_address(remote_addr: str | None, forwarded_for: str | None, trusted: Iterable) -> str | None:
+    """The caller's IP: X-Forwarded-For is followed only through trusted proxies (right to left)."""
+    try:
+        hop = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return None
+    chain = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
+    while chain and any(hop in net for net in trusted):
+        try:
+            hop = ipaddress.ip_address(chain.pop())
+        except ValueError:
+            return None
+    return str(hop)

@@ -1,0 +1,58 @@
+"""The authorization server's configured key set: what signs, what decrypts, what the JWKS shows.
+
+Loaded once at start-up from the token (labels from the settings), checked for safety and fit,
+and turned into the JWKS document (RFC 7517 §5) served with an ETag. Rotation without downtime
+is adding labels here over time (docs/hsm-and-keys.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .errors import ConfigError, InvalidKey
+from .hsm import HSM, KeyInfo, TokenKey
+from .jose.jwe import key_accepts
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    signing: TokenKey
+    published: tuple[KeyInfo, ...]  # every public key in the JWKS, signing key first
+    decryption: tuple[TokenKey, ...]
+    jwks_json: bytes
+    jwks_etag: str
+
+    @classmethod
+    def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> "KeyRing":
+        signing = hsm.key(signing_label)
+        if signing.info.use != "sig":
+            raise ConfigError(f"OAUTH_HSM_SIGNING_KEY: key {signing_label!r} is an encryption key")
+        extra = [hsm.key(label).info for label in published if label != signing_label]
+        decryption = tuple(hsm.key(label) for label in encryption)
+        for key in decryption:
+            if key.info.use != "enc":
+                raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: key {key.label!r} is a signing key")
+        infos = (signing.info, *extra, *(k.info for k in decryption))
+        kids = [i.kid for i in infos]
+        if len(kids) != len(set(kids)):
+            raise ConfigError("OAUTH_HSM_PUBLISHED_KEYS: the same key is listed twice under different labels")
+        jwks = json.dumps({"keys": [i.public_jwk() for i in infos]}, separators=(",", ":")).encode()
+        etag = hashlib.sha256(jwks).hexdigest()[:32]
+        return cls(signing, infos, decryption, jwks, etag)
+
+    def decrypter_for(self, header: dict) -> TokenKey:
+        """Our decryption key for a JWE header: by ``kid``, else the one key serving its alg."""
+        kid = header.get("kid")
+        if kid is not None:
+            matches = [k for k in self.decryption if k.kid == kid]
+        else:
+            matches = [k for k in self.decryption if key_accepts(k, header.get("alg", ""))]
+        if len(matches) != 1:
+            raise InvalidKey("no decryption key for this JWE")
+        return matches[0]
+
+    @property
+    def decryption_algs(self) -> list[str]:
+        return sorted({k.alg for k in self.decryption})

@@ -1,0 +1,299 @@
+"""The PKCS#11 adapter against a real SoftHSM2 token: keys, threads, fork, faults, start-up errors."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import support
+from flask_oauth_hsm import errors
+from flask_oauth_hsm.hsm import HSM, HSMConfig
+from flask_oauth_hsm.jose import jwe, jwk, jws
+
+
+def _cfg(label: str, **kw) -> HSMConfig:
+    return HSMConfig(module=support.SOFTHSM_MODULE, token_label=label, pin=support.USER_PIN, **kw)
+
+
+def _verify(hsm: HSM, label: str) -> None:
+    key = hsm.key(label)
+    token = jws.sign(b'{"ok":true}', key, {"typ": "JWT"})
+    jws.verify(token, lambda h: jwk.load_jwk(key.public_jwk()), [key.alg])
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+def test_generated_keys_are_listed_with_thumbprint_kids(hsm):
+    infos = {i.label: i for i in hsm.list_keys()}
+    for label in ("sig-es256", "sig-ps256", "enc-rsa-oaep-256", "enc-ecdh-es"):
+        info = infos[label]
+        assert info.kid == jwk.thumbprint(info.public_key)
+    assert infos["sig-es256"].alg == "ES256" and infos["sig-es256"].use == "sig"
+    assert (infos["sig-ps256"].kty, infos["sig-ps256"].size) == ("RSA", 2048)
+    assert infos["enc-ecdh-es"].crv == "P-256"
+
+
+def test_private_keys_are_sensitive_and_never_extractable(hsm, hsm_config):
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    token = pkcs11.lib(support.SOFTHSM_MODULE).get_token(token_label=hsm_config.token_label)
+    hsm.check()  # our anchor keeps the login; this session shares it
+    with token.open() as session:
+        for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+            assert key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE]
+            assert key[Attribute.TOKEN] and key[Attribute.PRIVATE]
+            with pytest.raises(pkcs11.AttributeSensitive):
+                key[Attribute.PRIVATE_EXPONENT if key.key_type.name == "RSA" else Attribute.VALUE]
+
+
+@pytest.mark.parametrize("alg,use", [("HS256", "sig"), ("RSA1_5", "enc"), ("ES512", "sig"), ("ES256", "enc"), ("none", "sig")])
+def test_generation_refuses_what_we_never_use(hsm, alg, use):
+    with pytest.raises(errors.UnsupportedAlgorithm):
+        hsm.generate_key(alg, use, f"refused-{alg}")
+
+
+def test_generation_refuses_duplicate_labels_and_small_rsa(hsm):
+    with pytest.raises(errors.HSMConfigError, match="already exists"):
+        hsm.generate_key("ES256", "sig", "sig-es256")
+    with pytest.raises(errors.UnsupportedAlgorithm, match="2048"):
+        hsm.generate_key("PS256", "sig", "small-rsa", rsa_bits=1024)
+
+
+def test_every_signing_key_signs_verifiably(hsm):
+    for label in ("sig-es256", "sig-es384", "sig-ps256", "sig-rs256", "sig-eddsa"):
+        _verify(hsm, label)
+
+
+def test_encryption_keys_cannot_sign_and_signing_keys_cannot_decrypt(hsm):
+    with pytest.raises(errors.UnsupportedAlgorithm):
+        hsm.key("enc-rsa-oaep-256").sign(b"x")
+    with pytest.raises(errors.UnsupportedAlgorithm):
+        hsm.key("sig-ps256").rsa_decrypt(b"\0" * 256)
+    with pytest.raises(errors.UnsupportedAlgorithm):
+        hsm.key("sig-es256").ecdh(b"\4" + b"\1" * 64)
+
+
+def test_hostile_rsa_ciphertexts_fail_uniformly_without_hurting_the_token(hsm):
+    key = hsm.key("enc-rsa-oaep-256")
+    n = key.public_key.public_numbers().n
+    for bad in (b"", b"\0" * 10, b"\xff" * 256, n.to_bytes(256, "big"), b"\0" * 257, os.urandom(256)):
+        with pytest.raises(errors.DecryptionFailed):
+            key.rsa_decrypt(bad)
+    _verify(hsm, "sig-es256")  # the token still works
+
+
+def test_ecdh_refuses_malformed_points_before_the_token(hsm):
+    key = hsm.key("enc-ecdh-es")
+    for bad in (b"", b"\2" + b"\1" * 32, b"\4" + b"\1" * 63, b"\4" + b"\1" * 64):
+        with pytest.raises(errors.DecryptionFailed):
+            key.ecdh(bad)
+    _verify(hsm, "sig-es256")
+
+
+def test_native_oaep256_probe_falls_back_to_raw_rsa(hsm):
+    key = hsm.key("enc-rsa-oaep-256")
+    pub = jwk.load_jwk(key.public_jwk())
+    token = jwe.encrypt(b"secret", pub, "RSA-OAEP-256", "A256GCM")
+    assert jwe.decrypt(token, lambda h: key, ["RSA-OAEP-256"], ["A256GCM"]).plaintext == b"secret"
+    assert hsm._native_oaep256 is False  # SoftHSM 2.6.1: SHA-1 only (DESIGN.md §3)
+
+
+# --- start-up errors: one line naming the problem -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def startup_token(hsm):
+    support.init_token("test-startup")
+    h = HSM(_cfg("test-startup"))
+    h.generate_key("ES256", "sig", "good")
+    return h
+
+
+def test_wrong_module_path():
+    with pytest.raises(errors.HSMConfigError, match=r"^OAUTH_HSM_PKCS11_MODULE: no such file"):
+        HSM(HSMConfig(module="/nonexistent/libpkcs11.so", token_label="x", pin="1234")).check()
+
+
+def test_module_that_is_not_pkcs11(hsm, tmp_path):
+    bogus = tmp_path / "libnot-pkcs11.so"
+    bogus.write_bytes(b"\x7fELF not really")
+    with pytest.raises(errors.HSMConfigError, match=r"^OAUTH_HSM_PKCS11_MODULE: .* is not a loadable PKCS#11 module"):
+        HSM(HSMConfig(module=str(bogus), token_label="x", pin="1234")).check()
+
+
+def test_unknown_token_label(hsm):
+    with pytest.raises(errors.HSMConfigError, match=r"^OAUTH_HSM_TOKEN_LABEL: no token labelled 'no-such-token'"):
+        HSM(_cfg("no-such-token")).check()
+
+
+def test_wrong_pin(hsm):
+    # A token nobody in this process is logged in to: login state is per application and token.
+    support.init_token("test-wrong-pin")
+    bad = HSMConfig(module=support.SOFTHSM_MODULE, token_label="test-wrong-pin", pin="wrong-pin")
+    with pytest.raises(errors.HSMConfigError, match=r"^OAUTH_HSM_PIN: the user PIN is incorrect"):
+        HSM(bad).check()
+
+
+def test_missing_key_label(startup_token):
+    with pytest.raises(errors.KeyNotFound, match=r"no key pair labelled 'absent'"):
+        startup_token.key("absent")
+
+
+@pytest.mark.parametrize("extractable,sensitive", [(True, True), (False, False)])
+def test_unsafe_private_key_is_refused(extractable, sensitive):
+    label = f"unsafe-{extractable}-{sensitive}"
+    support.init_token(label)
+    support.import_private_key(
+        support.USER_PIN, label, "unsafe", ec.generate_private_key(ec.SECP256R1()), "ES256", "sig",
+        extractable=extractable, sensitive=sensitive,
+    )
+    with pytest.raises(errors.UnsafeKey, match="extractable or not sensitive"):
+        HSM(_cfg(label)).key("unsafe")
+
+
+# --- concurrency: threads, fork ----------------------------------------------------------------------
+
+_STRESS = textwrap.dedent(
+    """
+    import sys, threading
+    sys.path.insert(0, {root!r})
+    from flask_oauth_hsm.hsm import HSM, HSMConfig
+    from flask_oauth_hsm.jose import jwe, jwk
+    h = HSM(HSMConfig(module={module!r}, token_label={token!r}, pin={pin!r}), os_locking={locking})
+    es, rsa_key = h.key("sig-es256"), h.key("enc-rsa-oaep")
+    ct = jwe.encrypt(b"k", jwk.load_jwk(rsa_key.public_jwk()), "RSA-OAEP", "A128GCM")
+    errors = []
+    def work(n):
+        try:
+            for i in range(n):
+                es.sign(b"data %d" % i)
+                if i % 20 == 0:
+                    jwe.decrypt(ct, lambda hdr: rsa_key, ["RSA-OAEP"], ["A128GCM"])
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=work, args=({iterations},)) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print("errors", len(errors), errors[:1])
+    sys.exit(1 if errors else 0)
+    """
+)
+
+
+def _stress(hsm_config, locking: bool, iterations: int) -> subprocess.CompletedProcess:
+    code = _STRESS.format(
+        root=os.getcwd(), module=hsm_config.module, token=hsm_config.token_label, pin=hsm_config.pin,
+        locking=locking, iterations=iterations,
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_threads_sign_and_decrypt_concurrently_with_os_locking(hsm, hsm_config):
+    result = _stress(hsm_config, locking=True, iterations=3000)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+def test_without_os_locking_concurrent_threads_break_the_module(hsm, hsm_config):
+    """Proves the fix matters: C_Initialize(NULL) + threads crashes or corrupts SoftHSM."""
+    outcomes = []
+    for _ in range(3):  # bounded: each attempt is a few seconds at most
+        result = _stress(hsm_config, locking=False, iterations=3000)
+        outcomes.append(result.returncode)
+        if result.returncode != 0:
+            break
+    assert any(rc != 0 for rc in outcomes), f"no failure without locking: {outcomes}"
+
+
+def _sign_in_child(hsm: HSM, queue) -> None:
+    try:
+        key = hsm.key("sig-es256")
+        token = jws.sign(b"{}", key, {})
+        jws.verify(token, lambda h: jwk.load_jwk(key.public_jwk()), ["ES256"])
+        queue.put(("ok", os.getpid()))
+    except BaseException as exc:  # report, don't hang the parent
+        queue.put(("error", repr(exc)))
+
+
+def test_fork_children_initialise_their_own_state(hsm):
+    _verify(hsm, "sig-es256")  # the parent holds live sessions before forking
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_sign_in_child, args=(hsm, queue)) for _ in range(3)]
+    for child in children:
+        child.start()
+    results = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert all(r[0] == "ok" for r in results), results
+    assert all(child.exitcode == 0 for child in children)
+    _verify(hsm, "sig-es256")  # and the parent's sessions are untouched
+
+
+# --- recovery from faults injected into the real module ---------------------------------------------
+
+
+def _function(name: str, restype=ctypes.c_ulong, *argtypes):
+    dll = ctypes.CDLL(support.SOFTHSM_MODULE)
+    fn = getattr(dll, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+    return fn
+
+
+@pytest.fixture()
+def fault_hsm(hsm, request):
+    label = f"faults-{request.node.name[5:25]}"
+    support.init_token(label)
+    h = HSM(_cfg(label, reconnect_backoff=0.0))
+    h.generate_key("ES256", "sig", "k")
+    yield h
+    h.close()
+
+
+def test_session_closed_underneath_is_replaced_transparently(fault_hsm):
+    _verify(fault_hsm, "k")
+    pooled = fault_hsm._state.pool.queue[-1]
+    _function("C_CloseSession", ctypes.c_ulong, ctypes.c_ulong)(pooled.session.handle)
+    _verify(fault_hsm, "k")  # SessionHandleInvalid -> new session -> retried once
+
+
+def test_all_sessions_closed_underneath_logs_in_again(fault_hsm):
+    _verify(fault_hsm, "k")
+    slot = fault_hsm._state.token.slot.slot_id
+    _function("C_CloseAllSessions", ctypes.c_ulong, ctypes.c_ulong)(slot)  # also logs out
+    _verify(fault_hsm, "k")
+
+
+def test_module_finalised_underneath_gives_503_then_recovers(fault_hsm, hsm):
+    _verify(fault_hsm, "k")
+    assert _function("C_Finalize", ctypes.c_ulong, ctypes.c_void_p)(None) == 0
+    with pytest.raises(errors.HSMUnavailable):
+        fault_hsm.key("k").sign(b"x")
+    _verify(fault_hsm, "k")  # the next call initialises the module again
+    _verify(hsm, "sig-es256")  # and another HSM on the same module follows
+
+
+def test_token_gone_is_unavailable_not_a_config_error(fault_hsm, softhsm_conf):
+    _verify(fault_hsm, "k")
+    tokendir = open(softhsm_conf).read().split("directories.tokendir = ")[1].split("\n")[0]
+    hidden = tokendir + ".hidden"
+    _function("C_Finalize", ctypes.c_ulong, ctypes.c_void_p)(None)
+    os.rename(tokendir, hidden)
+    os.mkdir(tokendir)
+    try:
+        with pytest.raises(errors.HSMUnavailable):
+            fault_hsm.key("k").sign(b"x")
+        with pytest.raises(errors.HSMUnavailable):
+            fault_hsm.check()
+    finally:
+        os.rmdir(tokendir)
+        os.rename(hidden, tokendir)
+    _verify(fault_hsm, "k")

@@ -1,0 +1,6 @@
+"""flask-oauth-hsm: an OAuth 2.0 authorization server for Flask whose keys never leave the HSM."""
+
+from .extension import OAuthHSM, current_state
+
+__all__ = ["OAuthHSM", "current_state"]
+__version__ = "0.1.0"

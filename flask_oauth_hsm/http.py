@@ -38,10 +38,24 @@ def require_post(request: Request) -> None:
         raise MethodNotAllowedError("use POST", headers={"Allow": "POST"})
 
 
-def read_form(request: Request, max_bytes: int) -> dict[str, str]:
-    """The request's form parameters, each exactly once; raises an OAuthError otherwise."""
-    mimetype = request.mimetype
-    if mimetype != FORM_TYPE:
+class Form(dict):
+    """Form parameters, each at most once; names allowed to repeat keep every value in ``multi``."""
+
+    def __init__(self, single: dict[str, str], multi: dict[str, list[str]]):
+        super().__init__(single)
+        self.multi = multi
+
+    def getlist(self, name: str) -> list[str]:
+        return self.multi.get(name, [self[name]] if name in self else [])
+
+
+def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = frozenset()) -> Form:
+    """The request's form parameters; raises an OAuthError for anything else.
+
+    RFC 6749 §3.2: a parameter MUST NOT be included more than once, except where its RFC says
+    otherwise (``resource``, RFC 8707 §2).
+    """
+    if request.mimetype != FORM_TYPE:
         raise InvalidRequestError(f"the request body must be {FORM_TYPE}")
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
@@ -58,14 +72,20 @@ def read_form(request: Request, max_bytes: int) -> dict[str, str]:
         )
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("malformed form body") from None
-    form: dict[str, str] = {}
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    seen: set[str] = set()
     for name, value in pairs:
-        if name in form:
-            raise InvalidRequestError(f"parameter {name[:40]!r} repeated")
-        if value == "":  # RFC 6749 §3.1: empty parameters are treated as omitted
+        if name in repeatable:
+            if value:
+                multi.setdefault(name, []).append(value)
             continue
-        form[name] = value
-    return form
+        if name in seen:
+            raise InvalidRequestError(f"parameter {name[:40]!r} repeated")
+        seen.add(name)
+        if value:  # RFC 6749 §3.1: parameters sent without a value are treated as omitted
+            single[name] = value
+    return Form(single, multi)
 
 
 def client_address(remote_addr: str | None, forwarded_for: str | None, trusted: Iterable) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .errors import ConfigError, InvalidKey
 from .hsm import HSM, KeyInfo, TokenKey
 from .jose.jwe import key_accepts
+from .jose.jwk import PublicJWK, load_jwk
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class KeyRing:
     decryption: tuple[TokenKey, ...]
     jwks_json: bytes
     jwks_etag: str
+    verifiers: dict[str, PublicJWK]  # kid -> our own signing keys (current, next, retired)
 
     @classmethod
     def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> "KeyRing":
@@ -40,7 +42,19 @@ class KeyRing:
             raise ConfigError("OAUTH_HSM_PUBLISHED_KEYS: the same key is listed twice under different labels")
         jwks = json.dumps({"keys": [i.public_jwk() for i in infos]}, separators=(",", ":")).encode()
         etag = hashlib.sha256(jwks).hexdigest()[:32]
-        return cls(signing, infos, decryption, jwks, etag)
+        verifiers = {i.kid: load_jwk(i.public_jwk()) for i in infos if i.use == "sig"}
+        return cls(signing, infos, decryption, jwks, etag, verifiers)
+
+    def verifier_for(self, header: dict) -> PublicJWK:
+        """One of our own signing keys, by kid (tokens we issued, before or after rotation)."""
+        key = self.verifiers.get(header.get("kid"))
+        if key is None:
+            raise InvalidKey("not signed by one of our keys")
+        return key
+
+    @property
+    def own_algs(self) -> tuple[str, ...]:
+        return tuple(sorted({k.alg for k in self.verifiers.values()}))
 
     def decrypter_for(self, header: dict) -> TokenKey:
         """Our decryption key for a JWE header: by ``kid``, else the one key serving its alg."""

@@ -1,0 +1,194 @@
+"""``flask oauth-hsm …``: keys in the token, registry checks, and a demo client.
+
+Registered as a Flask CLI plugin (``flask.commands`` entry point), so it works with any host app:
+``flask --app example_app oauth-hsm keys generate --alg ES256 --use sig --label as-sig-1``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import extension
+from .algorithms import ALGORITHMS
+from .client_auth import ASSERTION_TYPE, hash_secret
+from .errors import ConfigError, OAuthHSMError
+from .jose import jwk, jws, jwt
+from .registry import Registry
+
+
+@click.group("oauth-hsm")
+def cli() -> None:
+    """flask-oauth-hsm: keys in the HSM, the registry, a demo client."""
+
+
+def _state():
+    return current_app.extensions[extension.EXTENSION_KEY]
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc))
+
+
+@cli.group("keys")
+def keys() -> None:
+    """Key pairs in the token (private halves never leave it)."""
+    # The app is loaded only to read its settings: the keys it names may not exist yet.
+    extension.KEY_CHECKS["enabled"] = False
+
+
+@keys.command("generate")
+@click.option("--alg", required=True, type=click.Choice(sorted(ALGORITHMS)), help="JOSE algorithm the key is bound to")
+@click.option("--use", required=True, type=click.Choice(["sig", "enc"]))
+@click.option("--label", required=True, help="CKA_LABEL of the new key pair")
+@click.option("--rsa-bits", default=2048, show_default=True, type=int)
+@click.option("--crv", default="P-256", show_default=True, type=click.Choice(["P-256", "P-384", "P-521"]),
+              help="curve for ECDH-ES keys")
+@click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
+@with_appcontext
+def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, if_missing: bool) -> None:
+    """Generate a key pair inside the token (sensitive, never extractable)."""
+    hsm = _state().hsm
+    try:
+        if if_missing and label in {k.label for k in hsm.list_keys()}:
+            click.echo(f"{label}: exists")
+            return
+        info = hsm.generate_key(alg, use, label, rsa_bits=rsa_bits, crv=crv)
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(f"{info.label}: generated {info.alg} ({info.kty} {info.crv or info.size}) kid={info.kid}")
+
+
+@keys.command("list")
+@with_appcontext
+def list_keys() -> None:
+    """Label, kid, alg, use and key type/size of every key pair in the token."""
+    try:
+        infos = _state().hsm.list_keys()
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(f"{'LABEL':24} {'KID':44} {'ALG':15} {'USE':4} KEY")
+    for i in infos:
+        click.echo(f"{i.label:24} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
+
+
+@keys.command("jwks")
+@click.argument("labels", nargs=-1, required=True)
+@with_appcontext
+def jwks(labels: tuple[str, ...]) -> None:
+    """Print the public JWKS of the given key labels (for a registry entry or a peer)."""
+    try:
+        doc = {"keys": [_state().hsm.key(label).public_jwk() for label in labels]}
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(json.dumps(doc, indent=2))
+
+
+@keys.command("destroy")
+@click.option("--label", required=True)
+@click.option("--yes", is_flag=True, help="confirm: the key is gone for good")
+@with_appcontext
+def destroy(label: str, yes: bool) -> None:
+    """Delete a retired key pair (the last step of a rotation)."""
+    settings = _state().settings
+    if label == settings.signing_key or label in settings.published_keys + settings.encryption_keys:
+        _fail(ConfigError(f"{label!r} is still configured (OAUTH_HSM_SIGNING_KEY/PUBLISHED_KEYS/ENCRYPTION_KEYS)"))
+    if not yes:
+        _fail(ConfigError("add --yes to destroy the key"))
+    try:
+        _state().hsm.destroy_key(label)
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(f"{label}: destroyed")
+
+
+@cli.group("registry")
+def registry() -> None:
+    """The JSON registry of clients and resource servers."""
+
+
+@registry.command("validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def validate(path: str) -> None:
+    """Validate a registry file (the same checks as start-up)."""
+    try:
+        Registry.from_file(path)
+    except ConfigError as exc:
+        _fail(exc)
+    click.echo(f"{path}: valid")
+
+
+@registry.command("hash-secret")
+@click.option("--pbkdf2", is_flag=True, help="slow hash, for human-chosen secrets")
+@click.option("--stdin", "from_stdin", is_flag=True, help="read the secret from stdin instead of generating one")
+def hash_secret_cmd(pbkdf2: bool, from_stdin: bool) -> None:
+    """Print a new client secret and its client_secret_hash for the registry."""
+    secret = sys.stdin.readline().rstrip("\n") if from_stdin else secrets.token_urlsafe(32)
+    if not from_stdin:
+        click.echo(f"client_secret:      {secret}")
+    click.echo(f"client_secret_hash: {hash_secret(secret, 'pbkdf2-sha256' if pbkdf2 else 'sha256')}")
+
+
+@cli.command("demo-client")
+@click.option("--client-id", default="demo-client", show_default=True)
+@click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
+@click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
+@click.option("--scope", default=None)
+@click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
+@with_appcontext
+def demo_client(client_id: str, key_label: str, resource: str | None, scope: str | None, url: str | None) -> None:
+    """Obtain an access token with private_key_jwt and show its verified, decoded claims."""
+    state = _state()
+    token_url = url or state.urls.token
+    key = state.hsm.key(key_label)
+    now = int(time.time())
+    assertion = jwt.sign_jwt(
+        {"iss": client_id, "sub": client_id, "aud": state.settings.issuer, "iat": now, "exp": now + 60,
+         "jti": secrets.token_urlsafe(16)},
+        key, "JWT",
+    )
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    if resource:
+        form["resource"] = resource
+    if scope:
+        form["scope"] = scope
+    status, body = _post(token_url, form)
+    click.echo(f"POST {token_url} -> {status}")
+    click.echo(json.dumps(body, indent=2))
+    if status != 200:
+        sys.exit(1)
+    _show_claims(body["access_token"], token_url.rsplit("/", 1)[0] + "/jwks")
+
+
+def _post(url: str, form: dict) -> tuple[int, dict]:
+    data = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+
+
+def _show_claims(token: str, jwks_url: str) -> None:
+    if jwt.is_encrypted(token):
+        click.echo("\n(the access token is encrypted to its resource server; claims not shown)")
+        return
+    with urllib.request.urlopen(jwks_url, timeout=10) as resp:
+        keyset = jwk.JWKSet.from_dict(json.loads(resp.read()))
+    verified = jws.verify(token, lambda h: keyset.select(h["alg"], "sig", h.get("kid")), list(ALGORITHMS))
+    click.echo(f"\naccess token header (signature verified with {jwks_url}):")
+    click.echo(json.dumps(verified.header, indent=2))
+    click.echo("claims:")
+    click.echo(json.dumps(jwt.decode_claims(verified.payload), indent=2))

@@ -1,0 +1,43 @@
+"""Security events: structured log lines and Flask signals (blinker) for host-app auditing.
+
+Never a token, assertion, secret or PIN in an event: ids (client_id, jti, kid) and reasons only.
+Subscribe with ``flask_oauth_hsm.events.token_issued.connect(fn)``; ``fn(app, **fields)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import current_app
+from flask.signals import Namespace
+
+logger = logging.getLogger("flask_oauth_hsm.security")
+_signals = Namespace()
+
+token_issued = _signals.signal("oauth-hsm-token-issued")
+token_refused = _signals.signal("oauth-hsm-token-refused")
+client_auth_failed = _signals.signal("oauth-hsm-client-auth-failed")
+replay_detected = _signals.signal("oauth-hsm-replay-detected")
+token_revoked = _signals.signal("oauth-hsm-token-revoked")
+token_introspected = _signals.signal("oauth-hsm-token-introspected")
+service_unavailable = _signals.signal("oauth-hsm-service-unavailable")
+
+_LEVELS = {
+    token_issued: logging.INFO,
+    token_refused: logging.INFO,
+    client_auth_failed: logging.WARNING,
+    replay_detected: logging.WARNING,
+    token_revoked: logging.INFO,
+    token_introspected: logging.INFO,
+    service_unavailable: logging.ERROR,
+}
+
+
+def emit(signal, **fields) -> None:
+    """Log one JSON line ``{"event": ..., **fields}`` and send the signal."""
+    event = signal.name.removeprefix("oauth-hsm-")
+    if logger.isEnabledFor(_LEVELS[signal]):
+        logger.log(_LEVELS[signal], json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
+    if signal.receivers:
+        signal.send(current_app._get_current_object(), **fields)

@@ -1,0 +1,123 @@
+"""Redis: single-use ids (replay caches), revoked token ids, and the epoch sentinel (DESIGN.md §9).
+
+* Every key lives under the configured prefix and carries a TTL; ids are hashed, so a 64 KB jti
+  costs a 43-character key.
+* A replay check is one atomic server-side step (a Lua script: ``SET NX EX`` plus the epoch
+  read), never get-then-set.
+* Epoch sentinel: a key without TTL holding the time the current replay state began. When Redis
+  is flushed or restarts without persistence the sentinel disappears with the replay keys; the
+  next check starts a new epoch, and until every assertion of the old epoch has expired
+  (``window`` seconds) an id issued before the new epoch is refused — it may have been used
+  already. Revocations are treated the same way: tokens issued before the epoch are inactive.
+* Redis unreachable, slow past the timeout, or answering errors: :class:`StoreUnavailable`
+  (endpoints answer 503 and issue nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import StoreUnavailable
+
+_USE_ONCE = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+local fresh = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2])
+if fresh then return {1, tonumber(epoch)} end
+return {0, tonumber(epoch)}
+"""
+
+
+class Replayed(Exception):
+    """This id was used before (or may have been: see the epoch rule)."""
+
+
+@dataclass(frozen=True)
+class RevocationState:
+    revoked: bool
+    epoch: int
+
+
+def _hashed(namespace: str, ident: str) -> str:
+    digest = hashlib.sha256(namespace.encode() + b"\0" + ident.encode("utf-8", "surrogatepass")).digest()
+    return namespace + ":" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class Store:
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.client = client
+        self.prefix = prefix
+        self._epoch_key = prefix + "epoch"
+        self._use_once = client.register_script(_USE_ONCE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, timeout: float) -> "Store":
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # fail fast: the endpoint answers 503, the client retries
+            health_check_interval=0,
+            max_connections=256,
+        )
+        return cls(client, prefix)
+
+    def _key(self, namespace: str, ident: str) -> str:
+        return self.prefix + _hashed(namespace, ident)
+
+    def ensure_epoch(self) -> int:
+        """Start an epoch if none exists (at start-up, so the first requests are not refused)."""
+        try:
+            self.client.set(self._epoch_key, int(time.time()), nx=True)
+            return int(self.client.get(self._epoch_key))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+
+    def use_once(self, namespace: str, ident: str, *, expires_at: float, issued_at: float | None, window: int) -> None:
+        """Record ``ident`` as used until ``expires_at``; raises Replayed if it was used before.
+
+        ``window``: how long after a new epoch ids issued before it are refused (the longest
+        lifetime such an id can have).
+        """
+        now = int(time.time())
+        ttl = max(1, int(expires_at) - now + 1)
+        try:
+            fresh, epoch = self._use_once(keys=[self._epoch_key, self._key(namespace, ident)], args=[now, ttl])
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+        if not fresh:
+            raise Replayed("already used")
+        if now < int(epoch) + window and (issued_at is None or issued_at < int(epoch)):
+            raise Replayed("issued before the replay state was reset")
+
+    def revoke(self, jti: str, expires_at: float) -> None:
+        try:
+            self.client.set(self._key("revoked", jti), 1, exat=max(int(expires_at), int(time.time()) + 1))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+
+    def revocation(self, jti: str) -> RevocationState:
+        """Whether ``jti`` was revoked, and the current epoch (one round trip)."""
+        try:
+            revoked, epoch = self.client.mget(self._key("revoked", jti), self._epoch_key)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+        if epoch is None:
+            epoch = self.ensure_epoch()
+        return RevocationState(revoked is not None, int(epoch))
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None

@@ -4,11 +4,13 @@
   costs a 43-character key.
 * A replay check is one atomic server-side step (a Lua script: ``SET NX EX`` plus the epoch
   read), never get-then-set.
-* Epoch sentinel: a key without TTL holding the time the current replay state began. When Redis
-  is flushed or restarts without persistence the sentinel disappears with the replay keys; the
-  next check starts a new epoch, and until every assertion of the old epoch has expired
-  (``window`` seconds) an id issued before the new epoch is refused — it may have been used
-  already. Revocations are treated the same way: tokens issued before the epoch are inactive.
+* Epoch sentinel: a key without TTL holding the time (in milliseconds) the current replay state
+  began. When Redis is flushed or restarts without persistence the sentinel disappears with the
+  replay keys; the next check starts a new epoch, and until every assertion of the old epoch has
+  expired (``window`` seconds) only an id whose ``iat`` is at or after the epoch is accepted —
+  anything older may have been used already. ``iat`` has one-second resolution, so for the
+  rest of the epoch's own second nothing is accepted: that second fails closed, not open.
+  Revocations are treated the same way: tokens issued before the epoch are inactive.
 * Redis unreachable, slow past the timeout, or answering errors: :class:`StoreUnavailable`
   (endpoints answer 503 and issue nothing).
 """
@@ -45,7 +47,7 @@ class Replayed(Exception):
 @dataclass(frozen=True)
 class RevocationState:
     revoked: bool
-    epoch: int
+    epoch: float  # seconds
 
 
 def _hashed(namespace: str, ident: str) -> str:
@@ -75,11 +77,12 @@ class Store:
     def _key(self, namespace: str, ident: str) -> str:
         return self.prefix + _hashed(namespace, ident)
 
-    def ensure_epoch(self) -> int:
-        """Start an epoch if none exists (at start-up, so the first requests are not refused)."""
+    def ensure_epoch(self) -> float:
+        """Start an epoch if none exists (at start-up, so the first requests are not refused);
+        returns its start in seconds."""
         try:
-            self.client.set(self._epoch_key, int(time.time()), nx=True)
-            return int(self.client.get(self._epoch_key))
+            self.client.set(self._epoch_key, int(time.time() * 1000), nx=True)
+            return int(self.client.get(self._epoch_key)) / 1000
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
 
@@ -89,15 +92,18 @@ class Store:
         ``window``: how long after a new epoch ids issued before it are refused (the longest
         lifetime such an id can have).
         """
-        now = int(time.time())
-        ttl = max(1, int(expires_at) - now + 1)
+        now = time.time()
+        ttl = max(1, int(expires_at - now) + 1)
         try:
-            fresh, epoch = self._use_once(keys=[self._epoch_key, self._key(namespace, ident)], args=[now, ttl])
+            fresh, epoch_ms = self._use_once(
+                keys=[self._epoch_key, self._key(namespace, ident)], args=[int(now * 1000), ttl]
+            )
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
         if not fresh:
             raise Replayed("already used")
-        if now < int(epoch) + window and (issued_at is None or issued_at < int(epoch)):
+        epoch = epoch_ms / 1000
+        if now < epoch + window and (issued_at is None or issued_at < epoch):
             raise Replayed("issued before the replay state was reset")
 
     def revoke(self, jti: str, expires_at: float) -> None:
@@ -112,9 +118,8 @@ class Store:
             revoked, epoch = self.client.mget(self._key("revoked", jti), self._epoch_key)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
-        if epoch is None:
-            epoch = self.ensure_epoch()
-        return RevocationState(revoked is not None, int(epoch))
+        epoch_s = self.ensure_epoch() if epoch is None else int(epoch) / 1000
+        return RevocationState(revoked is not None, epoch_s)
 
     def ping(self) -> None:
         try:

@@ -13,7 +13,7 @@ if [ ! -f "$SOFTHSM2_CONF" ]; then
   sed "s#@TOKENDIR@#$tokendir#" "$here/softhsm2.conf.in" >"$SOFTHSM2_CONF"
 fi
 
-if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$OAUTH_HSM_TOKEN_LABEL\$"; then
+if ! softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label:[[:space:]]*$OAUTH_HSM_TOKEN_LABEL[[:space:]]*$"; then
   echo "[softhsm] initialising token '$OAUTH_HSM_TOKEN_LABEL' in $tokendir" >&2
   softhsm2-util --init-token --free --label "$OAUTH_HSM_TOKEN_LABEL" \
     --pin "$OAUTH_HSM_PIN" --so-pin "$SOFTHSM_SO_PIN" >/dev/null

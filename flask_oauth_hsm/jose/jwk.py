@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography.hazmat.primitives import serialization
 
 from ..algorithms import ALGORITHMS, CURVE_BITS
-from ..errors import InvalidKey
+from ..errors import InvalidKey, MalformedJose
 from .compact import b64url_decode, b64url_encode
 
 MIN_RSA_BITS = 2048
@@ -63,11 +63,21 @@ class PublicJWK:
         return public_jwk_dict(self.key, kid=self.kid, alg=self.alg, use=self.use)
 
 
+def _b64(value: str, name: str) -> bytes:
+    # load_jwk promises InvalidKey for every bad JWK: a member that is not unpadded base64url
+    # (RFC 7518 §6.2.1.2, §6.3.1.1, RFC 8037 §2) must not surface as MalformedJose, which callers
+    # validating key sets (registry, JWKS fetch) do not catch. Found by the vector test suite.
+    try:
+        return b64url_decode(value, f"JWK {name}")
+    except MalformedJose:
+        raise InvalidKey(f"JWK member {name!r} is not unpadded base64url") from None
+
+
 def _b64int(jwk: dict, name: str, *, fixed_len: int | None = None) -> int:
     value = jwk.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidKey(f"JWK member {name!r} missing or not a string")
-    raw = b64url_decode(value, f"JWK {name}")
+    raw = _b64(value, name)
     if fixed_len is not None and len(raw) != fixed_len:
         raise InvalidKey(f"JWK member {name!r} must be {fixed_len} octets")
     if fixed_len is None and raw[:1] == b"\0":
@@ -125,7 +135,7 @@ def _load_okp(jwk: dict) -> tuple[Any, str | None, int]:
     cls = _OKP.get(crv) if isinstance(crv, str) else None
     if cls is None:
         raise InvalidKey(f"unsupported OKP curve {str(crv)[:20]!r}")
-    raw = b64url_decode(jwk.get("x") if isinstance(jwk.get("x"), str) else "", "JWK x")
+    raw = _b64(jwk.get("x") if isinstance(jwk.get("x"), str) else "", "x")
     if len(raw) != 32:
         raise InvalidKey("OKP member 'x' must be 32 octets")
     return cls.from_public_bytes(raw), crv, 255

@@ -2,22 +2,29 @@
 
 ``example_app:app`` (WSGI) and ``create_app()``. The ``app`` attribute is built on first access,
 so importing the package has no side effects (gunicorn and ``flask --app`` both look it up).
+
+It is both the authorization server (``OAuthHSM``) and a resource server: ``GET /api/items``
+needs an access token for ``OAUTH_HSM_RS_RESOURCE`` with scope ``read`` (``ResourceProtector``).
 """
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import os
 
-from flask_oauth_hsm import OAuthHSM
+from flask import Flask, g, jsonify
+
+from flask_oauth_hsm import OAuthHSM, ResourceProtector
 from flask_oauth_hsm.errors import ConfigError
 
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(config or {})
-    oauth = OAuthHSM()
+    oauth, api = OAuthHSM(), ResourceProtector()
     try:
         oauth.init_app(app)
+        if _setting(app, "OAUTH_HSM_RS_RESOURCE"):
+            api.init_app(app)
     except ConfigError as exc:
         # One clear line, never a traceback from deep inside PKCS#11 or redis-py.
         raise SystemExit(f"flask-oauth-hsm: {exc}") from None
@@ -27,7 +34,18 @@ def create_app(config: dict | None = None) -> Flask:
         state = app.extensions["oauth_hsm"]
         return jsonify(service="flask-oauth-hsm example", issuer=state.settings.issuer, token_endpoint=state.urls.token)
 
+    if "oauth_hsm_rs" in app.extensions:
+
+        @app.get("/api/items")
+        @api.require_token(scope="read")
+        def items():
+            return jsonify(items=["hsm", "redis", "flask"], client_id=g.oauth_token["client_id"], scope=g.oauth_token["scope"])
+
     return app
+
+
+def _setting(app: Flask, name: str):
+    return app.config.get(name, os.environ.get(name))
 
 
 def __getattr__(name: str):

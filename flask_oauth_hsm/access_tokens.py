@@ -4,6 +4,13 @@ Claims (RFC 9068 §2.2): ``iss``, ``exp``, ``aud``, ``sub``, ``client_id``, ``ia
 ``scope``, and ``cnf`` when sender-constrained (RFC 7800). ``typ`` is ``at+jwt`` (§2.1). When the
 audience registered ``access_token_encrypted_response_alg/enc`` the signed token is encrypted to
 it (RFC 9068 §4: that resource server then rejects unencrypted tokens).
+
+CEK escrow: a token encrypted to a resource server is opaque to us, yet it comes back for
+introspection and revocation. So the content-encryption key is also encrypted to our own
+decryption key and carried in the protected header (``oauth-hsm-cek``, covered by the
+authentication tag). We recover the CEK in the token, decrypt, and still verify our signature on
+the inner JWS, so a forged escrow gains nothing. Resource servers ignore the member (RFC 7516
+§4: unknown header parameters are ignored unless listed in ``crit``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from .registry import Client, ResourceServer
 
 AT_TYP = "at+jwt"
 MAX_ACCESS_TOKEN_LEN = 64 * 1024
+ESCROW_HEADER = "oauth-hsm-cek"
+_ESCROW_ENC = "A256GCM"
+_INNER_ENCS = ("A128GCM", "A256GCM", "A128CBC-HS256")
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,23 @@ def issue(state, client: Client, scope: frozenset[str], audiences: list[Resource
             raise InvalidTargetError("a resource server requiring encrypted tokens must be the only audience")
         rs = encrypting[0]
         alg = rs.access_token_encrypted_response_alg
-        token = jwt.nest(token, rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or "A256GCM")
+        token = jwe.encrypt(
+            token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or "A256GCM",
+            {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(state, cek)},
+        )
     return IssuedToken(token, claims, lifetime)
+
+
+def _escrow(state, cek: bytes) -> str:
+    own = state.keys.escrow  # present: start-up refuses encrypting resource servers otherwise
+    return jwe.encrypt(cek, own, own.alg, _ESCROW_ENC)
+
+
+def _recover_cek(state, header: dict) -> bytes:
+    escrowed = header.get(ESCROW_HEADER)
+    if not isinstance(escrowed, str):
+        raise JoseError("no escrowed key")
+    return jwe.decrypt(escrowed, state.keys.decrypter_for, state.keys.decryption_algs, [_ESCROW_ENC]).plaintext
 
 
 def read_own_token(state, token: str) -> dict[str, Any]:
@@ -73,10 +98,7 @@ def read_own_token(state, token: str) -> dict[str, Any]:
     if jwt.is_encrypted(token):
         if not state.keys.decryption:
             raise JoseError("encrypted token but no decryption key")
-        decrypted = jwe.decrypt(
-            token, state.keys.decrypter_for, state.keys.decryption_algs, ["A128GCM", "A256GCM", "A128CBC-HS256"],
-            max_len=MAX_ACCESS_TOKEN_LEN,
-        )
+        decrypted = jwe.decrypt_with_cek(token, lambda h: _recover_cek(state, h), _INNER_ENCS, max_len=MAX_ACCESS_TOKEN_LEN)
         token = jwt.unnest(decrypted).decode("ascii", "replace")
     verified = jws.verify(token, state.keys.verifier_for, state.keys.own_algs, max_len=MAX_ACCESS_TOKEN_LEN)
     if not compact.typ_is(verified.header, AT_TYP):

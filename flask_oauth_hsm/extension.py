@@ -92,7 +92,7 @@ class ServerState:
 
     @property
     def introspection_signing_algs(self) -> list[str]:
-        return sorted({k.alg for k in self.keys.published if k.use == "sig"}) if self.keys else []
+        return sorted({k.alg for k in self.keys.signers}) if self.keys else []
 
 
 def current_state() -> ServerState:
@@ -158,6 +158,9 @@ class OAuthHSM:
 def _check_registry_fits_keys(state: ServerState) -> None:
     if isinstance(state.registry, Registry):
         for rs in state.registry.resource_servers():
+            if rs.access_token_encrypted_response_alg and not state.keys.decryption:
+                raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {rs.client_id!r} wants encrypted access "
+                                  "tokens; we need a decryption key to read them back (CEK escrow)")
             alg = rs.introspection_signed_response_alg
             if alg and alg not in state.introspection_signing_algs:
                 raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {rs.client_id!r}: no signing key for "
@@ -183,10 +186,12 @@ def _start_epoch(store: Store) -> None:
 
 
 def _register_blueprints(app: Flask, state: ServerState) -> None:
-    from .endpoints import token
+    from .endpoints import introspection, revocation, token
 
     bp = Blueprint("oauth_hsm", __name__, url_prefix=state.urls.route_prefix)
     bp.add_url_rule("/token", "token", token.token_endpoint, methods=_ALL_METHODS)
+    bp.add_url_rule("/introspect", "introspect", introspection.introspection_endpoint, methods=_ALL_METHODS)
+    bp.add_url_rule("/revoke", "revoke", revocation.revocation_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/jwks", "jwks", discovery.jwks_endpoint, methods=_ALL_METHODS)
     _error_handlers(bp)
     app.register_blueprint(bp)

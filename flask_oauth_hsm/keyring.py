@@ -19,19 +19,23 @@ from .jose.jwk import PublicJWK, load_jwk
 
 @dataclass(frozen=True)
 class KeyRing:
-    signing: TokenKey
+    signing: TokenKey  # signs access tokens
+    signers: tuple[TokenKey, ...]  # every signing key we hold: the signing key first, then published ones
     published: tuple[KeyInfo, ...]  # every public key in the JWKS, signing key first
     decryption: tuple[TokenKey, ...]
     jwks_json: bytes
     jwks_etag: str
     verifiers: dict[str, PublicJWK]  # kid -> our own signing keys (current, next, retired)
+    escrow: PublicJWK | None  # public half of our first decryption key (access_tokens: CEK escrow)
 
     @classmethod
     def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> "KeyRing":
         signing = hsm.key(signing_label)
         if signing.info.use != "sig":
             raise ConfigError(f"OAUTH_HSM_SIGNING_KEY: key {signing_label!r} is an encryption key")
-        extra = [hsm.key(label).info for label in published if label != signing_label]
+        extra_keys = [hsm.key(label) for label in published if label != signing_label]
+        extra = [k.info for k in extra_keys]
+        signers = (signing, *(k for k in extra_keys if k.info.use == "sig"))
         decryption = tuple(hsm.key(label) for label in encryption)
         for key in decryption:
             if key.info.use != "enc":
@@ -43,7 +47,17 @@ class KeyRing:
         jwks = json.dumps({"keys": [i.public_jwk() for i in infos]}, separators=(",", ":")).encode()
         etag = hashlib.sha256(jwks).hexdigest()[:32]
         verifiers = {i.kid: load_jwk(i.public_jwk()) for i in infos if i.use == "sig"}
-        return cls(signing, infos, decryption, jwks, etag, verifiers)
+        escrow = load_jwk(decryption[0].public_jwk()) if decryption else None
+        return cls(signing, signers, infos, decryption, jwks, etag, verifiers, escrow)
+
+    def signer_for(self, alg: str | None) -> TokenKey:
+        """The key that signs for ``alg`` (RFC 9701 responses): the signing key when it fits."""
+        if alg is None:
+            return self.signing
+        for key in self.signers:
+            if key.alg == alg:
+                return key
+        raise ConfigError(f"no signing key for {alg}: add one to OAUTH_HSM_PUBLISHED_KEYS")
 
     def verifier_for(self, header: dict) -> PublicJWK:
         """One of our own signing keys, by kid (tokens we issued, before or after rotation)."""

@@ -174,6 +174,20 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
         data = _SettingsSchema().load(_raw_values(config, environ))
     except ValidationError as exc:
         raise ConfigError(_first_error(exc.messages)) from None
+    _resolve_token_and_pin(data)
+    if need_registry and data["registry"] is None:
+        raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
+    if data["registry"] is not None and not os.path.isfile(data["registry"]):
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
+    return Settings(**data)
+
+
+
+_HSM_FIELDS = ("pkcs11_module", "token_label", "slot", "pin", "pin_file")
+
+
+def _resolve_token_and_pin(data: dict) -> None:
+    """Exactly one of label/slot and of PIN/PIN file; the PIN file is read here."""
     if (data["token_label"] is None) == (data["slot"] is None):
         raise ConfigError("OAUTH_HSM_TOKEN_LABEL: set exactly one of OAUTH_HSM_TOKEN_LABEL and OAUTH_HSM_SLOT")
     if (data["pin"] is None) == (data["pin_file"] is None):
@@ -183,8 +197,18 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
         from .hsm import HSMConfig  # reading a file, not touching the token
 
         data["pin"] = HSMConfig.read_pin_file(pin_file)
-    if need_registry and data["registry"] is None:
-        raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
-    if data["registry"] is not None and not os.path.isfile(data["registry"]):
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
-    return Settings(**data)
+
+
+def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None):
+    """Only the token settings (a resource server without the AS): returns an HSMConfig."""
+    from .hsm import HSMConfig
+
+    schema = _SettingsSchema(only=_HSM_FIELDS)
+    names = {f.data_key for f in schema.fields.values()}
+    raw = _raw_values(config, os.environ if environ is None else environ)
+    try:
+        data = schema.load({k: v for k, v in raw.items() if k in names})
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc.messages)) from None
+    _resolve_token_and_pin(data)
+    return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"])

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 RS1 = "https://rs1.example.test"
 RS2 = "https://rs2.example.test"
+RS3 = "https://rs3.example.test"
 
 
 def b64(data: bytes) -> str:

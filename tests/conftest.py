@@ -22,6 +22,7 @@ SIGNING_KEYS = {  # label -> (alg, use)
     "sig-ps256": ("PS256", "sig"),
     "sig-rs256": ("RS256", "sig"),
     "sig-eddsa": ("EdDSA", "sig"),
+    "rs2-sig": ("ES256", "sig"),  # resource server rs-2's own key (its private_key_jwt)
 }
 ENCRYPTION_KEYS = {
     "enc-rsa-oaep-256": ("RSA-OAEP-256", "enc"),
@@ -79,7 +80,7 @@ class ASEnv:
     def __init__(self, app, keys: dict, rs_enc_key, settings: dict):
         self.app = app
         self.keys = keys  # client_id -> ClientKey
-        self.rs_enc_key = rs_enc_key  # RS2's private encryption key (software: the RS is not us)
+        self.rs_enc_key = rs_enc_key  # rs-3's private encryption key (software: that RS is not us)
         self.settings = settings
         self.issuer = settings["OAUTH_HSM_ISSUER"]
         self.token_url = self.issuer + "/oauth2/token"
@@ -111,11 +112,13 @@ def as_settings(redis_url: str, registry_path: str, **overrides) -> dict:
 
 
 def build_registry(keys: dict, rs_keys: dict) -> dict:
-    from as_helpers import RS1, RS2, sha256_secret_hash
+    """Clients with software keys; rs-1 software, rs-2 with keys in the test token (so our own
+    ResourceProtector can use it), rs-3 with software keys and every encryption option."""
+    from as_helpers import RS1, RS2, RS3, sha256_secret_hash
 
     def pkjwt(client_id, **extra):
         entry = {"client_id": client_id, "token_endpoint_auth_method": "private_key_jwt",
-                 "jwks": {"keys": [keys[client_id].public_jwk]}, "scope": "read write", "resources": [RS1, RS2]}
+                 "jwks": {"keys": [keys[client_id].public_jwk]}, "scope": "read write", "resources": [RS1, RS2, RS3]}
         entry.update(extra)
         return entry
 
@@ -142,8 +145,14 @@ def build_registry(keys: dict, rs_keys: dict) -> dict:
             {"resource": RS1, "client_id": "rs-1", "token_endpoint_auth_method": "private_key_jwt",
              "jwks": {"keys": [rs_keys["rs-1"].public_jwk]}, "scope": "read write"},
             {"resource": RS2, "client_id": "rs-2", "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": [rs_keys["rs-2"].public_jwk, rs_keys["rs-2-enc"]]}, "scope": "read",
+             "jwks": {"keys": [rs_keys["rs-2"], rs_keys["rs-2-enc"]]}, "scope": "read",
+             "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
              "access_token_encrypted_response_alg": "ECDH-ES+A256KW", "access_token_encrypted_response_enc": "A256GCM"},
+            {"resource": RS3, "client_id": "rs-3", "token_endpoint_auth_method": "private_key_jwt", "aud_policy": "endpoint",
+             "jwks": {"keys": [rs_keys["rs-3"].public_jwk, rs_keys["rs-3-enc"]]}, "scope": "read write",
+             "introspection_signed_response_alg": "PS256",
+             "introspection_encrypted_response_alg": "ECDH-ES+A256KW", "introspection_encrypted_response_enc": "A256GCM",
+             "access_token_encrypted_response_alg": "ECDH-ES+A256KW", "access_token_encrypted_response_enc": "A128GCM"},
         ],
     }
 
@@ -162,8 +171,14 @@ def as_env(hsm, redis_server, tmp_base):
                   "c-nogrant", "c-other", "c-cip"]
     keys = {cid: ClientKey.new(algs.get(cid, "ES256")) for cid in client_ids}
     rs_enc = ec.generate_private_key(ec.SECP256R1())
-    rs_keys = {"rs-1": ClientKey.new("ES256"), "rs-2": ClientKey.new("ES256"), "rs-2-enc": ec_enc_jwk(rs_enc, "rs-2-enc")}
-    keys.update({"rs-1": rs_keys["rs-1"], "rs-2": rs_keys["rs-2"]})
+    rs_keys = {
+        "rs-1": ClientKey.new("ES256"),
+        "rs-2": hsm.key("rs2-sig").public_jwk(),
+        "rs-2-enc": hsm.key("enc-ecdh-es-a256kw").public_jwk(),
+        "rs-3": ClientKey.new("ES256"),
+        "rs-3-enc": ec_enc_jwk(rs_enc, "rs-3-enc"),
+    }
+    keys.update({"rs-1": rs_keys["rs-1"], "rs-3": rs_keys["rs-3"]})
     path = tmp_base / "registry.json"
     path.write_text(json.dumps(build_registry(keys, rs_keys)))
     settings = as_settings(redis_server.url, str(path))

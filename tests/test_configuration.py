@@ -28,7 +28,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def registry_doc(as_env):
     keys = {cid: ClientKey.new() for cid in ("c-es256", "c-ps256", "c-eddsa", "c-rs256", "c-issuer", "c-endpoint",
                                              "c-enc", "c-enc-allowed", "c-nogrant", "c-other", "c-cip")}
-    rs = {"rs-1": ClientKey.new(), "rs-2": ClientKey.new(), "rs-2-enc": ec_enc_jwk(ec.generate_private_key(ec.SECP256R1()), "e")}
+    rs = {"rs-1": ClientKey.new(), "rs-2": ClientKey.new().public_jwk, "rs-2-enc": ec_enc_jwk(ec.generate_private_key(ec.SECP256R1()), "e"),
+          "rs-3": ClientKey.new(), "rs-3-enc": ec_enc_jwk(ec.generate_private_key(ec.SECP256R1()), "e3")}
     return build_registry(keys, rs)
 
 
@@ -127,7 +128,7 @@ def test_valid_registry(registry_doc):
     (["clients", 11, "client_secret_hash"], "md5:abc", r"clients\[11\] \(c-basic\): client_secret_hash"),
     (["clients", 13, "grant_types"], ["client_credentials"], r"public client"),
     (["resource_servers", 1, "access_token_encrypted_response_alg"], "RSA-OAEP-256", r"jwks needs exactly one encryption key"),
-    (["resource_servers", 1, "introspection_encrypted_response_enc"], "A256GCM", r"needs introspection_encrypted_response_alg"),
+    (["resource_servers", 0, "introspection_encrypted_response_enc"], "A256GCM", r"needs introspection_encrypted_response_alg"),
     (["resource_servers", 0, "token_endpoint_auth_method"], "none", r"resource_servers\[0\] \(rs-1\): token_endpoint_auth_method"),
 ])
 def test_registry_errors_name_entry_and_field(registry_doc, path, value, expected):

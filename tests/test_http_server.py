@@ -23,8 +23,9 @@ import support
 from as_helpers import RS1
 
 
-def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gthread", preload: bool = True):
-    port = support.free_port()
+def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gthread", preload: bool = True,
+                   port: int | None = None):
+    port = port or support.free_port()
     env = {**os.environ, **settings}
     args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class,
             "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--timeout", "30"]

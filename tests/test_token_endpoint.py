@@ -15,6 +15,7 @@ from as_helpers import (
     ASSERTION_TYPE,
     RS1,
     RS2,
+    RS3,
     ClientKey,
     assertion_form,
     claims_for,
@@ -83,7 +84,7 @@ def test_several_resources_give_an_audience_array(as_env):
 
 
 def test_token_for_an_encrypting_resource_server_is_a_nested_jwe(as_env):
-    body = token_request(as_env, extra={"resource": RS2, "scope": "read"}).get_json()
+    body = token_request(as_env, extra={"resource": RS3, "scope": "read"}).get_json()
     token = body["access_token"]
     assert token.count(".") == 4
     from jwcrypto import jwe as jw_jwe, jwk as jw_jwk
@@ -93,7 +94,7 @@ def test_token_for_an_encrypting_resource_server_is_a_nested_jwe(as_env):
     outer.deserialize(token, key=rs_key)
     assert json.loads(outer.objects["protected"])["cty"] == "JWT"
     inner = jose_jwt.decode(outer.payload.decode(), jwks_of(as_env), algorithms=["ES256"])
-    assert inner.header["typ"] == "at+jwt" and inner.claims["aud"] == RS2
+    assert inner.header["typ"] == "at+jwt" and inner.claims["aud"] == RS3
 
 
 def test_client_secret_basic_and_post(as_env):

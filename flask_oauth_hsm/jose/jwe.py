@@ -58,6 +58,33 @@ def key_accepts(key: Decrypter, alg: str) -> bool:
     return alg in KEY_MANAGEMENT and alg == key.alg
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    head: bytes
+    header: dict
+    enc: EncSpec
+    encrypted_key: bytes
+    iv: bytes
+    ciphertext: bytes
+    tag: bytes
+
+
+def _parse(token: str | bytes, encryptions: Collection[str], max_len: int) -> _Parsed:
+    head, ek_b64, iv_b64, ct_b64, tag_b64 = split_compact(token, 5, max_len)
+    header = parse_protected_header(head)
+    enc_name = header.get("enc")
+    enc = CONTENT_ENCRYPTION.get(enc_name) if isinstance(enc_name, str) else None
+    if enc is None or enc_name not in encryptions:
+        raise RefusedAlgorithm(f"JWE enc {str(enc_name)[:20]!r} is not accepted here")
+    parsed = _Parsed(
+        head, header, enc, b64url_decode(ek_b64, "JWE encrypted key"), b64url_decode(iv_b64, "JWE IV"),
+        b64url_decode(ct_b64, "JWE ciphertext"), b64url_decode(tag_b64, "JWE tag"),
+    )
+    if len(parsed.iv) != enc.iv_len or len(parsed.tag) != _TAG_LEN:
+        raise DecryptionFailed("JWE could not be decrypted")
+    return parsed
+
+
 def decrypt(
     token: str | bytes,
     key_for: Callable[[dict], Decrypter],
@@ -67,26 +94,27 @@ def decrypt(
     max_len: int = MAX_COMPACT_LEN,
 ) -> Decrypted:
     """Decrypt a compact JWE; raises MalformedJose, RefusedAlgorithm or DecryptionFailed."""
-    head, ek_b64, iv_b64, ct_b64, tag_b64 = split_compact(token, 5, max_len)
-    header = parse_protected_header(head)
-    alg, enc_name = header["alg"], header.get("enc")
+    p = _parse(token, encryptions, max_len)
+    alg = p.header["alg"]
     spec = KEY_MANAGEMENT.get(alg)
     if spec is None or alg not in algorithms:
         raise RefusedAlgorithm(f"JWE alg {alg[:20]!r} is not accepted here")
-    enc = CONTENT_ENCRYPTION.get(enc_name) if isinstance(enc_name, str) else None
-    if enc is None or enc_name not in encryptions:
-        raise RefusedAlgorithm(f"JWE enc {str(enc_name)[:20]!r} is not accepted here")
-    encrypted_key = b64url_decode(ek_b64, "JWE encrypted key")
-    iv = b64url_decode(iv_b64, "JWE IV")
-    ciphertext = b64url_decode(ct_b64, "JWE ciphertext")
-    tag = b64url_decode(tag_b64, "JWE tag")
-    if len(iv) != enc.iv_len or len(tag) != _TAG_LEN:
-        raise DecryptionFailed("JWE could not be decrypted")
-    key = key_for(header)
+    key = key_for(p.header)
     if not key_accepts(key, alg):
         raise RefusedAlgorithm(f"the selected key may not be used with {alg}")
-    cek = _recover_cek(header, spec, enc, encrypted_key, key)
-    return Decrypted(header, _decrypt_content(enc, cek, iv, ciphertext, tag, head))
+    cek = _recover_cek(p.header, spec, p.enc, p.encrypted_key, key)
+    return Decrypted(p.header, _decrypt_content(p.enc, cek, p.iv, p.ciphertext, p.tag, p.head))
+
+
+def decrypt_with_cek(
+    token: str | bytes, cek_for: Callable[[dict], bytes], encryptions: Collection[str], *, max_len: int = MAX_COMPACT_LEN
+) -> Decrypted:
+    """Decrypt with a CEK obtained otherwise (``cek_for(header)``), e.g. escrowed to ourselves."""
+    p = _parse(token, encryptions, max_len)
+    cek = cek_for(p.header)
+    if len(cek) != p.enc.cek_len:
+        raise DecryptionFailed("JWE could not be decrypted")
+    return Decrypted(p.header, _decrypt_content(p.enc, cek, p.iv, p.ciphertext, p.tag, p.head))
 
 
 def _recover_cek(header: dict, spec: AlgSpec, enc: EncSpec, encrypted_key: bytes, key: Decrypter) -> bytes:
@@ -195,9 +223,14 @@ def _encrypt_content(enc: EncSpec, cek: bytes, plaintext: bytes, aad: bytes) -> 
 
 
 def encrypt(
-    plaintext: bytes, recipient: PublicJWK, alg: str, enc: str, header: dict[str, Any] | None = None
+    plaintext: bytes, recipient: PublicJWK, alg: str, enc: str, header: dict[str, Any] | None = None,
+    *, escrow: Callable[[bytes], dict[str, Any]] | None = None,
 ) -> str:
-    """Compact JWE of ``plaintext`` to ``recipient``; ``kid`` is the recipient's when it has one."""
+    """Compact JWE of ``plaintext`` to ``recipient``; ``kid`` is the recipient's when it has one.
+
+    ``escrow(cek)`` may add protected header members derived from the CEK (they are covered by
+    the authentication tag like the rest of the header).
+    """
     spec, enc_spec = KEY_MANAGEMENT.get(alg), CONTENT_ENCRYPTION.get(enc)
     if spec is None or enc_spec is None:
         raise RefusedAlgorithm(f"cannot encrypt with alg {alg!r} and enc {enc!r}")
@@ -207,6 +240,8 @@ def encrypt(
     if recipient.kid:
         protected["kid"] = recipient.kid
     cek, encrypted_key = _wrap_cek(spec, enc_spec, recipient, protected)
+    if escrow is not None:
+        protected.update(escrow(cek))
     head = b64url_encode(json.dumps(protected, separators=(",", ":")).encode())
     iv, ciphertext, tag = _encrypt_content(enc_spec, cek, plaintext, head.encode("ascii"))
     return ".".join((head, *(b64url_encode(p) for p in (encrypted_key, iv, ciphertext, tag))))

@@ -186,12 +186,14 @@ def _start_epoch(store: Store) -> None:
 
 
 def _register_blueprints(app: Flask, state: ServerState) -> None:
-    from .endpoints import introspection, revocation, token
+    from .endpoints import health, introspection, revocation, token
 
     bp = Blueprint("oauth_hsm", __name__, url_prefix=state.urls.route_prefix)
     bp.add_url_rule("/token", "token", token.token_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/introspect", "introspect", introspection.introspection_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/revoke", "revoke", revocation.revocation_endpoint, methods=_ALL_METHODS)
+    bp.add_url_rule("/health", "health", health.health_endpoint, methods=_ALL_METHODS)
+    bp.add_url_rule("/ready", "ready", health.readiness_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/jwks", "jwks", discovery.jwks_endpoint, methods=_ALL_METHODS)
     _error_handlers(bp)
     app.register_blueprint(bp)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import jwt as pyjwt
@@ -25,25 +26,29 @@ from as_helpers import RS1
 
 def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gthread", preload: bool = True,
                    port: int | None = None):
+    """gunicorn serving example_app with ``settings`` in its environment; its log goes to a file
+    (a pipe nobody reads would fill up under load and block the workers)."""
     port = port or support.free_port()
     env = {**os.environ, **settings}
     args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class,
             "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--timeout", "30"]
     if preload:
         args.append("--preload")
-    proc = subprocess.Popen([*args, "example_app:app"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+    proc = subprocess.Popen([*args, "example_app:app"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log.name
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("gunicorn exited: " + proc.stderr.read().decode()[-2000:])
+            raise RuntimeError("gunicorn exited: " + open(log.name).read()[-2000:])
         try:
             if requests.get(base + "/oauth2/jwks", timeout=1).status_code == 200:
                 return proc, base
         except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("gunicorn did not answer")
+    raise RuntimeError("gunicorn did not answer: " + open(log.name).read()[-2000:])
 
 
 def stop(proc) -> None:
@@ -53,6 +58,7 @@ def stop(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    os.unlink(proc.log_path)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,133 @@
+"""Faults injected into the real components, under load: fail closed, recover without restart."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+import support
+from as_helpers import assertion_form, claims_for
+from conftest import as_settings, wait_for_next_second
+from test_http_server import start_gunicorn, stop
+
+
+def fresh_form(env, client_id="c-es256"):
+    return assertion_form(env.keys[client_id].jws(claims_for(client_id, env.issuer)))
+
+
+def finalize_module_underneath() -> None:
+    dll = ctypes.CDLL(support.SOFTHSM_MODULE)
+    dll.C_Finalize.argtypes = [ctypes.c_void_p]
+    assert dll.C_Finalize(None) == 0
+
+
+# --- HSM ---------------------------------------------------------------------------------------------
+
+
+def test_module_failure_gives_503_then_recovers(as_env):
+    client = as_env.client()
+    assert client.post("/oauth2/token", data=fresh_form(as_env)).status_code == 200
+    finalize_module_underneath()
+    r = client.post("/oauth2/token", data=fresh_form(as_env))
+    assert r.status_code == 503 and r.get_json()["error"] == "temporarily_unavailable"
+    assert r.headers["Retry-After"] and "access_token" not in r.get_data(as_text=True)
+    assert "PKCS" not in r.get_data(as_text=True) and "CKR" not in r.get_data(as_text=True)
+    assert client.post("/oauth2/token", data=fresh_form(as_env)).status_code == 200
+    assert client.get("/oauth2/ready").status_code == 200
+
+
+def test_token_gone_turns_readiness_red_until_it_is_back(as_env, softhsm_conf):
+    client = as_env.client()
+    assert client.get("/oauth2/ready").get_json() == {"status": "ok", "hsm": "ok", "redis": "ok"}
+    tokendir = open(softhsm_conf).read().split("directories.tokendir = ")[1].split("\n")[0]
+    hidden = tokendir + ".gone"
+    finalize_module_underneath()
+    os.rename(tokendir, hidden)
+    os.mkdir(tokendir)
+    try:
+        ready = client.get("/oauth2/ready")
+        assert ready.status_code == 503 and ready.get_json()["hsm"] == "unavailable" and ready.headers["Retry-After"]
+        assert client.get("/oauth2/health").status_code == 200  # alive, just not ready
+        r = client.post("/oauth2/token", data=fresh_form(as_env))
+        assert r.status_code == 503 and "access_token" not in r.get_data(as_text=True)
+    finally:
+        os.rmdir(tokendir)
+        os.rename(hidden, tokendir)
+    time.sleep(as_env.state.hsm.config.reconnect_backoff)
+    assert client.get("/oauth2/ready").status_code == 200
+    assert client.post("/oauth2/token", data=fresh_form(as_env)).status_code == 200
+
+
+# --- gunicorn: preload, workers, races, Redis killed under load --------------------------------------------
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_preloaded_workers_each_use_the_token(as_env, worker_class):
+    proc, base = start_gunicorn(as_env.settings, workers=3, worker_class=worker_class, preload=True)
+    try:
+        with requests.Session() as s:
+            statuses = [s.post(base + "/oauth2/token", data=fresh_form(as_env), timeout=10).status_code for _ in range(30)]
+        assert statuses == [200] * 30
+    finally:
+        stop(proc)
+
+
+def test_fifty_concurrent_uses_of_one_assertion_give_one_token(as_env):
+    proc, base = start_gunicorn(as_env.settings, workers=3, worker_class="gthread", preload=True)
+    try:
+        wait_for_next_second()
+        form = fresh_form(as_env)
+        barrier = threading.Barrier(50)
+
+        def attempt():
+            barrier.wait(timeout=30)
+            return requests.post(base + "/oauth2/token", data=form, timeout=30).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(lambda _: attempt(), range(50)))
+        assert sorted(statuses) == [200] + [401] * 49
+    finally:
+        stop(proc)
+
+
+def test_redis_killed_under_load(as_env, tmp_path):
+    redis_server = support.RedisServer(tmp_path / "redis")
+    redis_server.start()
+    settings = as_settings(redis_server.url, as_env.settings["OAUTH_HSM_REGISTRY"])
+    proc, base = start_gunicorn(settings, workers=2, worker_class="gthread", preload=True)
+    results: list[tuple[float, int, bool, str | None]] = []
+    stop_at = time.monotonic() + 8  # bounded: the load stops by itself
+
+    def load():
+        with requests.Session() as s:
+            while time.monotonic() < stop_at:
+                r = s.post(base + "/oauth2/token", data=fresh_form(as_env), timeout=10)
+                results.append((time.monotonic(), r.status_code, "access_token" in r.text, r.headers.get("Retry-After")))
+
+    try:
+        wait_for_next_second()
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        redis_server.stop()
+        time.sleep(2)
+        redis_server.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        stop(proc)
+        redis_server.stop()
+    statuses = {status for _, status, _, _ in results}
+    assert statuses <= {200, 401, 503}, statuses  # 401: assertions in the new epoch's first second
+    assert all(has_token == (status == 200) for _, status, has_token, _ in results)
+    assert all(retry for _, status, _, retry in results if status == 503)
+    assert any(status == 503 for _, status, _, _ in results)
+    last_second = [status for at, status, _, _ in results if at > stop_at - 1.5]
+    assert last_second and all(status == 200 for status in last_second), last_second[-20:]

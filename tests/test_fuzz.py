@@ -1,0 +1,153 @@
+"""Property-based tests (hypothesis): hostile input gets a 4xx JSON error or a correct answer,
+in bounded time, never a 5xx or a stack trace — for the JOSE parser and for every endpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from as_helpers import ASSERTION_TYPE, b64, b64json
+from flask_oauth_hsm.errors import JoseError
+from flask_oauth_hsm.jose import compact, jwe, jwk, jws
+
+FUZZ = settings(max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+ENDPOINTS = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"]
+READ_ONLY = ["/oauth2/jwks", "/.well-known/oauth-authorization-server", "/oauth2/health", "/oauth2/ready"]
+
+odd_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+segment = st.one_of(st.binary(max_size=200).map(b64), odd_text, st.sampled_from(["", "=", "e30", "bnVsbA", "W10"]))
+headers_json = st.dictionaries(
+    st.sampled_from(["alg", "enc", "kid", "typ", "crit", "b64", "zip", "epk", "jwk", "cty", "apu", "x"]),
+    st.one_of(st.none(), st.booleans(), st.integers(), odd_text, st.lists(odd_text, max_size=3),
+              st.dictionaries(odd_text, odd_text, max_size=3),
+              st.sampled_from(["ES256", "none", "HS256", "RSA-OAEP-256", "ECDH-ES", "A256GCM", "RSA1_5", "dir"])),
+    max_size=6,
+)
+compact_tokens = st.one_of(
+    st.lists(segment, min_size=1, max_size=7).map(".".join),
+    st.tuples(headers_json.map(b64json), segment, segment).map(".".join),
+    st.tuples(headers_json.map(b64json), segment, segment, segment, segment).map(".".join),
+    st.binary(max_size=400).map(lambda b: b.decode("latin-1")),
+)
+
+
+def _bounded(fn):
+    start = time.monotonic()
+    try:
+        fn()
+    except JoseError:
+        pass
+    assert time.monotonic() - start < 1.0
+
+
+@FUZZ
+@given(token=compact_tokens)
+def test_jws_verify_raises_only_jose_errors(hsm, token):
+    key = jwk.load_jwk(hsm.key("sig-es256").public_jwk())
+    _bounded(lambda: jws.verify(token, lambda h: key, ["ES256", "PS256"]))
+
+
+@FUZZ
+@given(token=compact_tokens)
+def test_jwe_decrypt_raises_only_jose_errors(hsm, token):
+    keys = {"RSA-OAEP-256": hsm.key("enc-rsa-oaep-256"), "ECDH-ES": hsm.key("enc-ecdh-es")}
+
+    def key_for(header):
+        return keys.get(header.get("alg"), keys["ECDH-ES"])
+
+    _bounded(lambda: jwe.decrypt(token, key_for, list(keys), ["A128GCM", "A256GCM", "A128CBC-HS256"]))
+
+
+@FUZZ
+@given(doc=st.dictionaries(st.sampled_from(["kty", "crv", "x", "y", "n", "e", "d", "kid", "alg", "use", "key_ops"]),
+                           st.one_of(st.none(), st.integers(), odd_text, segment, st.lists(odd_text, max_size=3)), max_size=7))
+def test_jwk_loading_raises_only_jose_errors(doc):
+    _bounded(lambda: jwk.load_jwk(doc))
+
+
+@FUZZ
+@given(data=st.binary(max_size=2000))
+def test_json_parser_is_strict_and_bounded(data):
+    _bounded(lambda: compact.parse_json_object(data))
+
+
+def test_deeply_nested_json_is_refused_quickly():
+    for depth in (10_000, 100_000):
+        _bounded(lambda: compact.parse_json_object(b"[" * depth + b"]" * depth))
+        header = b64(b'{"alg":' + b"[" * depth + b"]" * depth + b"}")
+        _bounded(lambda: jws.verify(header + ".e30.AA", lambda h: None, ["ES256"], max_len=10**7))
+
+
+# --- endpoints -----------------------------------------------------------------------------------------
+
+param_names = st.sampled_from(["grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type",
+                               "scope", "resource", "token", "token_type_hint", "requester_ip", "x", ""])
+param_values = st.one_of(odd_text, compact_tokens, st.sampled_from(["client_credentials", ASSERTION_TYPE, "read",
+                                                                    "https://rs1.example.test", "10.0.0.1"]),
+                         st.integers(0, 10**6).map(lambda n: "x" * n if n < 40000 else "y"))
+forms = st.lists(st.tuples(param_names, param_values), max_size=8)
+content_types = st.sampled_from([
+    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8", "application/json",
+    "text/plain", "multipart/form-data; boundary=zz", "", "application/x-www-form-urlencoded; charset=utf-16",
+])
+auth_headers = st.one_of(st.none(), odd_text.map(lambda t: "Basic " + t), st.binary(max_size=80).map(lambda b: "Basic " + b64(b)),
+                         odd_text.map(lambda t: "Bearer " + t), st.just("Basic " + b64(b"c-basic:" + b"x" * 50)))
+
+
+def _check_response(response):
+    assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.get_data()[:300])
+    body = response.get_data(as_text=True)
+    assert "Traceback" not in body and "pkcs11" not in body.lower() and "CKR_" not in body
+    if response.status_code >= 400:
+        assert response.mimetype == "application/json"
+        assert isinstance(json.loads(body).get("error"), str)
+    return response
+
+
+@FUZZ
+@given(path=st.sampled_from(ENDPOINTS), form=forms, content_type=content_types, auth=auth_headers, method=st.sampled_from(["POST", "GET", "PUT", "DELETE"]))
+def test_endpoints_answer_hostile_forms_with_oauth_errors(as_env, path, form, content_type, auth, method):
+    from urllib.parse import urlencode
+
+    headers = {"Content-Type": content_type} if content_type else {}
+    if auth is not None:
+        headers["Authorization"] = auth.encode("utf-8", "replace").decode("latin-1")
+    start = time.monotonic()
+    response = as_env.client().open(path, method=method, data=urlencode(form), headers=headers)
+    assert time.monotonic() - start < 2.0
+    _check_response(response)
+    assert "access_token" not in response.get_data(as_text=True) or response.status_code == 200
+
+
+@FUZZ
+@given(path=st.sampled_from(ENDPOINTS), body=st.binary(max_size=3000), content_type=content_types)
+def test_endpoints_answer_random_bytes(as_env, path, body, content_type):
+    _check_response(as_env.client().post(path, data=body, headers={"Content-Type": content_type} if content_type else {}))
+
+
+@FUZZ
+@given(path=st.sampled_from(READ_ONLY), method=st.sampled_from(["GET", "HEAD", "POST", "DELETE", "PATCH"]), query=odd_text)
+def test_read_only_endpoints(as_env, path, method, query):
+    response = as_env.client().open(path, method=method, query_string={"q": query})
+    _check_response(response)
+    assert response.status_code in (200, 304, 405)
+
+
+def test_huge_bodies_cost_bounded_time(as_env):
+    client = as_env.client()
+    for size in (10**5, 10**6, 10**7):
+        start = time.monotonic()
+        for path in ENDPOINTS:
+            r = client.post(path, data=b"a=" + b"x" * size, headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert r.status_code == 413 and r.get_json()["error"] == "invalid_request"
+        assert time.monotonic() - start < 3.0
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_repeated_parameters(as_env, path):
+    r = as_env.client().post(path, data="token=a&token=b&client_id=x&client_id=y",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_request"

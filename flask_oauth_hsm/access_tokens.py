@@ -46,6 +46,9 @@ def cip_hash(ip: str) -> str:
 
 def issue(state, client: Client, scope: frozenset[str], audiences: list[ResourceServer], *, client_ip: str | None = None,
           cnf: dict | None = None) -> IssuedToken:
+    encrypting = [rs for rs in audiences if rs.access_token_encrypted_response_alg]
+    if encrypting and len(audiences) != 1:  # checked before the token spends a signature
+        raise InvalidTargetError("a resource server requiring encrypted tokens must be the only audience")
     now = int(time.time())
     lifetime = state.settings.access_token_lifetime
     aud = [rs.resource for rs in audiences]
@@ -65,10 +68,7 @@ def issue(state, client: Client, scope: frozenset[str], audiences: list[Resource
     if client.cip_hash and client_ip:
         claims["cip_hash"] = cip_hash(client_ip)
     token = jwt.sign_jwt(claims, state.keys.signing, AT_TYP)
-    encrypting = [rs for rs in audiences if rs.access_token_encrypted_response_alg]
     if encrypting:
-        if len(audiences) != 1:
-            raise InvalidTargetError("a resource server requiring encrypted tokens must be the only audience")
         rs = encrypting[0]
         alg = rs.access_token_encrypted_response_alg
         token = jwe.encrypt(

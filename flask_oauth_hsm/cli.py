@@ -22,6 +22,7 @@ from . import extension
 from .algorithms import ALGORITHMS
 from .client_auth import ASSERTION_TYPE, hash_secret
 from .errors import ConfigError, OAuthHSMError
+from .hsm import KeyProblem
 from .jose import jwk, jws, jwt
 from .registry import Registry
 
@@ -78,7 +79,10 @@ def list_keys() -> None:
         _fail(exc)
     click.echo(f"{'LABEL':24} {'KID':44} {'ALG':15} {'USE':4} KEY")
     for i in infos:
-        click.echo(f"{i.label:24} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
+        if isinstance(i, KeyProblem):
+            click.echo(f"{i.label:24} {'-':44} {'UNUSABLE':15} {'-':4} {i.problem}")
+        else:
+            click.echo(f"{i.label:24} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
 
 
 @keys.command("jwks")

@@ -81,6 +81,10 @@ class StoreUnavailable(OAuthHSMError):
     """Redis unreachable, too slow, or its replay state cannot be trusted: endpoints answer 503."""
 
 
+class RegistryUnavailable(OAuthHSMError):
+    """A host app's client or resource-server loader failed (its database is down): 503."""
+
+
 # --- OAuth protocol errors (RFC 6749 §5.2, RFC 7009, RFC 7662, RFC 8707, RFC 6750) -------------
 
 

@@ -24,6 +24,7 @@ from .errors import (
     InvalidRequestError,
     MethodNotAllowedError,
     OAuthError,
+    RegistryUnavailable,
     StoreUnavailable,
     TemporarilyUnavailableError,
 )
@@ -36,7 +37,9 @@ from .store import Store
 
 EXTENSION_KEY = "oauth_hsm"
 log = logging.getLogger("flask_oauth_hsm")
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Every method reaches our views, which answer the wrong ones with a JSON 405 (Werkzeug's routing
+# would answer with HTML before any blueprint error handler runs).
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "QUERY"]
 
 # Set by the `flask oauth-hsm keys` commands: the app is loaded to read its settings, but the
 # keys it names may not exist yet (they are about to be generated).
@@ -123,7 +126,8 @@ class OAuthHSM:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("OAuthHSM is already initialised on this app")
         uses_loaders = self._client_loader is not None or self._resource_server_loader is not None
-        settings = load_settings(app.config, need_registry=not uses_loaders)
+        client = redis_client or self._redis_client
+        settings = load_settings(app.config, need_registry=not uses_loaders, need_redis_url=client is None)
         hsm = HSM(HSMConfig(
             module=settings.pkcs11_module, token_label=settings.token_label, slot=settings.slot,
             pin=settings.pin, pool_size=settings.hsm_pool_size, pool_timeout=settings.hsm_pool_timeout,
@@ -132,7 +136,6 @@ class OAuthHSM:
         if KEY_CHECKS["enabled"]:
             keys = KeyRing.load(hsm, settings.signing_key, settings.published_keys, settings.encryption_keys)
         registry = self._registry(settings, uses_loaders)
-        client = redis_client or self._redis_client
         store = Store(client, settings.redis_prefix) if client is not None else Store.from_url(
             settings.redis_url, settings.redis_prefix, settings.redis_timeout)
         state = ServerState(settings, hsm, keys, store, registry, Urls(settings.issuer, settings.url_prefix),
@@ -157,6 +160,11 @@ class OAuthHSM:
 
 def _check_registry_fits_keys(state: ServerState) -> None:
     if isinstance(state.registry, Registry):
+        for entity in state.registry.entities():
+            alg = entity.token_endpoint_auth_signing_alg
+            if alg and alg not in state.settings.assertion_algs:
+                raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} registered token_endpoint_auth_signing_alg "
+                                  f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
         for rs in state.registry.resource_servers():
             if rs.access_token_encrypted_response_alg and not state.keys.decryption:
                 raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {rs.client_id!r} wants encrypted access "
@@ -194,6 +202,7 @@ def _register_blueprints(app: Flask, state: ServerState) -> None:
     bp.add_url_rule("/revoke", "revoke", revocation.revocation_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/health", "health", health.health_endpoint, methods=_ALL_METHODS)
     bp.add_url_rule("/ready", "ready", health.readiness_endpoint, methods=_ALL_METHODS)
+    bp.add_url_rule("/<path:unknown>", "unknown", _not_found, methods=_ALL_METHODS)
     bp.add_url_rule("/jwks", "jwks", discovery.jwks_endpoint, methods=_ALL_METHODS)
     _error_handlers(bp)
     app.register_blueprint(bp)
@@ -207,6 +216,7 @@ def _error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(OAuthError, error_response)
     bp.register_error_handler(HSMError, _unavailable)
     bp.register_error_handler(StoreUnavailable, _unavailable)
+    bp.register_error_handler(RegistryUnavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
 
@@ -227,6 +237,12 @@ def _http_error(exc: HTTPException):
         err.status_code = status
         return error_response(err)
     return _unexpected(exc)
+
+
+def _not_found(unknown: str):
+    err = InvalidRequestError("no such endpoint")
+    err.status_code = 404
+    return error_response(err)
 
 
 def _unexpected(exc: Exception):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -42,6 +43,7 @@ from .jose.jwk import public_jwk_dict, thumbprint
 from .oaep import oaep_decode
 
 METADATA_APPLICATION = "flask-oauth-hsm"
+log = logging.getLogger("flask_oauth_hsm.hsm")
 
 # PKCS#11 constants used through ctypes (pkcs11t.h).
 _CKF_OS_LOCKING_OK = 0x00000002
@@ -94,7 +96,7 @@ _REQUIRED = {
     "RS256": {"RSA_PKCS_KEY_PAIR_GEN", "SHA256_RSA_PKCS"},
     "EdDSA": {"EC_EDWARDS_KEY_PAIR_GEN", "EDDSA"},
     "RSA-OAEP": {"RSA_PKCS_KEY_PAIR_GEN", "RSA_PKCS_OAEP"},
-    "RSA-OAEP-256": {"RSA_PKCS_KEY_PAIR_GEN", "RSA_X_509"},  # native OAEP-256 preferred when it works
+    "RSA-OAEP-256": {"RSA_PKCS_KEY_PAIR_GEN", "RSA_X_509"},  # see HSM._rsa_oaep
     "ECDH-ES": {"EC_KEY_PAIR_GEN", "ECDH1_DERIVE"},
 }
 for _kw in ("ECDH-ES+A128KW", "ECDH-ES+A256KW"):
@@ -141,6 +143,14 @@ class KeyInfo:
 
     def public_jwk(self) -> dict:
         return public_jwk_dict(self.public_key, kid=self.kid, alg=self.alg, use=self.use)
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    """A key pair in the token that we would refuse to use, and why."""
+
+    label: str
+    problem: str
 
 
 # --- ctypes access to the parts of the function list python-pkcs11 does not expose ------------
@@ -411,7 +421,7 @@ class HSM:
         self._opened_once = False  # the configuration worked once (in this process or its parent)
         self._opened_pid = 0
         self._keys: dict[str, KeyInfo] = {}
-        self._native_oaep256: bool | None = None
+        self._raw_rsa: bool | None = None  # CKM_RSA_X_509 available (decided on first use)
         _instances.add(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -512,8 +522,13 @@ class HSM:
 
     # -- running operations ------------------------------------------------------------------
 
-    def _run(self, label: str, op: Callable[[Any], bytes]) -> bytes:
-        """Run ``op(private_key)`` on a pooled session; recover once from stale handles."""
+    def _run(self, label: str, op: Callable[[Any], bytes], *, input_dependent: bool = False) -> bytes:
+        """Run ``op(private_key)`` on a pooled session; recover once from stale handles.
+
+        ``input_dependent``: the operation's outcome depends on data from outside (a ciphertext).
+        A generic failure while the session is still healthy is then the data's fault, not an
+        outage (some tokens report bad padding as CKR_GENERAL_ERROR).
+        """
         for attempt in (1, 2):
             state = self._token_state()
             ps = state.acquire()
@@ -537,6 +552,9 @@ class HSM:
                 state.release(ps)
                 raise _Rejected() from None
             except pkcs11.PKCS11Error as exc:
+                if input_dependent and state.still_logged_in():
+                    state.release(ps)
+                    raise _Rejected() from None
                 state.discard(ps)
                 state.broken = True
                 # Not a stale handle, not our input: the module or token failed. Start it afresh
@@ -572,11 +590,19 @@ class HSM:
             self._keys[label] = info
         return TokenKey(self, info)
 
-    def list_keys(self) -> list[KeyInfo]:
+    def list_keys(self) -> list["KeyInfo | KeyProblem"]:
+        """Every key pair in the token; one we would refuse is listed with the reason."""
+
         def collect(session):
             objs = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
             labels = sorted({o[Attribute.LABEL] for o in objs})
-            return [_load_key_info(session, label) for label in labels]
+            rows: list[KeyInfo | KeyProblem] = []
+            for label in labels:
+                try:
+                    rows.append(_load_key_info(session, label))
+                except (errors.HSMConfigError, errors.UnsupportedAlgorithm) as exc:
+                    rows.append(KeyProblem(label, str(exc)))
+            return rows
 
         return self._with_session(collect)
 
@@ -638,21 +664,25 @@ class HSM:
 
     # -- operations used by TokenKey ------------------------------------------------------------
 
-    def _rsa_oaep256(self, info: KeyInfo, ciphertext: bytes) -> bytes:
-        """SoftHSM 2.6.1 has OAEP with SHA-1 only: try native once, else raw RSA + software OAEP."""
-        label = info.label
-        if self._native_oaep256 is not False:
-            param = (Mechanism.SHA256, MGF.SHA256, None)
-            try:
-                out = self._run(label, lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param))
-                self._native_oaep256 = True
-                return out
-            except _Rejected:
-                if self._native_oaep256:
-                    raise
-                self._native_oaep256 = False  # ArgumentsBad on first use: no native OAEP-256 here
-        em = self._run(label, lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
-        return oaep_decode(em.rjust((info.size + 7) // 8, b"\0"), hashlib.sha256)
+    def _rsa_oaep(self, info: KeyInfo, ciphertext: bytes, hash_name: str) -> bytes:
+        """RSA-OAEP unwrapping (RFC 8017 §7.1.2) with one failure path for every bad ciphertext.
+
+        Where the token offers raw RSA (CKM_RSA_X_509) the private operation runs there and the
+        OAEP decoding here: SoftHSM 2.6.1 has native OAEP with SHA-1 only, and answers a bad
+        padding with CKR_GENERAL_ERROR, which must not read as an outage. Tokens without raw RSA
+        (many production HSMs forbid it) get the native mechanism.
+        """
+        if self._raw_rsa is None:
+            self._raw_rsa = "RSA_X_509" in self.mechanisms()
+        if self._raw_rsa:
+            em = self._run(info.label, lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509))
+            return oaep_decode(em.rjust((info.size + 7) // 8, b"\0"), getattr(hashlib, hash_name))
+        mgf = {"sha1": MGF.SHA1, "sha256": MGF.SHA256}[hash_name]
+        param = ({"sha1": Mechanism.SHA_1, "sha256": Mechanism.SHA256}[hash_name], mgf, None)
+        return self._run(
+            info.label, lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param),
+            input_dependent=True,
+        )
 
 
 class TokenKey:
@@ -716,13 +746,7 @@ class TokenKey:
         if len(ciphertext) != k or int.from_bytes(ciphertext, "big") >= self.public_key.public_numbers().n:
             raise errors.DecryptionFailed("decryption error")
         try:
-            if self.alg == "RSA-OAEP":
-                param = (Mechanism.SHA_1, MGF.SHA1, None)
-                return self.hsm._run(
-                    self.label,
-                    lambda key: key.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param),
-                )
-            return self.hsm._rsa_oaep256(self.info, ciphertext)
+            return self.hsm._rsa_oaep(self.info, ciphertext, self.info.spec.hash)
         except _Rejected:
             raise errors.DecryptionFailed("decryption error") from None
 
@@ -841,6 +865,9 @@ def _load_key_info(session, label: str) -> KeyInfo:
         raise errors.HSMConfigError(f"more than one key pair is labelled {label!r}") from None
     if priv[Attribute.EXTRACTABLE] or not priv[Attribute.SENSITIVE]:
         raise errors.UnsafeKey(f"private key {label!r} is extractable or not sensitive: refusing to use it")
+    if not priv[Attribute.NEVER_EXTRACTABLE] or not priv[Attribute.ALWAYS_SENSITIVE]:
+        # Imported (key ceremony) or once exportable: usable, but its history is worth knowing.
+        log.warning("private key %r was not generated sensitive and non-extractable in this token", label)
     public_key, kty, size, crv = _public_key(priv.key_type, pub)
     meta = _read_metadata(session, label)
     use = meta.get("use") or ("sig" if priv[Attribute.SIGN] else "enc")

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .errors import ConfigError, InvalidKey
+from .errors import ConfigError, InvalidKey, KeyNotFound
 from .hsm import HSM, KeyInfo, TokenKey
 from .jose.jwe import key_accepts
 from .jose.jwk import PublicJWK, load_jwk
@@ -30,13 +30,13 @@ class KeyRing:
 
     @classmethod
     def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> "KeyRing":
-        signing = hsm.key(signing_label)
+        signing = _configured_key(hsm, signing_label, "OAUTH_HSM_SIGNING_KEY")
         if signing.info.use != "sig":
             raise ConfigError(f"OAUTH_HSM_SIGNING_KEY: key {signing_label!r} is an encryption key")
-        extra_keys = [hsm.key(label) for label in published if label != signing_label]
+        extra_keys = [_configured_key(hsm, label, "OAUTH_HSM_PUBLISHED_KEYS") for label in published if label != signing_label]
         extra = [k.info for k in extra_keys]
         signers = (signing, *(k for k in extra_keys if k.info.use == "sig"))
-        decryption = tuple(hsm.key(label) for label in encryption)
+        decryption = tuple(_configured_key(hsm, label, "OAUTH_HSM_ENCRYPTION_KEYS") for label in encryption)
         for key in decryption:
             if key.info.use != "enc":
                 raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: key {key.label!r} is a signing key")
@@ -84,3 +84,10 @@ class KeyRing:
     @property
     def decryption_algs(self) -> list[str]:
         return sorted({k.alg for k in self.decryption})
+
+
+def _configured_key(hsm: HSM, label: str, variable: str) -> TokenKey:
+    try:
+        return hsm.key(label)
+    except KeyNotFound as exc:
+        raise KeyNotFound(f"{variable}: {exc}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import threading
 import time
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates, validates_schema
 
 from .algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT, SIGNING
-from .errors import ConfigError, InvalidKey
+from .errors import ConfigError, InvalidKey, RegistryUnavailable
 from .jose.jwk import JWKSet
 
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic", "client_secret_post", "none")
@@ -35,6 +36,7 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 _IDENTIFIER = re.compile(r"[\x21-\x7E]{1,255}")
 _SECRET_HASH = re.compile(r"sha256:[A-Za-z0-9_-]{43}|pbkdf2-sha256:\d{4,8}:[A-Za-z0-9_-]{16,64}:[A-Za-z0-9_-]{43}")
 PRODUCED_ENC = ("A128GCM", "A256GCM")
+log = logging.getLogger("flask_oauth_hsm")
 
 
 def parse_scope(value: str) -> frozenset[str]:
@@ -299,9 +301,11 @@ class Registry:
     def resource_servers(self) -> list[ResourceServer]:
         return list(self._rs_by_id.values())
 
+    def entities(self) -> list[Credentials]:
+        return [*self._clients.values(), *self._rs_by_id.values()]
+
     def auth_methods(self) -> list[str]:
-        entities = [*self._clients.values(), *self._rs_by_id.values()]
-        return sorted({e.token_endpoint_auth_method for e in entities}) or ["private_key_jwt"]
+        return sorted({e.token_endpoint_auth_method for e in self.entities()}) or ["private_key_jwt"]
 
 
 class LoaderRegistry:
@@ -336,13 +340,24 @@ class LoaderRegistry:
     def _load(self, loader, build, **kwargs):
         if loader is None:
             return None
-        entry = loader(**kwargs)
-        return None if entry is None else build(entry)
+        try:
+            entry = loader(**kwargs)
+        except Exception as exc:  # the host's database: an outage, not the caller's fault
+            log.error("registry loader failed: %s", type(exc).__name__)
+            raise RegistryUnavailable("registry loader failed") from None
+        if entry is None:
+            return None
+        try:
+            return build(entry)
+        except ConfigError as exc:
+            log.error("ignoring an invalid registry entry from a loader: %s", exc)
+            return None
 
     def client(self, client_id: str) -> Client | None:
         client = self._cached(("c", client_id), lambda: self._load(self._client_loader, load_client, client_id=client_id))
         if client is not None and self.resource_server(client_id) is not None:
-            raise ConfigError(f"loaders: {client_id!r} is both a client and a resource server")
+            log.error("loaders: %r is both a client and a resource server: treated as unknown", client_id)
+            return None
         return client
 
     def resource_server(self, client_id: str) -> ResourceServer | None:

@@ -96,7 +96,7 @@ class _SettingsSchema(Schema):
     url_prefix = fields.String(load_default="/oauth2", data_key="OAUTH_HSM_URL_PREFIX", validate=_url_prefix)
     registry = fields.String(load_default=None, data_key="OAUTH_HSM_REGISTRY")
     # -- Redis -----------------------------------------------------------------------------------
-    redis_url = fields.String(required=True, data_key="OAUTH_HSM_REDIS_URL", validate=_redis_url)
+    redis_url = fields.String(load_default=None, data_key="OAUTH_HSM_REDIS_URL", validate=_redis_url)
     redis_prefix = fields.String(load_default="oauth-hsm:", data_key="OAUTH_HSM_REDIS_PREFIX", validate=validate.Length(1, 64))
     # Short: a slow Redis must turn into a quick 503, not a hung worker.
     redis_timeout = fields.Float(load_default=0.25, data_key="OAUTH_HSM_REDIS_TIMEOUT", validate=validate.Range(0.01, 10))
@@ -106,7 +106,7 @@ class _SettingsSchema(Schema):
     clock_skew = fields.Integer(load_default=30, data_key="OAUTH_HSM_CLOCK_SKEW", validate=validate.Range(0, 300))
     aud_policy = fields.String(load_default="fapi2", data_key="OAUTH_HSM_AUD_POLICY", validate=validate.OneOf(AUD_POLICIES))
     # RS256 is left out by default: FAPI 2.0 SP §5.4 allows PS256, ES256 and EdDSA only.
-    assertion_algs = _CSV(load_default=("ES256", "ES384", "PS256", "EdDSA"), data_key="OAUTH_HSM_ASSERTION_ALGS", validate=_assertion_algs)
+    assertion_algs = _CSV(load_default=("ES256", "PS256", "EdDSA"), data_key="OAUTH_HSM_ASSERTION_ALGS", validate=_assertion_algs)
     # -- HTTP ------------------------------------------------------------------------------------
     max_body_bytes = fields.Integer(load_default=16384, data_key="OAUTH_HSM_MAX_BODY_BYTES", validate=validate.Range(1024, 1048576))
     trusted_proxies = _CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=_cidrs)
@@ -128,7 +128,7 @@ class Settings:
     issuer: str
     url_prefix: str
     registry: str | None
-    redis_url: str
+    redis_url: str | None  # None only when the host app passes its own redis client
     redis_prefix: str
     redis_timeout: float
     access_token_lifetime: int
@@ -153,7 +153,9 @@ def variable_names() -> list[str]:
 def _raw_values(config: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for name in variable_names():
-        value = config.get(name, environ.get(name))
+        value = config.get(name)
+        if value is None or value == "":
+            value = environ.get(name)
         if value is not None and value != "":
             raw[name] = value
     return raw
@@ -167,7 +169,9 @@ def _first_error(messages: dict) -> str:
     return f"{name}: {detail}".replace("Missing data for required field.", "is required but not set")
 
 
-def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, need_registry: bool = True) -> Settings:
+def load_settings(
+    config: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, need_registry: bool = True, need_redis_url: bool = True
+) -> Settings:
     """Read and validate every setting; raises ConfigError with one line naming the variable."""
     environ = os.environ if environ is None else environ
     try:
@@ -175,6 +179,8 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
     except ValidationError as exc:
         raise ConfigError(_first_error(exc.messages)) from None
     _resolve_token_and_pin(data)
+    if need_redis_url and data["redis_url"] is None:
+        raise ConfigError("OAUTH_HSM_REDIS_URL: is required but not set (or pass redis_client= to init_app)")
     if need_registry and data["registry"] is None:
         raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
     if data["registry"] is not None and not os.path.isfile(data["registry"]):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
@@ -38,6 +39,10 @@ local fresh = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2])
 if fresh then return {1, tonumber(epoch)} end
 return {0, tonumber(epoch)}
 """
+
+
+# RedisClusterException (e.g. CROSSSLOT without a hash-tagged prefix) is not a RedisError.
+_REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 
 
 class Replayed(Exception):
@@ -83,7 +88,7 @@ class Store:
         try:
             self.client.set(self._epoch_key, int(time.time() * 1000), nx=True)
             return int(self.client.get(self._epoch_key)) / 1000
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
 
     def use_once(self, namespace: str, ident: str, *, expires_at: float, issued_at: float | None, window: int) -> None:
@@ -98,7 +103,7 @@ class Store:
             fresh, epoch_ms = self._use_once(
                 keys=[self._epoch_key, self._key(namespace, ident)], args=[int(now * 1000), ttl]
             )
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
         if not fresh:
             raise Replayed("already used")
@@ -109,14 +114,14 @@ class Store:
     def revoke(self, jti: str, expires_at: float) -> None:
         try:
             self.client.set(self._key("revoked", jti), 1, exat=max(int(expires_at), int(time.time()) + 1))
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
 
     def revocation(self, jti: str) -> RevocationState:
         """Whether ``jti`` was revoked, and the current epoch (one round trip)."""
         try:
             revoked, epoch = self.client.mget(self._key("revoked", jti), self._epoch_key)
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
         epoch_s = self.ensure_epoch() if epoch is None else int(epoch) / 1000
         return RevocationState(revoked is not None, epoch_s)
@@ -124,5 +129,5 @@ class Store:
     def ping(self) -> None:
         try:
             self.client.ping()
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None

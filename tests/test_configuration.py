@@ -176,14 +176,17 @@ def test_init_app_twice_raises(as_env, tmp_path):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    ({"OAUTH_HSM_SIGNING_KEY": "no-such-key"}, "no key pair labelled 'no-such-key'"),
+    ({"OAUTH_HSM_SIGNING_KEY": "no-such-key"}, "OAUTH_HSM_SIGNING_KEY: no key pair labelled 'no-such-key'"),
+    ({"OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256,gone"}, "OAUTH_HSM_PUBLISHED_KEYS: no key pair labelled 'gone'"),
+    ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,EdDSA"}, "'c-ps256' registered token_endpoint_auth_signing_alg PS256"),
+    ({"OAUTH_HSM_REDIS_URL": None}, "OAUTH_HSM_REDIS_URL: is required but not set"),
     ({"OAUTH_HSM_SIGNING_KEY": "enc-rsa-oaep-256"}, "OAUTH_HSM_SIGNING_KEY: key 'enc-rsa-oaep-256' is an encryption key"),
     ({"OAUTH_HSM_ENCRYPTION_KEYS": "sig-es256"}, "OAUTH_HSM_ENCRYPTION_KEYS: key 'sig-es256' is a signing key"),
     ({"OAUTH_HSM_TOKEN_LABEL": "no-such-token"}, "OAUTH_HSM_TOKEN_LABEL: no token labelled 'no-such-token'"),
 ])
 def test_key_and_token_errors_at_init_app(as_env, overrides, expected):
     app = Flask("bad")
-    app.config.update({**as_env.settings, **overrides})
+    app.config.update({k: v for k, v in {**as_env.settings, **overrides}.items() if v is not None})
     with pytest.raises(ConfigError) as info:
         OAuthHSM(app)
     assert expected in str(info.value)
@@ -224,3 +227,41 @@ def test_loader_callbacks(as_env, registry_doc):
     assert calls == ["c-es256"]
     assert state.registry.client("nobody") is None
     assert state.registry.resource_server_for(RS1).client_id == "rs-1"
+
+
+def test_redis_client_injection_needs_no_url(as_env, redis_server):
+    import redis
+
+    app = Flask("injected")
+    app.config.update({k: v for k, v in as_env.settings.items() if k != "OAUTH_HSM_REDIS_URL"})
+    OAuthHSM(app, redis_client=redis.Redis.from_url(redis_server.url))
+    assert app.extensions["oauth_hsm"].settings.redis_url is None
+
+
+def test_config_empty_string_falls_back_to_the_environment():
+    base = as_settings("redis://127.0.0.1:1/0", __file__)
+    settings = load_settings({**base, "OAUTH_HSM_ISSUER": ""}, environ={"OAUTH_HSM_ISSUER": "https://env.example"})
+    assert settings.issuer == "https://env.example"
+
+
+def test_failing_or_broken_loaders(as_env, registry_doc):
+    from as_helpers import assertion_form, claims_for
+
+    app = Flask("loaders-fail")
+    app.config.update({k: v for k, v in as_env.settings.items() if k != "OAUTH_HSM_REGISTRY"})
+    ext = OAuthHSM()
+    mode = {"value": "down"}
+
+    @ext.client_loader
+    def load_client(client_id):
+        if mode["value"] == "down":
+            raise ConnectionError("database unreachable")
+        return {"client_id": client_id, "token_endpoint_auth_method": "private_key_jwt"}  # no jwks: invalid
+
+    ext.init_app(app)
+    form = assertion_form(as_env.keys["c-es256"].jws(claims_for("c-es256", as_env.issuer)))
+    r = app.test_client().post("/oauth2/token", data=form)
+    assert r.status_code == 503 and r.get_json()["error"] == "temporarily_unavailable"
+    mode["value"] = "broken"
+    r = app.test_client().post("/oauth2/token", data=form)
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_client"

@@ -99,12 +99,23 @@ def test_ecdh_refuses_malformed_points_before_the_token(hsm):
     _verify(hsm, "sig-es256")
 
 
-def test_native_oaep256_probe_falls_back_to_raw_rsa(hsm):
-    key = hsm.key("enc-rsa-oaep-256")
+@pytest.mark.parametrize("label,alg", [("enc-rsa-oaep-256", "RSA-OAEP-256"), ("enc-rsa-oaep", "RSA-OAEP")])
+def test_oaep_through_raw_rsa_and_through_the_native_mechanism(hsm, label, alg):
+    key = hsm.key(label)
     pub = jwk.load_jwk(key.public_jwk())
-    token = jwe.encrypt(b"secret", pub, "RSA-OAEP-256", "A256GCM")
-    assert jwe.decrypt(token, lambda h: key, ["RSA-OAEP-256"], ["A256GCM"]).plaintext == b"secret"
-    assert hsm._native_oaep256 is False  # SoftHSM 2.6.1: SHA-1 only (DESIGN.md §3)
+    token = jwe.encrypt(b"secret", pub, alg, "A256GCM")
+    assert jwe.decrypt(token, lambda h: key, [alg], ["A256GCM"]).plaintext == b"secret"
+    assert hsm._raw_rsa is True  # SoftHSM offers CKM_RSA_X_509 (DESIGN.md §3)
+    if alg == "RSA-OAEP":  # SoftHSM's native OAEP is SHA-1 only: exercise that path too
+        native = HSM(hsm.config)
+        native._raw_rsa = False
+        nkey = native.key(label)
+        assert jwe.decrypt(token, lambda h: nkey, [alg], ["A256GCM"]).plaintext == b"secret"
+        # bad padding: SoftHSM says CKR_GENERAL_ERROR; that is bad input, not an outage
+        for bad in (os.urandom(256), (12345).to_bytes(256, "big")):
+            with pytest.raises(errors.DecryptionFailed):
+                nkey.rsa_decrypt(bad)
+        _verify(native, "sig-es256")
 
 
 # --- start-up errors: one line naming the problem -----------------------------------------------------
@@ -156,8 +167,11 @@ def test_unsafe_private_key_is_refused(extractable, sensitive):
         support.USER_PIN, label, "unsafe", ec.generate_private_key(ec.SECP256R1()), "ES256", "sig",
         extractable=extractable, sensitive=sensitive,
     )
+    h = HSM(_cfg(label))
     with pytest.raises(errors.UnsafeKey, match="extractable or not sensitive"):
-        HSM(_cfg(label)).key("unsafe")
+        h.key("unsafe")
+    [row] = h.list_keys()  # listed, with the reason, instead of failing the whole listing
+    assert row.label == "unsafe" and "extractable or not sensitive" in row.problem
 
 
 # --- concurrency: threads, fork ----------------------------------------------------------------------

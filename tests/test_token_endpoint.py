@@ -372,6 +372,10 @@ def test_get_is_not_allowed(as_env):
     r = as_env.client().get("/oauth2/token")
     expect_error(r, 405, "invalid_request")
     assert r.headers["Allow"] == "POST"
+    for method in ("TRACE", "PUT", "DELETE", "OPTIONS"):
+        expect_error(as_env.client().open("/oauth2/token", method=method), 405, "invalid_request")
+    expect_error(as_env.client().get("/oauth2/no-such-endpoint"), 404, "invalid_request")
+    expect_error(as_env.client().post("/oauth2/token/extra"), 404, "invalid_request")
 
 
 def test_grant_type_checks(as_env):

@@ -6,7 +6,7 @@ from flask import request
 
 from .. import events
 from ..client_auth import AuthFailure, authenticate, presented_credentials
-from ..errors import ConfigError, InvalidClientError
+from ..errors import InvalidClientError
 from ..http import Form
 
 
@@ -22,7 +22,7 @@ def authenticate_caller(state, form: Form, endpoint: str, want: str):
     presented = presented_credentials(request.headers.get("Authorization"), form)
     try:
         return authenticate(presented, find, state.policies[endpoint], state)
-    except (AuthFailure, ConfigError) as exc:
+    except AuthFailure as exc:
         reason = str(exc)
         signal = events.replay_detected if "replayed" in reason else events.client_auth_failed
         events.emit(signal, endpoint=endpoint, client_id=_printable(presented.client_id), method=presented.method, reason=reason)

@@ -69,9 +69,16 @@ class _Parsed:
     tag: bytes
 
 
-def _parse(token: str | bytes, encryptions: Collection[str], max_len: int) -> _Parsed:
+def _parse(
+    token: str | bytes, encryptions: Collection[str], max_len: int, algorithms: Collection[str] | None = None
+) -> _Parsed:
     head, ek_b64, iv_b64, ct_b64, tag_b64 = split_compact(token, 5, max_len)
     header = parse_protected_header(head)
+    if algorithms is not None and (header["alg"] not in KEY_MANAGEMENT or header["alg"] not in algorithms):
+        # RFC 8725 §3.1: the alg is checked against the allow-list first, so an alg we never accept
+        # (A*KW, dir, RSA1_5, PBES2 ...) is refused as such, whatever the IV or tag lengths are
+        # (Wycheproof json_web_encryption tcId 25-27 were DecryptionFailed, not RefusedAlgorithm).
+        raise RefusedAlgorithm(f"JWE alg {header['alg'][:20]!r} is not accepted here")
     enc_name = header.get("enc")
     enc = CONTENT_ENCRYPTION.get(enc_name) if isinstance(enc_name, str) else None
     if enc is None or enc_name not in encryptions:
@@ -94,7 +101,7 @@ def decrypt(
     max_len: int = MAX_COMPACT_LEN,
 ) -> Decrypted:
     """Decrypt a compact JWE; raises MalformedJose, RefusedAlgorithm or DecryptionFailed."""
-    p = _parse(token, encryptions, max_len)
+    p = _parse(token, encryptions, max_len, algorithms)
     alg = p.header["alg"]
     spec = KEY_MANAGEMENT.get(alg)
     if spec is None or alg not in algorithms:

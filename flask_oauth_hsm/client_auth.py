@@ -23,7 +23,7 @@ from urllib.parse import unquote_plus
 
 from .algorithms import CONTENT_ENCRYPTION
 from .errors import InvalidClientError, InvalidRequestError, JoseError
-from .jose import compact, jwe, jws, jwt
+from .jose import compact, jwe, jwk, jws, jwt
 from .registry import Credentials
 from .store import Replayed
 
@@ -37,6 +37,10 @@ _PBKDF2_DEFAULT_ITERATIONS = 600_000
 
 class AuthFailure(Exception):
     """Why authentication failed (for logs); the peer only ever sees invalid_client."""
+
+    def __init__(self, reason: str, *, client_id: str | None = None, replay: bool = False):
+        super().__init__(reason)
+        self.client_id, self.replay = client_id, replay
 
 
 @dataclass(frozen=True)
@@ -155,16 +159,17 @@ def authenticate(
     if presented.method in ("client_secret_basic", "client_secret_post"):
         ok = verify_secret(presented.secret or "", entity.client_secret_hash if entity else None)
         if entity is None or entity.token_endpoint_auth_method != presented.method or not ok:
-            raise AuthFailure(f"{presented.method}: unknown client, other method or wrong secret")
+            raise AuthFailure(f"{presented.method}: unknown client, other method or wrong secret", client_id=presented.client_id)
         return entity
     if entity is None or entity.token_endpoint_auth_method != "none":
-        raise AuthFailure("no credentials and not a public client")
+        raise AuthFailure("no credentials and not a public client", client_id=presented.client_id)
     return entity
 
 
 def _check_assertion(presented: Presented, find, policy: AssertionPolicy, state) -> Credentials:
     token = presented.assertion or ""
     nested = jwt.is_encrypted(token)
+    client_id = None
     try:
         if nested:
             token = _decrypt_assertion(token, state)
@@ -174,7 +179,8 @@ def _check_assertion(presented: Presented, find, policy: AssertionPolicy, state)
             raise AuthFailure("iss missing or differs from client_id")
         entity = find(client_id)
         if entity is None or entity.token_endpoint_auth_method != "private_key_jwt":
-            raise AuthFailure("unknown client or not a private_key_jwt client")
+            _spend_a_verification(token)  # an unknown id must not answer faster than a bad signature
+            raise AuthFailure("unknown client or not a private_key_jwt client", client_id=client_id)
         if (entity.client_assertion_encryption == "required" and not nested) or (
             entity.client_assertion_encryption == "none" and nested
         ):
@@ -185,12 +191,32 @@ def _check_assertion(presented: Presented, find, policy: AssertionPolicy, state)
         verified = jws.verify(token, lambda h: entity.jwks.select(h["alg"], "sig", h.get("kid")), algorithms)
         claims = jwt.decode_claims(verified.payload)
     except JoseError as exc:
-        raise AuthFailure(f"assertion: {exc}") from None
-    if _foreign_typ(verified.header):
-        raise AuthFailure("assertion typ names another kind of JWT")
-    check_assertion_claims(claims, entity.client_id, policy, entity.aud_policy)
-    _use_jti_once(claims, entity.client_id, policy, state)  # last: only authentic assertions reach Redis
+        raise AuthFailure(f"assertion: {type(exc).__name__}", client_id=client_id if isinstance(client_id, str) else None) from None
+    try:
+        if _foreign_typ(verified.header):
+            raise AuthFailure("assertion typ names another kind of JWT")
+        check_assertion_claims(claims, entity.client_id, policy, entity.aud_policy)
+        _use_jti_once(claims, entity.client_id, policy, state)  # last: only authentic assertions reach Redis
+    except AuthFailure as exc:
+        exc.client_id = entity.client_id
+        raise
     return entity
+
+
+_DUMMY_KEY = None
+
+
+def _spend_a_verification(token: str) -> None:
+    """Verify against a throwaway key: the work a known client's assertion would cost."""
+    global _DUMMY_KEY
+    if _DUMMY_KEY is None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        _DUMMY_KEY = jwk.load_jwk(jwk.public_jwk_dict(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    try:
+        jws.verify(token, lambda h: _DUMMY_KEY, ("ES256",))
+    except JoseError:
+        pass
 
 
 def _decrypt_assertion(token: str, state) -> str:
@@ -270,4 +296,4 @@ def _use_jti_once(claims: dict, client_id: str, policy: AssertionPolicy, state) 
             window=policy.max_lifetime + 2 * policy.clock_skew,
         )
     except Replayed as exc:
-        raise AuthFailure(f"jti replayed ({exc})") from None
+        raise AuthFailure(f"jti replayed ({exc})", replay=True) from None

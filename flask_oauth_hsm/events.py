@@ -40,4 +40,7 @@ def emit(signal, **fields) -> None:
     if logger.isEnabledFor(_LEVELS[signal]):
         logger.log(_LEVELS[signal], json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
     if signal.receivers:
-        signal.send(current_app._get_current_object(), **fields)
+        try:
+            signal.send(current_app._get_current_object(), **fields)
+        except Exception:  # a host's audit hook must not turn an answered request into a 500
+            logging.getLogger("flask_oauth_hsm").exception("a receiver of %s failed", signal.name)

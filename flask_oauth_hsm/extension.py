@@ -9,16 +9,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from . import events
 from .client_auth import AssertionPolicy
 from .endpoints import discovery
 from .errors import (
+    AccessDeniedError,
     ConfigError,
     HSMError,
     InvalidRequestError,
@@ -31,15 +33,16 @@ from .errors import (
 from .hsm import HSM, HSMConfig
 from .http import error_response, json_response
 from .keyring import KeyRing
-from .registry import AUTH_METHODS, LoaderRegistry, Registry
+from .registry import AUTH_METHODS, LoaderRegistry, Registry, ResourceServer
 from .settings import Settings, load_settings
 from .store import Store
 
 EXTENSION_KEY = "oauth_hsm"
 log = logging.getLogger("flask_oauth_hsm")
-# Every method reaches our views, which answer the wrong ones with a JSON 405 (Werkzeug's routing
-# would answer with HTML before any blueprint error handler runs).
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND", "QUERY"]
+# Listing OPTIONS stops Flask answering it by itself; _accept_every_method then opens the rules
+# to any method at all, so our views answer wrong ones with a JSON 405 (Werkzeug's routing would
+# answer with HTML before any blueprint error handler runs).
+_ALL_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
 
 # Set by the `flask oauth-hsm keys` commands: the app is loaded to read its settings, but the
 # keys it names may not exist yet (they are about to be generated).
@@ -159,20 +162,29 @@ class OAuthHSM:
 
 
 def _check_registry_fits_keys(state: ServerState) -> None:
+    """Registry entries we could never serve stop start-up (file) or count as unknown (loaders)."""
+    check = partial(check_entity_fits, state)
     if isinstance(state.registry, Registry):
         for entity in state.registry.entities():
-            alg = entity.token_endpoint_auth_signing_alg
-            if alg and alg not in state.settings.assertion_algs:
-                raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} registered token_endpoint_auth_signing_alg "
-                                  f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
-        for rs in state.registry.resource_servers():
-            if rs.access_token_encrypted_response_alg and not state.keys.decryption:
-                raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {rs.client_id!r} wants encrypted access "
-                                  "tokens; we need a decryption key to read them back (CEK escrow)")
-            alg = rs.introspection_signed_response_alg
-            if alg and alg not in state.introspection_signing_algs:
-                raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {rs.client_id!r}: no signing key for "
-                                  f"introspection_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
+            check(entity)
+    else:
+        state.registry.check = check
+
+
+def check_entity_fits(state: ServerState, entity) -> None:
+    alg = entity.token_endpoint_auth_signing_alg
+    if alg and alg not in state.settings.assertion_algs:
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} registered token_endpoint_auth_signing_alg "
+                          f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
+    if not isinstance(entity, ResourceServer):
+        return
+    if entity.access_token_encrypted_response_alg and not state.keys.decryption:
+        raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {entity.client_id!r} wants encrypted access "
+                          "tokens; we need a decryption key to read them back (CEK escrow)")
+    alg = entity.introspection_signed_response_alg
+    if alg and alg not in state.introspection_signing_algs:
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {entity.client_id!r}: no signing key for "
+                          f"introspection_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
 
 
 def _assertion_policies(state: ServerState) -> dict[str, AssertionPolicy]:
@@ -210,15 +222,30 @@ def _register_blueprints(app: Flask, state: ServerState) -> None:
     wk.add_url_rule(discovery.well_known_path(state.settings.issuer), "metadata", discovery.metadata_endpoint, methods=_ALL_METHODS)
     _error_handlers(wk)
     app.register_blueprint(wk)
+    _accept_every_method(app, (bp.name, wk.name))
+
+
+def _accept_every_method(app: Flask, blueprints: tuple[str, ...]) -> None:
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".", 1)[0] in blueprints:
+            rule.methods = None  # Werkzeug: a rule without methods matches every method
 
 
 def _error_handlers(bp: Blueprint) -> None:
-    bp.register_error_handler(OAuthError, error_response)
+    bp.register_error_handler(OAuthError, _oauth_error)
     bp.register_error_handler(HSMError, _unavailable)
     bp.register_error_handler(StoreUnavailable, _unavailable)
     bp.register_error_handler(RegistryUnavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
+
+
+def _oauth_error(exc: OAuthError):
+    if request.endpoint == "oauth_hsm.token" and exc.error != "invalid_client":  # that one is already an event
+        events.emit(events.token_refused, error=exc.error, reason=exc.description)
+    elif isinstance(exc, AccessDeniedError):
+        events.emit(events.client_auth_failed, endpoint=request.endpoint, reason=exc.description)
+    return error_response(exc)
 
 
 def _unavailable(exc: Exception):

@@ -89,18 +89,20 @@ _HASH_MECH = {"sha256": Mechanism.SHA256, "sha384": Mechanism.SHA384}
 _MGF = {"sha256": MGF.SHA256, "sha384": MGF.SHA384}
 
 # Mechanisms an algorithm needs, for generation and for refusing what a token cannot do.
-_REQUIRED = {
-    "ES256": {"EC_KEY_PAIR_GEN", "ECDSA"},
-    "ES384": {"EC_KEY_PAIR_GEN", "ECDSA"},
-    "PS256": {"RSA_PKCS_KEY_PAIR_GEN", "SHA256_RSA_PKCS_PSS"},
-    "RS256": {"RSA_PKCS_KEY_PAIR_GEN", "SHA256_RSA_PKCS"},
-    "EdDSA": {"EC_EDWARDS_KEY_PAIR_GEN", "EDDSA"},
-    "RSA-OAEP": {"RSA_PKCS_KEY_PAIR_GEN", "RSA_PKCS_OAEP"},
-    "RSA-OAEP-256": {"RSA_PKCS_KEY_PAIR_GEN", "RSA_X_509"},  # see HSM._rsa_oaep
-    "ECDH-ES": {"EC_KEY_PAIR_GEN", "ECDH1_DERIVE"},
+# Each entry is a set of requirements; a requirement is satisfied by any one of its names.
+_RSA_OAEP = ("RSA_X_509", "RSA_PKCS_OAEP")  # raw RSA + software OAEP, or native (see HSM._rsa_oaep)
+_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "ES256": (("EC_KEY_PAIR_GEN",), ("ECDSA",)),
+    "ES384": (("EC_KEY_PAIR_GEN",), ("ECDSA",)),
+    "PS256": (("RSA_PKCS_KEY_PAIR_GEN",), ("SHA256_RSA_PKCS_PSS",)),
+    "RS256": (("RSA_PKCS_KEY_PAIR_GEN",), ("SHA256_RSA_PKCS",)),
+    "EdDSA": (("EC_EDWARDS_KEY_PAIR_GEN",), ("EDDSA",)),
+    "RSA-OAEP": (("RSA_PKCS_KEY_PAIR_GEN",), _RSA_OAEP),
+    "RSA-OAEP-256": (("RSA_PKCS_KEY_PAIR_GEN",), _RSA_OAEP),
+    "ECDH-ES": (("EC_KEY_PAIR_GEN",), ("ECDH1_DERIVE",)),
+    "ECDH-ES+A128KW": (("EC_KEY_PAIR_GEN",), ("ECDH1_DERIVE",)),
+    "ECDH-ES+A256KW": (("EC_KEY_PAIR_GEN",), ("ECDH1_DERIVE",)),
 }
-for _kw in ("ECDH-ES+A128KW", "ECDH-ES+A256KW"):
-    _REQUIRED[_kw] = _REQUIRED["ECDH-ES"]
 
 
 @dataclass(frozen=True)
@@ -620,9 +622,10 @@ class HSM:
             raise errors.UnsupportedAlgorithm(f"unknown or refused algorithm {alg!r}")
         if use != spec.use:
             raise errors.UnsupportedAlgorithm(f"{alg} keys have use {spec.use!r}, not {use!r}")
-        missing = _REQUIRED[alg] - self.mechanisms()
+        available = self.mechanisms()
+        missing = [" or ".join(names) for names in _REQUIRED[alg] if not available.intersection(names)]
         if missing:
-            raise errors.UnsupportedAlgorithm(f"this token cannot do {alg}: it lacks {', '.join(sorted(missing))}")
+            raise errors.UnsupportedAlgorithm(f"this token cannot do {alg}: it lacks {', '.join(missing)}")
         if spec.kty == "RSA" and not 2048 <= rsa_bits <= 8192:
             raise errors.UnsupportedAlgorithm("RSA keys must have 2048 to 8192 bits")
         curve = spec.crv or crv

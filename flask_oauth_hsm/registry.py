@@ -322,6 +322,7 @@ class LoaderRegistry:
         self._client_loader = client_loader
         self._rs_loader = resource_server_loader
         self._auth_methods = auth_methods
+        self.check: Callable[[Any], None] = lambda entity: None  # set by the extension
         self._cache: dict[tuple, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
@@ -348,20 +349,34 @@ class LoaderRegistry:
         if entry is None:
             return None
         try:
-            return build(entry)
+            entity = build(entry)
+            self.check(entity)
+            return entity
         except ConfigError as exc:
             log.error("ignoring an invalid registry entry from a loader: %s", exc)
             return None
 
-    def client(self, client_id: str) -> Client | None:
-        client = self._cached(("c", client_id), lambda: self._load(self._client_loader, load_client, client_id=client_id))
-        if client is not None and self.resource_server(client_id) is not None:
+    def _client(self, client_id: str) -> Client | None:
+        return self._cached(("c", client_id), lambda: self._load(self._client_loader, load_client, client_id=client_id))
+
+    def _resource_server(self, client_id: str) -> ResourceServer | None:
+        return self._cached(("r", client_id), lambda: self._load(self._rs_loader, load_resource_server, client_id=client_id))
+
+    def _unique(self, client_id: str, entity):
+        """DESIGN.md §4: ids never collide; an id both loaders know is nobody's."""
+        if entity is None:
+            return None
+        other = self._resource_server(client_id) if isinstance(entity, Client) else self._client(client_id)
+        if other is not None:
             log.error("loaders: %r is both a client and a resource server: treated as unknown", client_id)
             return None
-        return client
+        return entity
+
+    def client(self, client_id: str) -> Client | None:
+        return self._unique(client_id, self._client(client_id))
 
     def resource_server(self, client_id: str) -> ResourceServer | None:
-        return self._cached(("r", client_id), lambda: self._load(self._rs_loader, load_resource_server, client_id=client_id))
+        return self._unique(client_id, self._resource_server(client_id))
 
     def resource_server_for(self, resource: str) -> ResourceServer | None:
         return self._cached(("u", resource), lambda: self._load(self._rs_loader, load_resource_server, resource=resource))

@@ -17,7 +17,10 @@ Errors are RFC 6750 §3 responses with a ``WWW-Authenticate: Bearer`` challenge.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import logging
+import os
 import secrets
 import threading
 import time
@@ -34,13 +37,15 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from .access_tokens import AT_TYP, MAX_ACCESS_TOKEN_LEN, cip_hash
 from .algorithms import SIGNING
 from .client_auth import ASSERTION_TYPE
-from .errors import ConfigError, HSMError, JoseError
+from .errors import ConfigError, HSMError, JoseError, KeyNotFound
 from .hsm import HSM
 from .http import client_address
 from .jose import compact, jwe, jwk, jws, jwt
-from .settings import _CSV, load_hsm_settings
+from .registry import valid_resource_uri
+from .settings import CSV, cidrs, first_error, https_or_loopback, load_hsm_settings, raw_values
 
 EXTENSION_KEY = "oauth_hsm_rs"
+log = logging.getLogger("flask_oauth_hsm.resource")
 INTROSPECTION_JWT = "application/token-introspection+jwt"
 
 
@@ -48,23 +53,27 @@ class _RSSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    issuer = fields.String(required=True, data_key="OAUTH_HSM_RS_ISSUER")
-    resource = fields.String(required=True, data_key="OAUTH_HSM_RS_RESOURCE")
+    issuer = fields.String(required=True, data_key="OAUTH_HSM_RS_ISSUER", validate=https_or_loopback)
+    resource = fields.String(required=True, data_key="OAUTH_HSM_RS_RESOURCE",
+                             validate=lambda v: valid_resource_uri(v) or _fail("must be an absolute https URI without fragment"))
     mode = fields.String(load_default="local", data_key="OAUTH_HSM_RS_MODE", validate=validate.OneOf(["local", "introspection"]))
-    jwks_uri = fields.String(load_default=None, data_key="OAUTH_HSM_RS_JWKS_URI")
-    introspection_endpoint = fields.String(load_default=None, data_key="OAUTH_HSM_RS_INTROSPECTION_ENDPOINT")
+    jwks_uri = fields.String(load_default=None, data_key="OAUTH_HSM_RS_JWKS_URI", validate=https_or_loopback)
+    introspection_endpoint = fields.String(load_default=None, data_key="OAUTH_HSM_RS_INTROSPECTION_ENDPOINT", validate=https_or_loopback)
     client_id = fields.String(load_default=None, data_key="OAUTH_HSM_RS_CLIENT_ID")
     signing_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_SIGNING_KEY")
     decryption_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_DECRYPTION_KEY")
     require_encrypted = fields.Boolean(load_default=False, data_key="OAUTH_HSM_RS_REQUIRE_ENCRYPTED_TOKENS")
-    algorithms = _CSV(load_default=("ES256", "ES384", "PS256", "EdDSA"), data_key="OAUTH_HSM_RS_ALGORITHMS",
-                      validate=lambda v: set(v) <= set(SIGNING) or _fail("must name JWS algorithms we support"))
+    algorithms = CSV(load_default=("ES256", "ES384", "PS256", "EdDSA"), data_key="OAUTH_HSM_RS_ALGORITHMS",
+                     validate=lambda v: (v and set(v) <= set(SIGNING)) or _fail("must name JWS algorithms we support"))
     leeway = fields.Integer(load_default=30, data_key="OAUTH_HSM_RS_LEEWAY", validate=validate.Range(0, 300))
     cache_ttl = fields.Integer(load_default=30, data_key="OAUTH_HSM_RS_CACHE_TTL", validate=validate.Range(0, 3600))
     http_timeout = fields.Float(load_default=3.0, data_key="OAUTH_HSM_RS_HTTP_TIMEOUT", validate=validate.Range(0.1, 60))
     assertion_aud = fields.String(load_default="issuer", data_key="OAUTH_HSM_RS_ASSERTION_AUD",
                                   validate=validate.OneOf(["issuer", "endpoint"]))
     check_cip = fields.Boolean(load_default=False, data_key="OAUTH_HSM_RS_CHECK_CIP")
+    retry_after = fields.Integer(load_default=5, data_key="OAUTH_HSM_RS_RETRY_AFTER", validate=validate.Range(1, 3600))
+    # The same variable as the AS's: caller addresses come from X-Forwarded-For only through these.
+    trusted_proxies = CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=cidrs)
 
 
 def _fail(message: str):
@@ -88,6 +97,8 @@ class RSSettings:
     http_timeout: float
     assertion_aud: str
     check_cip: bool
+    retry_after: int
+    trusted_proxies: tuple[str, ...]
 
 
 class TokenRejected(Exception):
@@ -208,15 +219,18 @@ class ResourceProtector:
         hsm = _rs_hsm(app, settings)
         from .extension import KEY_CHECKS
 
-        for label in (settings.signing_key, settings.decryption_key):
+        for variable, label in (("OAUTH_HSM_RS_SIGNING_KEY", settings.signing_key), ("OAUTH_HSM_RS_DECRYPTION_KEY", settings.decryption_key)):
             if label is not None and KEY_CHECKS["enabled"]:
-                hsm.key(label)  # start-up check: present, safe
-        state = RSState(settings, hsm, None, _ResultCache(), (), {})  # type: ignore[arg-type]
+                try:
+                    hsm.key(label)  # start-up check: present, safe
+                except KeyNotFound as exc:
+                    raise KeyNotFound(f"{variable}: {exc}") from None
+        networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
+        state = RSState(settings, hsm, None, _ResultCache(), networks, {})  # type: ignore[arg-type]
         as_state = app.extensions.get("oauth_hsm")
         if as_state is not None and as_state.settings.issuer == settings.issuer and not settings.jwks_uri:
             # The AS lives in this app: read its key set directly instead of over HTTP.
             state.jwks = _JWKSCache(lambda: json.loads(as_state.keys.jwks_json))
-            state.trusted_networks = as_state.trusted_networks
         else:
             state.jwks = _JWKSCache(lambda: _get_json(state.endpoint("jwks_uri"), settings.http_timeout))
         app.extensions[EXTENSION_KEY] = state
@@ -233,9 +247,11 @@ class ResourceProtector:
                     g.oauth_token = authorize(state, request, needed)
                 except TokenRejected as exc:
                     return _challenge(exc)
-                except (Unavailable, HSMError):
+                except (Unavailable, HSMError) as exc:
+                    log.error("cannot validate access tokens: %s", exc)
                     body = {"error": "temporarily_unavailable"}
-                    return Response(json.dumps(body), 503, {"Retry-After": "5", "Cache-Control": "no-store"}, mimetype="application/json")
+                    headers = {"Retry-After": str(state.settings.retry_after), "Cache-Control": "no-store"}
+                    return Response(json.dumps(body), 503, headers, mimetype="application/json")
                 return view(*args, **kwargs)
 
             return wrapper
@@ -243,16 +259,18 @@ class ResourceProtector:
         return decorator
 
 
-def _load_rs_settings(config) -> RSSettings:
-    import os
+def rs_variable_names() -> list[str]:
+    return sorted(f.data_key for f in _RSSchema().fields.values())
 
-    raw = {k: config.get(k, os.environ.get(k)) for k in (f.data_key for f in _RSSchema().fields.values())}
+
+def _load_rs_settings(config) -> RSSettings:
     try:
-        data = _RSSchema().load({k: v for k, v in raw.items() if v not in (None, "")})
+        data = _RSSchema().load(raw_values(config, os.environ, rs_variable_names()))
     except ValidationError as exc:
-        name = sorted(exc.messages)[0]
-        raise ConfigError(f"{name}: {exc.messages[name][0]}".replace("Missing data for required field.", "is required but not set")) from None
+        raise ConfigError(first_error(exc.messages)) from None
     settings = RSSettings(**data)
+    if settings.check_cip and settings.mode != "local":
+        raise ConfigError("OAUTH_HSM_RS_CHECK_CIP: only in local mode (introspection answers carry no cip_hash)")
     if settings.mode == "introspection" and not (settings.client_id and settings.signing_key):
         raise ConfigError("OAUTH_HSM_RS_CLIENT_ID: introspection mode needs OAUTH_HSM_RS_CLIENT_ID and OAUTH_HSM_RS_SIGNING_KEY")
     if settings.require_encrypted and not settings.decryption_key:
@@ -382,7 +400,9 @@ def _ask_the_as(state: RSState, token: str) -> dict:
         with urllib.request.urlopen(req, timeout=state.settings.http_timeout) as resp:
             body, content_type = resp.read(MAX_ACCESS_TOKEN_LEN + 1), resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
-        raise Unavailable(f"introspection answered {exc.code}") from None
+        # 401/403/406 mean our registration or credentials are wrong: still nothing the API's
+        # caller can fix, so 503 to them and the status in our log.
+        raise Unavailable(f"introspection answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise Unavailable(f"introspection unreachable: {exc}") from None
     if not content_type.startswith(INTROSPECTION_JWT):

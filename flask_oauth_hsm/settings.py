@@ -26,7 +26,7 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-class _CSV(fields.Field):
+class CSV(fields.Field):
     """A comma-separated list in one variable (environment variables are strings)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -39,7 +39,7 @@ class _CSV(fields.Field):
         return items
 
 
-def _https_or_loopback(url: str) -> None:
+def https_or_loopback(url: str) -> None:
     parts = urlsplit(url)
     loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
@@ -54,7 +54,7 @@ def _redis_url(url: str) -> None:
         raise ValidationError("must be a redis://, rediss:// or unix:// URL")
 
 
-def _cidrs(values: tuple[str, ...]) -> None:
+def cidrs(values: tuple[str, ...]) -> None:
     for v in values:
         try:
             ipaddress.ip_network(v, strict=False)
@@ -86,13 +86,13 @@ class _SettingsSchema(Schema):
     signing_key = fields.String(required=True, data_key="OAUTH_HSM_SIGNING_KEY")
     # Public keys published in the JWKS besides the signing key: the next key before it signs,
     # the retired key until its tokens expired (docs/hsm-and-keys.md, rotation).
-    published_keys = _CSV(load_default=(), data_key="OAUTH_HSM_PUBLISHED_KEYS")
+    published_keys = CSV(load_default=(), data_key="OAUTH_HSM_PUBLISHED_KEYS")
     # The AS's own decryption keys (nested client assertions); published with use=enc.
-    encryption_keys = _CSV(load_default=(), data_key="OAUTH_HSM_ENCRYPTION_KEYS")
+    encryption_keys = CSV(load_default=(), data_key="OAUTH_HSM_ENCRYPTION_KEYS")
     hsm_pool_size = fields.Integer(load_default=16, data_key="OAUTH_HSM_POOL_SIZE", validate=validate.Range(1, 256))
     hsm_pool_timeout = fields.Float(load_default=5.0, data_key="OAUTH_HSM_POOL_TIMEOUT", validate=validate.Range(0.01, 60))
     # -- identity and endpoints ----------------------------------------------------------------
-    issuer = fields.String(required=True, data_key="OAUTH_HSM_ISSUER", validate=_https_or_loopback)
+    issuer = fields.String(required=True, data_key="OAUTH_HSM_ISSUER", validate=https_or_loopback)
     url_prefix = fields.String(load_default="/oauth2", data_key="OAUTH_HSM_URL_PREFIX", validate=_url_prefix)
     registry = fields.String(load_default=None, data_key="OAUTH_HSM_REGISTRY")
     # -- Redis -----------------------------------------------------------------------------------
@@ -106,10 +106,10 @@ class _SettingsSchema(Schema):
     clock_skew = fields.Integer(load_default=30, data_key="OAUTH_HSM_CLOCK_SKEW", validate=validate.Range(0, 300))
     aud_policy = fields.String(load_default="fapi2", data_key="OAUTH_HSM_AUD_POLICY", validate=validate.OneOf(AUD_POLICIES))
     # RS256 is left out by default: FAPI 2.0 SP §5.4 allows PS256, ES256 and EdDSA only.
-    assertion_algs = _CSV(load_default=("ES256", "PS256", "EdDSA"), data_key="OAUTH_HSM_ASSERTION_ALGS", validate=_assertion_algs)
+    assertion_algs = CSV(load_default=("ES256", "PS256", "EdDSA"), data_key="OAUTH_HSM_ASSERTION_ALGS", validate=_assertion_algs)
     # -- HTTP ------------------------------------------------------------------------------------
     max_body_bytes = fields.Integer(load_default=16384, data_key="OAUTH_HSM_MAX_BODY_BYTES", validate=validate.Range(1024, 1048576))
-    trusted_proxies = _CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=_cidrs)
+    trusted_proxies = CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=cidrs)
     jwks_max_age = fields.Integer(load_default=300, data_key="OAUTH_HSM_JWKS_MAX_AGE", validate=validate.Range(0, 86400))
     retry_after = fields.Integer(load_default=5, data_key="OAUTH_HSM_RETRY_AFTER", validate=validate.Range(1, 3600))
 
@@ -150,9 +150,10 @@ def variable_names() -> list[str]:
     return sorted(f.data_key for f in _SettingsSchema().fields.values())
 
 
-def _raw_values(config: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def raw_values(config: Mapping[str, Any], environ: Mapping[str, str], names: list[str] | None = None) -> dict[str, Any]:
+    """Each variable from app.config, else (also when set to None or "") from the environment."""
     raw: dict[str, Any] = {}
-    for name in variable_names():
+    for name in names or variable_names():
         value = config.get(name)
         if value is None or value == "":
             value = environ.get(name)
@@ -161,7 +162,7 @@ def _raw_values(config: Mapping[str, Any], environ: Mapping[str, str]) -> dict[s
     return raw
 
 
-def _first_error(messages: dict) -> str:
+def first_error(messages: dict) -> str:
     name = sorted(messages)[0]
     detail = messages[name]
     while isinstance(detail, (list, dict)):
@@ -175,9 +176,9 @@ def load_settings(
     """Read and validate every setting; raises ConfigError with one line naming the variable."""
     environ = os.environ if environ is None else environ
     try:
-        data = _SettingsSchema().load(_raw_values(config, environ))
+        data = _SettingsSchema().load(raw_values(config, environ))
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc.messages)) from None
+        raise ConfigError(first_error(exc.messages)) from None
     _resolve_token_and_pin(data)
     if need_redis_url and data["redis_url"] is None:
         raise ConfigError("OAUTH_HSM_REDIS_URL: is required but not set (or pass redis_client= to init_app)")
@@ -211,10 +212,10 @@ def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | No
 
     schema = _SettingsSchema(only=_HSM_FIELDS)
     names = {f.data_key for f in schema.fields.values()}
-    raw = _raw_values(config, os.environ if environ is None else environ)
+    raw = raw_values(config, os.environ if environ is None else environ)
     try:
         data = schema.load({k: v for k, v in raw.items() if k in names})
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc.messages)) from None
+        raise ConfigError(first_error(exc.messages)) from None
     _resolve_token_and_pin(data)
     return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -126,8 +127,10 @@ class Store:
         epoch_s = self.ensure_epoch() if epoch is None else int(epoch) / 1000
         return RevocationState(revoked is not None, epoch_s)
 
-    def ping(self) -> None:
+    def probe(self) -> None:
+        """Readiness: run the replay script itself (a throwaway id, 1 s TTL), so whatever would
+        fail a token request — a Cluster slot error, a read-only replica — fails here too."""
         try:
-            self.client.ping()
-        except _REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
+            self.use_once("probe", secrets.token_hex(8), expires_at=time.time(), issued_at=time.time(), window=0)
+        except Replayed:
+            pass

@@ -265,3 +265,23 @@ def test_failing_or_broken_loaders(as_env, registry_doc):
     mode["value"] = "broken"
     r = app.test_client().post("/oauth2/token", data=form)
     assert r.status_code == 401 and r.get_json()["error"] == "invalid_client"
+
+
+def test_an_id_both_loaders_know_is_nobodys(as_env, registry_doc):
+    app = Flask("loaders-collide")
+    app.config.update({k: v for k, v in as_env.settings.items() if k != "OAUTH_HSM_REGISTRY"})
+    ext = OAuthHSM()
+    client = next(c for c in registry_doc["clients"] if c["client_id"] == "c-es256")
+    server = {**registry_doc["resource_servers"][0], "client_id": "c-es256"}
+
+    @ext.client_loader
+    def load_client(client_id):
+        return client if client_id == "c-es256" else None
+
+    @ext.resource_server_loader
+    def load_rs(client_id=None, resource=None):
+        return server if client_id == "c-es256" or resource == server["resource"] else None
+
+    ext.init_app(app)
+    registry = app.extensions["oauth_hsm"].registry
+    assert registry.client("c-es256") is None and registry.resource_server("c-es256") is None

@@ -23,9 +23,9 @@ def authenticate_caller(state, form: Form, endpoint: str, want: str):
     try:
         return authenticate(presented, find, state.policies[endpoint], state)
     except AuthFailure as exc:
-        reason = str(exc)
-        signal = events.replay_detected if "replayed" in reason else events.client_auth_failed
-        events.emit(signal, endpoint=endpoint, client_id=_printable(presented.client_id), method=presented.method, reason=reason)
+        signal = events.replay_detected if exc.replay else events.client_auth_failed
+        events.emit(signal, endpoint=endpoint, client_id=_printable(exc.client_id or presented.client_id),
+                    method=presented.method, reason=str(exc))
         raise InvalidClientError("client authentication failed", headers={"WWW-Authenticate": 'Basic realm="oauth"'}) from None
 
 

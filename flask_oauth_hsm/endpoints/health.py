@@ -1,8 +1,8 @@
 """Liveness and readiness for load balancers and orchestrators.
 
 ``/health``: the process answers (no dependency is touched, so a slow HSM never kills pods).
-``/ready``: the HSM answers and we are logged in, and Redis answers (its epoch sentinel is made
-sure of, so the first assertions after a Redis restart are not spent on starting an epoch).
+``/ready``: the HSM answers and we are logged in, and Redis runs the replay script (which also
+starts a new epoch after a Redis restart, so probes rather than clients spend its first second).
 503 with the failing component named, never with an error message from PKCS#11 or redis-py.
 """
 
@@ -30,7 +30,7 @@ def readiness_endpoint():
 
     _get_only()
     state = current_state()
-    checks = {"hsm": _check(state.hsm.check), "redis": _check(state.store.ensure_epoch)}
+    checks = {"hsm": _check(state.hsm.check), "redis": _check(state.store.probe)}
     ready = all(v == "ok" for v in checks.values())
     if not ready:
         events.emit(events.service_unavailable, reason="readiness", **checks)

@@ -173,23 +173,23 @@ def _check_assertion(presented: Presented, find, policy: AssertionPolicy, state)
     try:
         if nested:
             token = _decrypt_assertion(token, state)
-        claims = _peek_claims(token)
+        unverified = jws.Unverified(token)
+        claims = jwt.decode_claims(unverified.payload)  # unverified: only to find whose keys to use
         client_id = claims.get("iss")
         if not isinstance(client_id, str) or (presented.client_id is not None and presented.client_id != client_id):
             raise AuthFailure("iss missing or differs from client_id")
         entity = find(client_id)
         if entity is None or entity.token_endpoint_auth_method != "private_key_jwt":
-            _spend_a_verification(token)  # an unknown id must not answer faster than a bad signature
+            _spend_a_verification(unverified)  # an unknown id must not answer faster than a bad signature
             raise AuthFailure("unknown client or not a private_key_jwt client", client_id=client_id)
         if (entity.client_assertion_encryption == "required" and not nested) or (
             entity.client_assertion_encryption == "none" and nested
         ):
-            raise AuthFailure("assertion encryption does not match the registration")
+            raise AuthFailure("assertion encryption does not match the registration", client_id=client_id)
         algorithms = policy.algorithms
         if entity.token_endpoint_auth_signing_alg:
             algorithms = tuple(a for a in algorithms if a == entity.token_endpoint_auth_signing_alg)
-        verified = jws.verify(token, lambda h: entity.jwks.select(h["alg"], "sig", h.get("kid")), algorithms)
-        claims = jwt.decode_claims(verified.payload)
+        verified = unverified.verify(lambda h: entity.jwks.select(h["alg"], "sig", h.get("kid")), algorithms)
     except JoseError as exc:
         raise AuthFailure(f"assertion: {type(exc).__name__}", client_id=client_id if isinstance(client_id, str) else None) from None
     try:
@@ -206,7 +206,7 @@ def _check_assertion(presented: Presented, find, policy: AssertionPolicy, state)
 _DUMMY_KEY = None
 
 
-def _spend_a_verification(token: str) -> None:
+def _spend_a_verification(unverified: jws.Unverified) -> None:
     """Verify against a throwaway key: the work a known client's assertion would cost."""
     global _DUMMY_KEY
     if _DUMMY_KEY is None:
@@ -214,7 +214,7 @@ def _spend_a_verification(token: str) -> None:
 
         _DUMMY_KEY = jwk.load_jwk(jwk.public_jwk_dict(ec.generate_private_key(ec.SECP256R1()).public_key()))
     try:
-        jws.verify(token, lambda h: _DUMMY_KEY, ("ES256",))
+        unverified.verify(lambda h: _DUMMY_KEY, ("ES256",))
     except JoseError:
         pass
 
@@ -224,12 +224,6 @@ def _decrypt_assertion(token: str, state) -> str:
         raise AuthFailure("encrypted assertion but no decryption key is configured")
     decrypted = jwe.decrypt(token, state.keys.decrypter_for, state.keys.decryption_algs, list(CONTENT_ENCRYPTION))
     return jwt.unnest(decrypted).decode("ascii", "replace")
-
-
-def _peek_claims(token: str) -> dict:
-    """The unverified claims, only to find whose keys to verify with."""
-    segments = compact.split_compact(token, 3)
-    return jwt.decode_claims(compact.b64url_decode(segments[1], "JWS payload"))
 
 
 def _foreign_typ(header: dict) -> bool:

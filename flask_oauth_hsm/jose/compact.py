@@ -56,12 +56,14 @@ def _no_constants(name: str) -> None:
     raise MalformedJose(f"JSON constant {name} is not allowed")
 
 
+# One decoder for every call: json.loads with hooks would build a new JSONDecoder each time.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def parse_json_object(data: bytes, what: str = "JSON") -> dict:
     """Parse UTF-8 JSON that must be an object with unique member names (RFC 8259 §4)."""
     try:
-        obj = json.loads(
-            data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        obj = _DECODER.decode(data.decode("utf-8"))
     except MalformedJose:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError):

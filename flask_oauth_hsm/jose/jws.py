@@ -51,6 +51,37 @@ def sign(payload: bytes, signer: Signer, header: dict[str, Any] | None = None) -
     return signing_input + "." + b64url_encode(signature)
 
 
+class Unverified:
+    """A compact JWS split, its header checked, its signature not: read it only to choose the key
+    (e.g. a client assertion's ``iss``), then :meth:`verify`. Parsing once serves both steps."""
+
+    __slots__ = ("header", "_head", "_body", "_sig", "_payload")
+
+    def __init__(self, token: str | bytes, max_len: int = MAX_COMPACT_LEN):
+        self._head, self._body, self._sig = split_compact(token, 3, max_len)
+        self.header = parse_protected_header(self._head)
+        self._payload: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = b64url_decode(self._body, "JWS payload")
+        return self._payload
+
+    def verify(self, key_for: Callable[[dict], PublicJWK], algorithms: Collection[str]) -> Verified:
+        """RFC 7515 §5.2 after parsing: alg allowed here and by the key, then the signature."""
+        alg = self.header["alg"]
+        spec = SIGNING.get(alg)
+        if spec is None or alg not in algorithms:
+            raise RefusedAlgorithm(f"JWS alg {alg[:20]!r} is not accepted here")
+        key = key_for(self.header)
+        if not key.allows(alg, "sig"):
+            raise RefusedAlgorithm(f"the selected key may not be used with {alg}")
+        payload = self.payload
+        verify_signature(spec, key, self._head + b"." + self._body, b64url_decode(self._sig, "JWS signature"))
+        return Verified(self.header, payload, key)
+
+
 def verify(
     token: str | bytes,
     key_for: Callable[[dict], PublicJWK],
@@ -62,19 +93,7 @@ def verify(
 
     ``key_for(header)`` returns the key to verify with (for example ``JWKSet.select``) or raises.
     """
-    head, body, sig = split_compact(token, 3, max_len)
-    header = parse_protected_header(head)
-    alg = header["alg"]
-    spec = SIGNING.get(alg)
-    if spec is None or alg not in algorithms:
-        raise RefusedAlgorithm(f"JWS alg {alg[:20]!r} is not accepted here")
-    key = key_for(header)
-    if not key.allows(alg, "sig"):
-        raise RefusedAlgorithm(f"the selected key may not be used with {alg}")
-    payload = b64url_decode(body, "JWS payload")
-    signature = b64url_decode(sig, "JWS signature")
-    verify_signature(spec, key, head + b"." + body, signature)
-    return Verified(header, payload, key)
+    return Unverified(token, max_len).verify(key_for, algorithms)
 
 
 def verify_signature(spec: AlgSpec, key: PublicJWK, signing_input: bytes, signature: bytes) -> None:

@@ -22,11 +22,8 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def json_response(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
-    response.headers.update(NO_STORE)
-    if headers:
-        response.headers.update(headers)
-    return response
+    all_headers = {**NO_STORE, **headers} if headers else NO_STORE
+    return Response(json.dumps(body, separators=(",", ":")), status=status, headers=all_headers, mimetype="application/json")
 
 
 def error_response(exc: OAuthError) -> Response:

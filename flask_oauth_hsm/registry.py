@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ PRODUCED_ENC = ("A128GCM", "A256GCM")
 log = logging.getLogger("flask_oauth_hsm")
 
 
+@lru_cache(maxsize=1024)
 def parse_scope(value: str) -> frozenset[str]:
     tokens = value.split(" ")
     if not all(_SCOPE_TOKEN.fullmatch(t) for t in tokens):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
@@ -66,7 +66,7 @@ class Store:
         self.client = client
         self.prefix = prefix
         self._epoch_key = prefix + "epoch"
-        self._use_once = client.register_script(_USE_ONCE)
+        self._sha = hashlib.sha1(_USE_ONCE.encode()).hexdigest()
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout: float) -> "Store":
@@ -101,9 +101,7 @@ class Store:
         now = time.time()
         ttl = max(1, int(expires_at - now) + 1)
         try:
-            fresh, epoch_ms = self._use_once(
-                keys=[self._epoch_key, self._key(namespace, ident)], args=[int(now * 1000), ttl]
-            )
+            fresh, epoch_ms = self._run_script(self._epoch_key, self._key(namespace, ident), int(now * 1000), ttl)
         except _REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
         if not fresh:
@@ -111,6 +109,15 @@ class Store:
         epoch = epoch_ms / 1000
         if now < epoch + window and (issued_at is None or issued_at < epoch):
             raise Replayed("issued before the replay state was reset")
+
+    def _run_script(self, *keys_and_args):
+        """EVALSHA straight through execute_command (redis-py's Script object costs a visible
+        share of the token path); the script is loaded again after a Redis restart or flush."""
+        try:
+            return self.client.execute_command("EVALSHA", self._sha, 2, *keys_and_args)
+        except NoScriptError:
+            self.client.script_load(_USE_ONCE)
+            return self.client.execute_command("EVALSHA", self._sha, 2, *keys_and_args)
 
     def revoke(self, jti: str, expires_at: float) -> None:
         try:

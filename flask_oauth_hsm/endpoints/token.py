@@ -34,7 +34,7 @@ def token_endpoint():
     check_grant_type(form, client)
     audiences = requested_resources(state, form, client)
     scope = requested_scope(form, client, audiences)
-    ip = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), state.trusted_networks)
+    ip = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), state.trusted_networks) if client.cip_hash else None
     issued = access_tokens.issue(state, client, scope, audiences, client_ip=ip)
     events.emit(events.token_issued, client_id=client.client_id, jti=issued.claims["jti"],
                 aud=issued.claims["aud"], scope=issued.claims["scope"])
@@ -63,10 +63,11 @@ def requested_resources(state, form: Form, client: Client) -> list[ResourceServe
         raise InvalidTargetError("too many or repeated resource values")
     servers = []
     for resource in resources:
-        if not valid_resource_uri(resource):
-            raise InvalidTargetError("resource must be an absolute URI without a fragment")
+        # The client's resources were validated at registration: only strangers need parsing.
         server = state.registry.resource_server_for(resource) if resource in client.resources else None
         if server is None:
+            if not valid_resource_uri(resource):
+                raise InvalidTargetError("resource must be an absolute URI without a fragment")
             raise InvalidTargetError("this client may not request that resource")
         servers.append(server)
     return servers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Collection, Protocol
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -44,11 +45,15 @@ class Verified:
 def sign(payload: bytes, signer: Signer, header: dict[str, Any] | None = None) -> str:
     """Compact JWS of ``payload``; ``alg`` and ``kid`` come from the signer, never the caller."""
     protected = {**(header or {}), "alg": signer.alg, "kid": signer.kid}
-    signing_input = (
-        b64url_encode(json.dumps(protected, separators=(",", ":")).encode()) + "." + b64url_encode(payload)
-    )
+    signing_input = _encoded_header(json.dumps(protected, separators=(",", ":"))) + "." + b64url_encode(payload)
     signature = signer.sign(signing_input.encode("ascii"))
     return signing_input + "." + b64url_encode(signature)
+
+
+@lru_cache(maxsize=256)
+def _encoded_header(header_json: str) -> str:
+    # The same few headers (typ, alg, kid of our keys) are encoded on every token we issue.
+    return b64url_encode(header_json.encode())
 
 
 class Unverified:

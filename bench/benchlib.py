@@ -151,6 +151,14 @@ class Report:
         return path
 
 
+def finish(out: Report, started: float) -> int:
+    """The common end of a bench script: total run time, results saved, where to."""
+    out.line(f"total run time {time.monotonic() - started:.0f} s")
+    path = out.save()
+    print(f"(saved to {path.relative_to(ROOT)})")
+    return 0
+
+
 # --- the throwaway token store, keys and Redis -----------------------------------------------------
 
 

@@ -103,10 +103,7 @@ def main() -> int:
             out.line(f"- {alg}, {procs} process{'es' if procs > 1 else ''}: ours = {ratio:.1%} of raw in separate "
                      f"processes, {inter_ratio:.1%} interleaved (target ≥ {TARGETS[alg]:.0%}) — {'MET' if ok else 'MISSED'}")
         out.line()
-        out.line(f"total run time {time.monotonic() - started:.0f} s")
-        path = out.save()
-        print(f"(saved to {path.relative_to(benchlib.ROOT)})")
-        return 0
+        return benchlib.finish(out, started)
     finally:
         ws.close()
 

@@ -191,10 +191,7 @@ def main() -> int:
         bad = [r.first_bad for r in results.values() if r.first_bad]
         out.line()
         out.line(f"errors over all runs: {all_errors}" + (f" (first: {bad[0]})" if bad else ""))
-        out.line(f"total run time {time.monotonic() - started:.0f} s")
-        path = out.save()
-        print(f"(saved to {path.relative_to(benchlib.ROOT)})")
-        return 0
+        return benchlib.finish(out, started)
     finally:
         bench.close()
 

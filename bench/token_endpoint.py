@@ -217,10 +217,7 @@ def run_tables(args) -> int:
             out.line()
             out.line(f"first non-200 answer seen: {bad[0]}")
         out.line()
-        out.line(f"total run time {time.monotonic() - started:.0f} s")
-        path = out.save()
-        print(f"(saved to {path.relative_to(benchlib.ROOT)})")
-        return 0
+        return benchlib.finish(out, started)
     finally:
         bench.close()
 
@@ -273,10 +270,7 @@ def run_profile(args) -> int:
                                     idle=idle, workers_n=config.workers, spy_seconds=args.profile_duration + 1,
                                     requests=r.requests, threaded=config.worker_class == "gthread")
         out.line()
-        out.line(f"total run time {time.monotonic() - started:.0f} s")
-        path = out.save()
-        print(f"(saved to {path.relative_to(benchlib.ROOT)})")
-        return 0
+        return benchlib.finish(out, started)
     finally:
         bench.close()
 

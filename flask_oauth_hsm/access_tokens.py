@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .algorithms import DEFAULT_ENC
 from .errors import InvalidTargetError, JoseError
 from .jose import compact, jwe, jws, jwt
 from .registry import Client, ResourceServer
@@ -72,7 +73,7 @@ def issue(state, client: Client, scope: frozenset[str], audiences: list[Resource
         rs = encrypting[0]
         alg = rs.access_token_encrypted_response_alg
         token = jwe.encrypt(
-            token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or "A256GCM",
+            token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or DEFAULT_ENC,
             {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(state, cek)},
         )
     return IssuedToken(token, claims, lifetime)

@@ -127,9 +127,6 @@ class InvalidClientError(OAuthError):
     status_code = 401
 
 
-class InvalidGrantError(OAuthError):
-    error = "invalid_grant"
-
 
 class UnauthorizedClientError(OAuthError):
     error = "unauthorized_client"
@@ -155,11 +152,6 @@ class AccessDeniedError(OAuthError):
     error = "access_denied"
     status_code = 403
 
-
-class UnsupportedTokenTypeError(OAuthError):
-    """RFC 7009 §2.2.1."""
-
-    error = "unsupported_token_type"
 
 
 class TemporarilyUnavailableError(OAuthError):

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Response, request
 
 from .. import access_tokens, events
+from ..algorithms import DEFAULT_ENC
 from ..errors import AccessDeniedError, InvalidRequestError, JoseError, OAuthError
 from ..http import NO_STORE, Form, json_response, read_form, require_post
 from ..jose import jwt
@@ -125,7 +126,7 @@ def jwt_response(state, rs: ResourceServer, answer: dict) -> Response:
     token = jwt.sign_jwt(claims, state.keys.signer_for(rs.introspection_signed_response_alg), JWT_TYP)
     alg = rs.introspection_encrypted_response_alg
     if alg:
-        token = jwt.nest(token, rs.encryption_key(alg), alg, rs.introspection_encrypted_response_enc or "A256GCM")
+        token = jwt.nest(token, rs.encryption_key(alg), alg, rs.introspection_encrypted_response_enc or DEFAULT_ENC)
     response = Response(token, mimetype=JWT_MEDIA_TYPE)
     response.headers.update(NO_STORE)
     return response

@@ -1,7 +1,8 @@
 """flask-oauth-hsm: an OAuth 2.0 authorization server for Flask whose keys never leave the HSM."""
 
-from .extension import OAuthHSM, current_state
-from .resource import ResourceProtector
+from .extension import OAuthHSM
+from .rs import ResourceProtector
+from .server import ServerContext, current
 
-__all__ = ["OAuthHSM", "ResourceProtector", "current_state"]
+__all__ = ["OAuthHSM", "ResourceProtector", "ServerContext", "current"]
 __version__ = "0.1.0"

@@ -18,13 +18,16 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import extension
 from .algorithms import ALGORITHMS
 from .client_auth import ASSERTION_TYPE, hash_secret
+from .clients import Registry
+from .clients.fit import fit_checker
 from .errors import ConfigError, OAuthHSMError
-from .hsm import KeyProblem
+from .extension import ADMIN_KEY, KEY_ADMIN, KeyAdmin
+from .hsm import KeyProblem, SecretKeyInfo
 from .jose import jwk, jws, jwt
-from .registry import Registry
+from .keys import KeyRing
+from .server import EXTENSION_KEY, ServerContext
 
 
 @click.group("oauth-hsm")
@@ -32,8 +35,17 @@ def cli() -> None:
     """flask-oauth-hsm: keys in the HSM, the registry, a demo client."""
 
 
-def _state():
-    return current_app.extensions[extension.EXTENSION_KEY]
+def _state() -> ServerContext:
+    ctx: ServerContext = current_app.extensions[EXTENSION_KEY]
+    return ctx
+
+
+def _admin() -> KeyAdmin:
+    """Settings and token of the app, loaded without requiring its keys to exist."""
+    admin: KeyAdmin | None = current_app.extensions.get(ADMIN_KEY)
+    if admin is None:
+        raise click.ClickException("the app did not initialise OAuthHSM")
+    return admin
 
 
 def _fail(exc: Exception) -> None:
@@ -44,7 +56,7 @@ def _fail(exc: Exception) -> None:
 def keys() -> None:
     """Key pairs in the token (private halves never leave it)."""
     # The app is loaded only to read its settings: the keys it names may not exist yet.
-    extension.KEY_CHECKS["enabled"] = False
+    KEY_ADMIN.set(True)
 
 
 @keys.command("generate")
@@ -58,7 +70,7 @@ def keys() -> None:
 @with_appcontext
 def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, if_missing: bool) -> None:
     """Generate a key pair inside the token (sensitive, never extractable)."""
-    hsm = _state().hsm
+    hsm = _admin().hsm
     try:
         if if_missing and label in {k.label for k in hsm.list_keys()}:
             click.echo(f"{label}: exists")
@@ -72,17 +84,34 @@ def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, if_missing
 @keys.command("list")
 @with_appcontext
 def list_keys() -> None:
-    """Label, kid, alg, use and key type/size of every key pair in the token."""
+    """Every key in the token: label, the role the settings give it, kid, alg, use, type/size.
+
+    ROLE: ``signs`` (OAUTH_HSM_SIGNING_KEY), ``published`` (OAUTH_HSM_PUBLISHED_KEYS: in the JWKS,
+    not signing tokens), ``decrypts`` (OAUTH_HSM_ENCRYPTION_KEYS), ``-`` (not used by this app).
+    """
+    admin = _admin()
     try:
-        infos = _state().hsm.list_keys()
+        infos = admin.hsm.list_keys()
     except OAuthHSMError as exc:
         _fail(exc)
-    click.echo(f"{'LABEL':24} {'KID':44} {'ALG':15} {'USE':4} KEY")
+    click.echo(f"{'LABEL':24} {'ROLE':9} {'KID':44} {'ALG':15} {'USE':4} KEY")
     for i in infos:
+        role = _role(admin, i.label)
         if isinstance(i, KeyProblem):
-            click.echo(f"{i.label:24} {'-':44} {'UNUSABLE':15} {'-':4} {i.problem}")
+            click.echo(f"{i.label:24} {role:9} {'-':44} {'UNUSABLE':15} {'-':4} {i.problem}")
+        elif isinstance(i, SecretKeyInfo):
+            click.echo(f"{i.label:24} {role:9} {'-':44} {i.kind.upper():15} {'-':4} secret")
         else:
-            click.echo(f"{i.label:24} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
+            click.echo(f"{i.label:24} {role:9} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
+
+
+def _role(admin: KeyAdmin, label: str) -> str:
+    s = admin.settings
+    if label == s.signing_key:
+        return "signs"
+    if label in s.encryption_keys:
+        return "decrypts"
+    return "published" if label in s.published_keys else "-"
 
 
 @keys.command("jwks")
@@ -91,7 +120,7 @@ def list_keys() -> None:
 def jwks(labels: tuple[str, ...]) -> None:
     """Print the public JWKS of the given key labels (for a registry entry or a peer)."""
     try:
-        doc = {"keys": [_state().hsm.key(label).public_jwk() for label in labels]}
+        doc = {"keys": [_admin().hsm.key(label).public_jwk() for label in labels]}
     except OAuthHSMError as exc:
         _fail(exc)
     click.echo(json.dumps(doc, indent=2))
@@ -103,13 +132,13 @@ def jwks(labels: tuple[str, ...]) -> None:
 @with_appcontext
 def destroy(label: str, yes: bool) -> None:
     """Delete a retired key pair (the last step of a rotation)."""
-    settings = _state().settings
+    settings = _admin().settings
     if label == settings.signing_key or label in settings.published_keys + settings.encryption_keys:
         _fail(ConfigError(f"{label!r} is still configured (OAUTH_HSM_SIGNING_KEY/PUBLISHED_KEYS/ENCRYPTION_KEYS)"))
     if not yes:
         _fail(ConfigError("add --yes to destroy the key"))
     try:
-        _state().hsm.destroy_key(label)
+        _admin().hsm.destroy_key(label)
     except OAuthHSMError as exc:
         _fail(exc)
     click.echo(f"{label}: destroyed")
@@ -118,15 +147,28 @@ def destroy(label: str, yes: bool) -> None:
 @cli.group("registry")
 def registry() -> None:
     """The JSON registry of clients and resource servers."""
+    # The app is loaded for its settings and keys; its own registry may be what is being fixed.
+    KEY_ADMIN.set(True)
 
 
 @registry.command("validate")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def validate(path: str) -> None:
-    """Validate a registry file (the same checks as start-up)."""
+@click.argument("path", type=click.Path(exists=True, dir_okay=False), required=False)
+@with_appcontext
+def validate(path: str | None) -> None:
+    """Validate a registry file with exactly the start-up checks (default: OAUTH_HSM_REGISTRY).
+
+    That includes the checks against the app's settings and the keys in its token (an algorithm
+    a resource server wants that no configured key can produce, say).
+    """
+    admin = _admin()
+    s = admin.settings
+    path = path or s.registry
+    if path is None:
+        _fail(ConfigError("give a registry path, or set OAUTH_HSM_REGISTRY"))
     try:
-        Registry.from_file(path)
-    except ConfigError as exc:
+        ring = KeyRing.load(admin.hsm, s.signing_key, s.published_keys, s.encryption_keys)
+        Registry.from_file(str(path), fit_checker(s, ring))
+    except OAuthHSMError as exc:
         _fail(exc)
     click.echo(f"{path}: valid")
 
@@ -152,7 +194,7 @@ def hash_secret_cmd(pbkdf2: bool, from_stdin: bool) -> None:
 def demo_client(client_id: str, key_label: str, resource: str | None, scope: str | None, url: str | None) -> None:
     """Obtain an access token with private_key_jwt and show its verified, decoded claims."""
     state = _state()
-    token_url = url or state.urls.token
+    token_url = url or state.endpoint_url("token")
     key = state.hsm.key(key_label)
     now = int(time.time())
     assertion = jwt.sign_jwt(
@@ -170,7 +212,7 @@ def demo_client(client_id: str, key_label: str, resource: str | None, scope: str
     click.echo(json.dumps(body, indent=2))
     if status != 200:
         sys.exit(1)
-    _show_claims(body["access_token"], token_url.rsplit("/", 1)[0] + "/jwks")
+    _show_claims(body["access_token"], state.endpoint_url("jwks"))
 
 
 def _post(url: str, form: dict) -> tuple[int, dict]:

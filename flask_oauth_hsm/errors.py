@@ -88,6 +88,12 @@ class RegistryUnavailable(OAuthHSMError):
 # --- OAuth protocol errors (RFC 6749 §5.2, RFC 7009, RFC 7662, RFC 8707, RFC 6750) -------------
 
 
+def safe_description(text: str) -> str:
+    """RFC 6749 §5.2: error_description uses %x20-21 / %x23-5B / %x5D-7E only. Descriptions are
+    our own sentences, never the request echoed; this is the net under that rule."""
+    return "".join(c if (" " <= c <= "~" and c not in '"\\') else "?" for c in text)[:200]
+
+
 class OAuthError(OAuthHSMError):
     """An error response. The class says what the peer sees; ``description`` is safe to show."""
 
@@ -102,7 +108,7 @@ class OAuthError(OAuthHSMError):
     def body(self) -> dict[str, str]:
         out = {"error": self.error}
         if self.description:
-            out["error_description"] = self.description
+            out["error_description"] = safe_description(self.description)
         return out
 
 
@@ -154,6 +160,17 @@ class AccessDeniedError(OAuthError):
 
 
 
+class InvalidGrantError(OAuthError):
+    error = "invalid_grant"
+
+
 class TemporarilyUnavailableError(OAuthError):
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class RateLimitedError(OAuthError):
+    """RFC 6585 §4: too many requests; ``Retry-After`` says when to come back."""
+
+    error = "temporarily_unavailable"
+    status_code = 429

@@ -34,6 +34,11 @@ _LEVELS = {
 }
 
 
+def printable(value: str | None) -> str | None:
+    """An attacker-supplied id made safe for a log line: ASCII, bounded."""
+    return None if value is None else value[:80].encode("ascii", "backslashreplace").decode()
+
+
 def emit(signal, **fields) -> None:
     """Log one JSON line ``{"event": ..., **fields}`` and send the signal."""
     event = signal.name.removeprefix("oauth-hsm-")

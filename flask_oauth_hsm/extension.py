@@ -1,24 +1,28 @@
 """The Flask extension: ``OAuthHSM(app=None)`` + ``init_app(app)`` (Flask-SQLAlchemy style).
 
-Per-app state lives in ``app.extensions["oauth_hsm"]``; settings are read and validated once in
-``init_app``; errors are handled on our blueprints only, never for the whole host app.
+``init_app`` only wires: settings (validated once), the token and its key ring, the registry,
+Redis, rate limits, hooks, and the registered endpoints mounted on our blueprints, whose error
+handlers answer for our routes only, never for the whole host app. The result is one frozen
+:class:`~flask_oauth_hsm.server.ServerContext` in ``app.extensions["oauth_hsm"]``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
-from functools import partial
+from contextvars import ContextVar
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from . import events
 from .client_auth import AssertionPolicy
-from .endpoints import discovery
+from .clients import ClientRegistry, LoaderRegistry, Registry
+from .clients.fit import fit_checker
+from .endpoints import Endpoint, load as load_endpoints
+from .endpoints.metadata import build as build_metadata
 from .errors import (
     AccessDeniedError,
     ConfigError,
@@ -30,232 +34,202 @@ from .errors import (
     StoreUnavailable,
     TemporarilyUnavailableError,
 )
-from .hsm import HSM, HSMConfig
-from .http import error_response, json_response
-from .keyring import KeyRing
-from .registry import AUTH_METHODS, LoaderRegistry, Registry, ResourceServer
-from .settings import Settings, load_settings
-from .store import Store
+from .hooks import Hook, Hooks
+from .hsm import HSM
+from .keys import KeyRing, KeyRingHolder
+from .ratelimit import RateLimitExceeded, RateLimiter, limited_error
+from .server import EXTENSION_KEY, ServerContext, Urls, current
+from .settings import Settings, hsm_config_from, load_settings
+from .store import ResetRule, Store, connect, redacted
+from .store.connection import REDIS_ERRORS
+from .web import error_response, json_response
 
-EXTENSION_KEY = "oauth_hsm"
 log = logging.getLogger("flask_oauth_hsm")
-# Listing OPTIONS stops Flask answering it by itself; _accept_every_method then opens the rules
-# to any method at all, so our views answer wrong ones with a JSON 405 (Werkzeug's routing would
-# answer with HTML before any blueprint error handler runs).
-_ALL_METHODS = ["GET", "HEAD", "POST", "OPTIONS"]
-
-# Set by the `flask oauth-hsm keys` commands: the app is loaded to read its settings, but the
-# keys it names may not exist yet (they are about to be generated).
-KEY_CHECKS = {"enabled": True}
+ADMIN_KEY = "oauth_hsm_admin"
+# Set by `flask oauth-hsm keys ...` before the host app loads: the app is loaded to read its
+# settings, but the keys it names may not exist yet (they are about to be generated).
+KEY_ADMIN: ContextVar[bool] = ContextVar("oauth_hsm_key_admin", default=False)
 
 
-@dataclass(frozen=True)
-class Urls:
-    """Absolute endpoint URLs derived from the issuer, and the routes serving them."""
+class KeyAdmin:
+    """What the key commands need when the keys may not exist yet: settings and the token."""
 
-    issuer: str
-    prefix: str
-
-    @property
-    def route_prefix(self) -> str:
-        return urlsplit(self.issuer).path.rstrip("/") + self.prefix
-
-    def url(self, name: str) -> str:
-        return self.issuer.rstrip("/") + self.prefix + "/" + name
-
-    @property
-    def token(self) -> str:
-        return self.url("token")
-
-    @property
-    def introspection(self) -> str:
-        return self.url("introspect")
-
-    @property
-    def revocation(self) -> str:
-        return self.url("revoke")
-
-    @property
-    def jwks(self) -> str:
-        return self.url("jwks")
-
-
-@dataclass
-class ServerState:
-    """Everything one app's authorization server needs, built once by ``init_app``."""
-
-    settings: Settings
-    hsm: HSM
-    keys: KeyRing | None
-    store: Store
-    registry: Any  # Registry or LoaderRegistry
-    urls: Urls
-    client_auth_methods: list[str]
-    trusted_networks: tuple = ()
-    policies: dict[str, AssertionPolicy] = field(default_factory=dict)
-    metadata_json: bytes = b""
-    metadata_etag: str = ""
-
-    @property
-    def introspection_signing_algs(self) -> list[str]:
-        return sorted({k.alg for k in self.keys.signers}) if self.keys else []
-
-
-def current_state() -> ServerState:
-    return current_app.extensions[EXTENSION_KEY]
+    def __init__(self, settings: Settings, hsm: HSM):
+        self.settings, self.hsm = settings, hsm
 
 
 class OAuthHSM:
     """An OAuth 2.0 authorization server whose private keys never leave the HSM."""
 
-    def __init__(self, app: Flask | None = None, *, redis_client=None):
-        self._client_loader: Callable[..., Any] | None = None
-        self._resource_server_loader: Callable[..., Any] | None = None
+    def __init__(self, app: Flask | None = None, *, redis_client: Any = None):
+        self.hooks = Hooks()
         self._redis_client = redis_client
         if app is not None:
             self.init_app(app)
 
-    def client_loader(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Register ``fn(client_id=...) -> dict | None`` returning a registry-shaped client."""
-        self._client_loader = fn
-        return fn
+    # -- host hooks (hooks.py has every spec) ---------------------------------------------------
 
-    def resource_server_loader(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def client_loader(self, fn: Hook) -> Hook:
+        """Register ``fn(client_id) -> dict | None`` returning a registry-shaped client."""
+        return self.hooks.register("client_loader", fn)
+
+    def resource_server_loader(self, fn: Hook) -> Hook:
         """Register ``fn(client_id=None, resource=None) -> dict | None`` (one argument given)."""
-        self._resource_server_loader = fn
-        return fn
+        return self.hooks.register("resource_server_loader", fn)
 
-    def init_app(self, app: Flask, *, redis_client=None) -> None:
-        if EXTENSION_KEY in app.extensions:
+    # -- wiring ------------------------------------------------------------------------------
+
+    def init_app(self, app: Flask, *, redis_client: Any = None) -> None:
+        if EXTENSION_KEY in app.extensions or ADMIN_KEY in app.extensions:
             raise RuntimeError("OAuthHSM is already initialised on this app")
-        uses_loaders = self._client_loader is not None or self._resource_server_loader is not None
+        uses_loaders = self.hooks.get("client_loader") is not None or self.hooks.get("resource_server_loader") is not None
         client = redis_client or self._redis_client
         settings = load_settings(app.config, need_registry=not uses_loaders, need_redis_url=client is None)
-        hsm = HSM(HSMConfig(
-            module=settings.pkcs11_module, token_label=settings.token_label, slot=settings.slot,
-            pin=settings.pin, pool_size=settings.hsm_pool_size, pool_timeout=settings.hsm_pool_timeout,
-        ))
-        keys = None
-        if KEY_CHECKS["enabled"]:
-            keys = KeyRing.load(hsm, settings.signing_key, settings.published_keys, settings.encryption_keys)
-        registry = self._registry(settings, uses_loaders)
-        store = Store(client, settings.redis_prefix) if client is not None else Store.from_url(
-            settings.redis_url, settings.redis_prefix, settings.redis_timeout)
-        state = ServerState(settings, hsm, keys, store, registry, Urls(settings.issuer, settings.url_prefix),
-                            registry.auth_methods(),
-                            tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies))
-        if keys is not None:
-            _check_registry_fits_keys(state)
-            state.policies = _assertion_policies(state)
-            state.metadata_json = discovery.build_metadata(state)
-            state.metadata_etag = discovery.etag(state.metadata_json)
-        if keys is not None:
-            _start_epoch(store)
-        app.extensions[EXTENSION_KEY] = state
-        _register_blueprints(app, state)
+        hsm = HSM(hsm_config_from(settings.__dict__))
+        if KEY_ADMIN.get():
+            app.extensions[ADMIN_KEY] = KeyAdmin(settings, hsm)
+            return
+        ring = KeyRing.load(hsm, settings.signing_key, settings.published_keys, settings.encryption_keys)
+        registry = self._registry(settings, ring, uses_loaders)
+        store = _store(settings, client)
+        endpoints = load_endpoints()
+        holder = KeyRingHolder()
+        ctx = ServerContext(
+            settings=settings, hsm=hsm, keys=holder, store=store, registry=registry,
+            urls=Urls(settings.issuer, settings.url_prefix), policies=_assertion_policies(settings, endpoints),
+            trusted_networks=tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies),
+            hooks=self.hooks.freeze(_features(settings, uses_loaders)),
+            limits=RateLimiter(app, settings.rate_limits, store.client, settings.redis_prefix,
+                               tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)),
+            endpoints=endpoints,
+        )
+        holder.publish(ring, lambda r: build_metadata(ctx, r))
+        _warn_about_legacy_audiences(settings, registry)
+        _start_epoch(store, settings)
+        app.extensions[EXTENSION_KEY] = ctx
+        _mount(app, ctx)
 
-    def _registry(self, settings: Settings, uses_loaders: bool):
+    def _registry(self, settings: Settings, ring: KeyRing, uses_loaders: bool) -> ClientRegistry:
+        check = fit_checker(settings, ring)
         if uses_loaders:
-            methods = [m for m in AUTH_METHODS if m != "none"]
-            return LoaderRegistry(self._client_loader, self._resource_server_loader, methods)
-        return Registry.from_file(settings.registry)
+            from .client_auth import METHODS
+
+            methods = [m for m in METHODS if m != "none"]
+            return LoaderRegistry(self.hooks.get("client_loader"), self.hooks.get("resource_server_loader"), methods, check)
+        assert settings.registry is not None  # load_settings required it
+        return Registry.from_file(settings.registry, check)
 
 
-def _check_registry_fits_keys(state: ServerState) -> None:
-    """Registry entries we could never serve stop start-up (file) or count as unknown (loaders)."""
-    check = partial(check_entity_fits, state)
-    if isinstance(state.registry, Registry):
-        for entity in state.registry.entities():
-            check(entity)
-    else:
-        state.registry.check = check
+def _features(settings: Settings, uses_loaders: bool) -> set[str]:
+    """Features the configuration turns on (hooks.py: which hooks each needs)."""
+    return {"loaders"} if uses_loaders else set()
 
 
-def check_entity_fits(state: ServerState, entity) -> None:
-    alg = entity.token_endpoint_auth_signing_alg
-    if alg and alg not in state.settings.assertion_algs:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} registered token_endpoint_auth_signing_alg "
-                          f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
-    if not isinstance(entity, ResourceServer):
-        return
-    if entity.access_token_encrypted_response_alg and not state.keys.decryption:
-        raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {entity.client_id!r} wants encrypted access "
-                          "tokens; we need a decryption key to read them back (CEK escrow)")
-    alg = entity.introspection_signed_response_alg
-    if alg and alg not in state.introspection_signing_algs:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {entity.client_id!r}: no signing key for "
-                          f"introspection_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
+def _store(settings: Settings, client: Any) -> Store:
+    rule = ResetRule(settings.reset_clock_tolerance)
+    if client is not None:
+        return Store(client, settings.redis_prefix, rule)
+    assert settings.redis_url is not None
+    return Store(connect(settings.redis_url, settings.redis_timeout), settings.redis_prefix, rule)
 
 
-def _assertion_policies(state: ServerState) -> dict[str, AssertionPolicy]:
-    s, urls = state.settings, state.urls
+def _assertion_policies(settings: Settings, endpoints: tuple[Endpoint, ...]) -> dict[str, AssertionPolicy]:
+    urls = Urls(settings.issuer, settings.url_prefix)
     return {
-        name: AssertionPolicy(s.issuer, urls.token, url, s.aud_policy, s.assertion_algs, s.assertion_max_lifetime, s.clock_skew)
-        for name, url in (("token", urls.token), ("introspection", urls.introspection), ("revocation", urls.revocation))
+        e.name: AssertionPolicy(settings.issuer, urls.token, urls.url(e.path), settings.aud_policy,  # type: ignore[arg-type]
+                                settings.aud_issuer_array, settings.assertion_algs, settings.assertion_max_lifetime,
+                                settings.clock_skew)
+        for e in endpoints if e.authenticates and isinstance(e.path, str)
     }
 
 
-def _start_epoch(store: Store) -> None:
+def _warn_about_legacy_audiences(settings: Settings, registry: ClientRegistry) -> None:
+    """The legacy aud policy accepts endpoint URLs: exposed to audience injection (docs/security.md)."""
+    if settings.aud_policy == "legacy":
+        log.warning("OAUTH_HSM_AUD_POLICY=legacy: client assertions may name endpoint URLs, which exposes them to "
+                    "the audience-injection attack; prefer 'issuer' (FAPI 2.0 Final) or 'endpoint' (CAMARA)")
+    if isinstance(registry, Registry):
+        legacy = sorted(e.client_id for e in registry.entities() if e.aud_policy == "legacy")
+        if legacy:
+            log.warning("clients using the legacy aud policy (exposed to audience injection): %s", ", ".join(legacy))
+
+
+def _start_epoch(store: Store, settings: Settings) -> None:
     try:
         store.ensure_epoch()
     except StoreUnavailable:
-        log.warning("Redis is unreachable at start-up: token requests answer 503 until it is back")
+        url = redacted(settings.redis_url) if settings.redis_url else "the injected client"
+        log.warning("Redis (%s) is unreachable at start-up: token requests answer 503 until it is back", url)
 
 
 # --- blueprints and their error handling ---------------------------------------------------------
 
 
-def _register_blueprints(app: Flask, state: ServerState) -> None:
-    from .endpoints import health, introspection, revocation, token
+def _mount(app: Flask, ctx: ServerContext) -> None:
+    prefixed = Blueprint("oauth_hsm", __name__, url_prefix=ctx.urls.route_prefix)
+    root = Blueprint("oauth_hsm_well_known", __name__)
+    for endpoint in ctx.endpoints:
+        bp = root if endpoint.at_root else prefixed
+        path = endpoint.path(ctx.settings) if callable(endpoint.path) else endpoint.path
+        bp.add_url_rule(path, endpoint.name, _view(endpoint, ctx.limits), provide_automatic_options=False)
+    prefixed.add_url_rule("/<path:unknown>", "unknown", _not_found, provide_automatic_options=False)
+    for bp in (prefixed, root):
+        _error_handlers(bp)
+        app.register_blueprint(bp)
+    _accept_every_method(app, (prefixed.name, root.name))
 
-    bp = Blueprint("oauth_hsm", __name__, url_prefix=state.urls.route_prefix)
-    bp.add_url_rule("/token", "token", token.token_endpoint, methods=_ALL_METHODS)
-    bp.add_url_rule("/introspect", "introspect", introspection.introspection_endpoint, methods=_ALL_METHODS)
-    bp.add_url_rule("/revoke", "revoke", revocation.revocation_endpoint, methods=_ALL_METHODS)
-    bp.add_url_rule("/health", "health", health.health_endpoint, methods=_ALL_METHODS)
-    bp.add_url_rule("/ready", "ready", health.readiness_endpoint, methods=_ALL_METHODS)
-    bp.add_url_rule("/<path:unknown>", "unknown", _not_found, methods=_ALL_METHODS)
-    bp.add_url_rule("/jwks", "jwks", discovery.jwks_endpoint, methods=_ALL_METHODS)
-    _error_handlers(bp)
-    app.register_blueprint(bp)
-    wk = Blueprint("oauth_hsm_well_known", __name__)
-    wk.add_url_rule(discovery.well_known_path(state.settings.issuer), "metadata", discovery.metadata_endpoint, methods=_ALL_METHODS)
-    _error_handlers(wk)
-    app.register_blueprint(wk)
-    _accept_every_method(app, (bp.name, wk.name))
+
+def _view(endpoint: Endpoint, limits: RateLimiter) -> Callable[[], ResponseReturnValue]:
+    allowed = set(endpoint.methods) | ({"HEAD"} if "GET" in endpoint.methods else set())
+    allow_header = ", ".join(sorted(allowed))
+
+    def view() -> ResponseReturnValue:
+        if request.method not in allowed:
+            raise MethodNotAllowedError(f"use {' or '.join(endpoint.methods)}", headers={"Allow": allow_header})
+        return endpoint.view(current())
+
+    # Flask-Limiter keys route limits by qualified name: each endpoint's wrapper gets its own.
+    view.__name__ = view.__qualname__ = f"oauth_hsm_{endpoint.name}"
+    return limits.per_address(endpoint.name)(view) if endpoint.rate_limited else view
 
 
 def _accept_every_method(app: Flask, blueprints: tuple[str, ...]) -> None:
+    # Werkzeug's routing would answer an unlisted method with an HTML 405 before any blueprint
+    # error handler runs; a rule without methods matches every method, and our views answer.
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".", 1)[0] in blueprints:
-            rule.methods = None  # Werkzeug: a rule without methods matches every method
+            rule.methods = None
 
 
 def _error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(OAuthError, _oauth_error)
-    bp.register_error_handler(HSMError, _unavailable)
-    bp.register_error_handler(StoreUnavailable, _unavailable)
-    bp.register_error_handler(RegistryUnavailable, _unavailable)
+    bp.register_error_handler(RateLimitExceeded, lambda exc: error_response(limited_error(exc)))
+    for unavailable in (HSMError, StoreUnavailable, RegistryUnavailable, *REDIS_ERRORS):
+        bp.register_error_handler(unavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
 
 
-def _oauth_error(exc: OAuthError):
-    if request.endpoint == "oauth_hsm.token" and exc.error != "invalid_client":  # that one is already an event
-        events.emit(events.token_refused, error=exc.error, reason=exc.description)
+def _endpoint_name() -> str | None:
+    return (request.endpoint or "").rpartition(".")[2] or None
+
+
+def _oauth_error(exc: OAuthError) -> ResponseReturnValue:
+    if _endpoint_name() == "token" and exc.error != "invalid_client":  # invalid_client is already an event
+        events.emit(events.token_refused, endpoint="token", error=exc.error, reason=exc.description)
     elif isinstance(exc, AccessDeniedError):
-        events.emit(events.client_auth_failed, endpoint=request.endpoint, reason=exc.description)
+        events.emit(events.client_auth_failed, endpoint=_endpoint_name(), reason=exc.description)
     return error_response(exc)
 
 
-def _unavailable(exc: Exception):
-    # Fail closed (DESIGN.md §9): nothing was issued; tell the client when to retry.
-    events.emit(events.service_unavailable, reason=str(exc)[:200])
-    retry_after = str(current_state().settings.retry_after)
+def _unavailable(exc: BaseException) -> ResponseReturnValue:
+    # Fail closed (DESIGN §9): nothing was issued; tell the client when to retry.
+    events.emit(events.service_unavailable, endpoint=_endpoint_name(), reason=f"{type(exc).__name__}: {str(exc)[:200]}")
+    retry_after = str(current().settings.retry_after)
     return error_response(TemporarilyUnavailableError("the service is temporarily unavailable", headers={"Retry-After": retry_after}))
 
 
-def _http_error(exc: HTTPException):
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 400
     if status == 405:
         return error_response(MethodNotAllowedError("method not allowed"))
@@ -266,12 +240,15 @@ def _http_error(exc: HTTPException):
     return _unexpected(exc)
 
 
-def _not_found(unknown: str):
+def _not_found(unknown: str) -> ResponseReturnValue:
     err = InvalidRequestError("no such endpoint")
     err.status_code = 404
     return error_response(err)
 
 
-def _unexpected(exc: Exception):
+def _unexpected(exc: Exception) -> ResponseReturnValue:
     log.exception("unexpected error in an OAuth endpoint")
     return json_response({"error": "server_error"}, 500)
+
+
+__all__ = ["ConfigError", "KEY_ADMIN", "KeyAdmin", "OAuthHSM"]

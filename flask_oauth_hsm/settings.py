@@ -1,12 +1,15 @@
 """Settings: ``OAUTH_HSM_*`` from ``app.config``, else the environment; validated once at start-up.
 
-Every setting is declared once below with its default and why the default is what it is; the
-configuration reference (docs/configuration.md) documents the same list, and a test keeps the two
-in step. A bad value stops start-up with one line naming the variable (:class:`ConfigError`).
+Each setting is declared exactly once, as a field of :class:`Settings` carrying its variable name,
+its marshmallow field (type, default, validation) and, in a comment, why the default is what it
+is. The schema is built from those declarations; docs/configuration.md documents the same list
+and a test keeps names *and* defaults in step. A bad value stops start-up with one line naming
+the variable (:class:`ConfigError`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -19,7 +22,10 @@ from .algorithms import SIGNING
 from .errors import ConfigError
 
 PREFIX = "OAUTH_HSM_"
-AUD_POLICIES = ("fapi2", "issuer", "endpoint")
+# docs/security.md, "The aud of client assertions": issuer (FAPI 2.0 Final §5.3.2.1,
+# draft-ietf-oauth-rfc7523bis), endpoint (CAMARA), legacy (FAPI 2.0 Draft 04; audience injection).
+AUD_POLICIES = ("issuer", "endpoint", "legacy")
+RATE_LIMIT_KINDS = ("address", "client", "hsm")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -29,21 +35,59 @@ def _csv(value: str) -> tuple[str, ...]:
 class CSV(fields.Field):
     """A comma-separated list in one variable (environment variables are strings)."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
         if isinstance(value, (list, tuple)):
-            items = tuple(str(v).strip() for v in value if str(v).strip())
-        elif isinstance(value, str):
-            items = _csv(value)
-        else:
-            raise ValidationError("must be a comma-separated list")
-        return items
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        if isinstance(value, str):
+            return _csv(value)
+        raise ValidationError("must be a comma-separated list")
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """``OAUTH_HSM_RATE_LIMITS``: one limit per kind, in the ``limits`` library's notation."""
+
+    address: str  # per source address and endpoint, before authentication
+    client: str  # per authenticated client or resource server and endpoint
+    hsm: str  # private-key operations spent before the caller is authenticated, per address
+
+
+class RateLimitsField(fields.Field):
+    """``off``, or ``address=…,client=…,hsm=…`` (each optional; omitted kinds keep the default)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> RateLimits | None:
+        if isinstance(value, RateLimits) or value is None:
+            return value
+        if not isinstance(value, str):
+            raise ValidationError("must be 'off' or kind=limit pairs")
+        if value.strip().lower() == "off":
+            return None
+        return parse_rate_limits(value)
+
+
+def parse_rate_limits(value: str) -> RateLimits:
+    from limits import parse  # Flask-Limiter's own parser: the notation users know from it
+
+    chosen = dict(DEFAULT_RATE_LIMITS)
+    for item in _csv(value):
+        kind, sep, limit = item.partition("=")
+        if not sep or kind.strip() not in RATE_LIMIT_KINDS:
+            raise ValidationError(f"{item!r}: expected kind=limit with kind among {', '.join(RATE_LIMIT_KINDS)}")
+        try:
+            parse(limit.strip())
+        except ValueError:
+            raise ValidationError(f"{item!r}: {limit.strip()!r} is not a rate limit such as 100/second") from None
+        chosen[kind.strip()] = limit.strip()
+    return RateLimits(**chosen)
 
 
 def https_or_loopback(url: str) -> None:
     parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise ValidationError(f"{url[:80]!r} is not an absolute URL (did you forget https://?)")
     loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ValidationError("must be an https URL (http only for localhost)")
+        raise ValidationError("must be an https URL (http is allowed only for localhost, 127.0.0.1 and ::1)")
     if parts.query or parts.fragment or not parts.hostname:
         # RFC 8414 §2: the issuer has no query or fragment components.
         raise ValidationError("must be a URL with a host and no query or fragment")
@@ -73,81 +117,105 @@ def _url_prefix(value: str) -> None:
         raise ValidationError("must start with '/' and not end with '/'")
 
 
-class _SettingsSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+def _aud_policy(value: str) -> None:
+    if value == "fapi2":
+        raise ValidationError("'fapi2' was renamed 'legacy' and is no longer the default: FAPI 2.0 Final accepts only "
+                              "the issuer (CHANGELOG.md, migration)")
+    if value not in AUD_POLICIES:
+        raise ValidationError(f"must be one of: {', '.join(AUD_POLICIES)}")
 
-    # -- the token ---------------------------------------------------------------------------
-    pkcs11_module = fields.String(required=True, data_key="OAUTH_HSM_PKCS11_MODULE")
-    token_label = fields.String(load_default=None, data_key="OAUTH_HSM_TOKEN_LABEL")
-    slot = fields.Integer(load_default=None, data_key="OAUTH_HSM_SLOT", validate=validate.Range(min=0))
-    pin = fields.String(load_default=None, data_key="OAUTH_HSM_PIN")
-    pin_file = fields.String(load_default=None, data_key="OAUTH_HSM_PIN_FILE")
-    signing_key = fields.String(required=True, data_key="OAUTH_HSM_SIGNING_KEY")
-    # Public keys published in the JWKS besides the signing key: the next key before it signs,
-    # the retired key until its tokens expired (docs/hsm-and-keys.md, rotation).
-    published_keys = CSV(load_default=(), data_key="OAUTH_HSM_PUBLISHED_KEYS")
-    # The AS's own decryption keys (nested client assertions); published with use=enc.
-    encryption_keys = CSV(load_default=(), data_key="OAUTH_HSM_ENCRYPTION_KEYS")
-    hsm_pool_size = fields.Integer(load_default=16, data_key="OAUTH_HSM_POOL_SIZE", validate=validate.Range(1, 256))
-    hsm_pool_timeout = fields.Float(load_default=5.0, data_key="OAUTH_HSM_POOL_TIMEOUT", validate=validate.Range(0.01, 60))
-    # -- identity and endpoints ----------------------------------------------------------------
-    issuer = fields.String(required=True, data_key="OAUTH_HSM_ISSUER", validate=https_or_loopback)
-    url_prefix = fields.String(load_default="/oauth2", data_key="OAUTH_HSM_URL_PREFIX", validate=_url_prefix)
-    registry = fields.String(load_default=None, data_key="OAUTH_HSM_REGISTRY")
-    # -- Redis -----------------------------------------------------------------------------------
-    redis_url = fields.String(load_default=None, data_key="OAUTH_HSM_REDIS_URL", validate=_redis_url)
-    redis_prefix = fields.String(load_default="oauth-hsm:", data_key="OAUTH_HSM_REDIS_PREFIX", validate=validate.Length(1, 64))
-    # Short: a slow Redis must turn into a quick 503, not a hung worker.
-    redis_timeout = fields.Float(load_default=0.25, data_key="OAUTH_HSM_REDIS_TIMEOUT", validate=validate.Range(0.01, 10))
-    # -- token and assertion policy ------------------------------------------------------------
-    access_token_lifetime = fields.Integer(load_default=300, data_key="OAUTH_HSM_ACCESS_TOKEN_LIFETIME", validate=validate.Range(30, 86400))
-    assertion_max_lifetime = fields.Integer(load_default=300, data_key="OAUTH_HSM_ASSERTION_MAX_LIFETIME", validate=validate.Range(10, 3600))
-    clock_skew = fields.Integer(load_default=30, data_key="OAUTH_HSM_CLOCK_SKEW", validate=validate.Range(0, 300))
-    aud_policy = fields.String(load_default="fapi2", data_key="OAUTH_HSM_AUD_POLICY", validate=validate.OneOf(AUD_POLICIES))
-    # RS256 is left out by default: FAPI 2.0 SP §5.4 allows PS256, ES256 and EdDSA only.
-    assertion_algs = CSV(load_default=("ES256", "PS256", "EdDSA"), data_key="OAUTH_HSM_ASSERTION_ALGS", validate=_assertion_algs)
-    # -- HTTP ------------------------------------------------------------------------------------
-    max_body_bytes = fields.Integer(load_default=16384, data_key="OAUTH_HSM_MAX_BODY_BYTES", validate=validate.Range(1024, 1048576))
-    trusted_proxies = CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=cidrs)
-    jwks_max_age = fields.Integer(load_default=300, data_key="OAUTH_HSM_JWKS_MAX_AGE", validate=validate.Range(0, 86400))
-    retry_after = fields.Integer(load_default=5, data_key="OAUTH_HSM_RETRY_AFTER", validate=validate.Range(1, 3600))
+
+def setting(env: str, kind: type[fields.Field], **options: Any) -> Any:
+    """Declare a setting: its variable and its marshmallow field options (default, validation)."""
+    return dataclasses.field(metadata={"env": env, "kind": kind, "options": options})
+
+
+DEFAULT_RATE_LIMITS = {"address": "200/second", "client": "100/second", "hsm": "20/second"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    pkcs11_module: str
-    token_label: str | None
-    slot: int | None
-    pin: str
-    signing_key: str
-    published_keys: tuple[str, ...]
-    encryption_keys: tuple[str, ...]
-    hsm_pool_size: int
-    hsm_pool_timeout: float
-    issuer: str
-    url_prefix: str
-    registry: str | None
-    redis_url: str | None  # None only when the host app passes its own redis client
-    redis_prefix: str
-    redis_timeout: float
-    access_token_lifetime: int
-    assertion_max_lifetime: int
-    clock_skew: int
-    aud_policy: str
-    assertion_algs: tuple[str, ...]
-    max_body_bytes: int
-    trusted_proxies: tuple[str, ...]
-    jwks_max_age: int
-    retry_after: int
+    # -- the token ---------------------------------------------------------------------------
+    pkcs11_module: str = setting("OAUTH_HSM_PKCS11_MODULE", fields.String, required=True)
+    # Label preferred over slot: SoftHSM renumbers slots when tokens are added.
+    token_label: str | None = setting("OAUTH_HSM_TOKEN_LABEL", fields.String, load_default=None)
+    slot: int | None = setting("OAUTH_HSM_SLOT", fields.Integer, load_default=None, validate=validate.Range(min=0))
+    pin: str | None = setting("OAUTH_HSM_PIN", fields.String, load_default=None)
+    pin_file: str | None = setting("OAUTH_HSM_PIN_FILE", fields.String, load_default=None)
+    signing_key: str = setting("OAUTH_HSM_SIGNING_KEY", fields.String, required=True)
+    # Public keys published in the JWKS besides the signing key: the next key before it signs,
+    # the retired key until its tokens expired (docs/hsm-and-keys.md, rotation).
+    published_keys: tuple[str, ...] = setting("OAUTH_HSM_PUBLISHED_KEYS", CSV, load_default=())
+    # The AS's own decryption keys (nested client assertions, CEK escrow); published with use=enc.
+    encryption_keys: tuple[str, ...] = setting("OAUTH_HSM_ENCRYPTION_KEYS", CSV, load_default=())
+    # 16 sessions: more than the threads of one worker need; each costs a little token memory.
+    hsm_pool_size: int = setting("OAUTH_HSM_POOL_SIZE", fields.Integer, load_default=16, validate=validate.Range(1, 256))
+    # 5 s: longer than any healthy operation, short enough that a stuck token becomes a 503.
+    hsm_pool_timeout: float = setting("OAUTH_HSM_POOL_TIMEOUT", fields.Float, load_default=5.0, validate=validate.Range(0.01, 60))
+    # -- identity and endpoints ----------------------------------------------------------------
+    issuer: str = setting("OAUTH_HSM_ISSUER", fields.String, required=True, validate=https_or_loopback)
+    url_prefix: str = setting("OAUTH_HSM_URL_PREFIX", fields.String, load_default="/oauth2", validate=_url_prefix)
+    registry: str | None = setting("OAUTH_HSM_REGISTRY", fields.String, load_default=None)
+    # -- Redis -----------------------------------------------------------------------------------
+    redis_url: str | None = setting("OAUTH_HSM_REDIS_URL", fields.String, load_default=None, validate=_redis_url)
+    redis_prefix: str = setting("OAUTH_HSM_REDIS_PREFIX", fields.String, load_default="oauth-hsm:", validate=validate.Length(1, 64))
+    # Short: a slow Redis must turn into a quick 503, not a hung worker.
+    redis_timeout: float = setting("OAUTH_HSM_REDIS_TIMEOUT", fields.Float, load_default=0.25, validate=validate.Range(0.01, 10))
+    # 5 s: after a Redis reset, clients whose clocks run up to this far behind are served at once;
+    # the price is stated in docs/security.md (an id used just before the reset, once more).
+    reset_clock_tolerance: int = setting("OAUTH_HSM_RESET_CLOCK_TOLERANCE", fields.Integer, load_default=5, validate=validate.Range(0, 60))
+    # -- token and assertion policy ------------------------------------------------------------
+    # 5 minutes: short enough that revocation matters little, long enough for one API session.
+    access_token_lifetime: int = setting("OAUTH_HSM_ACCESS_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400))
+    assertion_max_lifetime: int = setting("OAUTH_HSM_ASSERTION_MAX_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(10, 3600))
+    clock_skew: int = setting("OAUTH_HSM_CLOCK_SKEW", fields.Integer, load_default=30, validate=validate.Range(0, 300))
+    # issuer: FAPI 2.0 Final §5.3.2.1 and draft-ietf-oauth-rfc7523bis; immune to audience injection.
+    aud_policy: str = setting("OAUTH_HSM_AUD_POLICY", fields.String, load_default="issuer", validate=_aud_policy)
+    # Off: rfc7523bis wants the issuer as the sole audience, as a string; some libraries always
+    # send an array, and an operator may accept a one-member array for them.
+    aud_issuer_array: bool = setting("OAUTH_HSM_AUD_ISSUER_ARRAY", fields.Boolean, load_default=False)
+    # RS256 is left out by default: FAPI 2.0 SP §5.4 allows PS256, ES256 and EdDSA only.
+    assertion_algs: tuple[str, ...] = setting("OAUTH_HSM_ASSERTION_ALGS", CSV, load_default=("ES256", "PS256", "EdDSA"), validate=_assertion_algs)
+    # -- HTTP ------------------------------------------------------------------------------------
+    max_body_bytes: int = setting("OAUTH_HSM_MAX_BODY_BYTES", fields.Integer, load_default=16384, validate=validate.Range(1024, 1048576))
+    trusted_proxies: tuple[str, ...] = setting("OAUTH_HSM_TRUSTED_PROXIES", CSV, load_default=(), validate=cidrs)
+    jwks_max_age: int = setting("OAUTH_HSM_JWKS_MAX_AGE", fields.Integer, load_default=300, validate=validate.Range(0, 86400))
+    retry_after: int = setting("OAUTH_HSM_RETRY_AFTER", fields.Integer, load_default=5, validate=validate.Range(1, 3600))
+    # On by default (docs/configuration.md, "Rate limits"); "off" for benchmarks and for
+    # deployments that limit at a gateway.
+    rate_limits: RateLimits | None = setting(
+        "OAUTH_HSM_RATE_LIMITS", RateLimitsField, load_default=lambda: RateLimits(**DEFAULT_RATE_LIMITS))
 
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"
 
 
+def _schema_class(names: frozenset[str] | None = None) -> type[Schema]:
+    declared: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if names is None or f.name in names:
+            declared[f.name] = f.metadata["kind"](data_key=f.metadata["env"], **f.metadata["options"])
+    schema = Schema.from_dict(declared, name="SettingsSchema")
+
+    class _Strict(schema):  # type: ignore[misc, valid-type]
+        class Meta:
+            unknown = EXCLUDE
+
+    return _Strict
+
+
 def variable_names() -> list[str]:
     """Every OAUTH_HSM_* variable we read (for the docs test and error messages)."""
-    return sorted(f.data_key for f in _SettingsSchema().fields.values())
+    return sorted(f.metadata["env"] for f in dataclasses.fields(Settings))
+
+
+def defaults() -> dict[str, Any]:
+    """Variable name -> default value (None when required), for the docs test."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        default = f.metadata["options"].get("load_default")
+        out[f.metadata["env"]] = default() if callable(default) else default
+    return out
 
 
 def raw_values(config: Mapping[str, Any], environ: Mapping[str, str], names: list[str] | None = None) -> dict[str, Any]:
@@ -162,9 +230,9 @@ def raw_values(config: Mapping[str, Any], environ: Mapping[str, str], names: lis
     return raw
 
 
-def first_error(messages: dict) -> str:
+def first_error(messages: dict[str, Any]) -> str:
     name = sorted(messages)[0]
-    detail = messages[name]
+    detail: Any = messages[name]
     while isinstance(detail, (list, dict)):
         detail = detail[0] if isinstance(detail, list) else next(iter(detail.values()))
     return f"{name}: {detail}".replace("Missing data for required field.", "is required but not set")
@@ -176,10 +244,10 @@ def load_settings(
     """Read and validate every setting; raises ConfigError with one line naming the variable."""
     environ = os.environ if environ is None else environ
     try:
-        data = _SettingsSchema().load(raw_values(config, environ))
+        data = _schema_class()().load(raw_values(config, environ))
     except ValidationError as exc:
-        raise ConfigError(first_error(exc.messages)) from None
-    _resolve_token_and_pin(data)
+        raise ConfigError(first_error(exc.messages)) from None  # type: ignore[arg-type]
+    resolve_token_and_pin(data)
     if need_redis_url and data["redis_url"] is None:
         raise ConfigError("OAUTH_HSM_REDIS_URL: is required but not set (or pass redis_client= to init_app)")
     if need_registry and data["registry"] is None:
@@ -189,33 +257,35 @@ def load_settings(
     return Settings(**data)
 
 
+HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout"})
 
-_HSM_FIELDS = ("pkcs11_module", "token_label", "slot", "pin", "pin_file")
 
-
-def _resolve_token_and_pin(data: dict) -> None:
+def resolve_token_and_pin(data: dict[str, Any]) -> None:
     """Exactly one of label/slot and of PIN/PIN file; the PIN file is read here."""
     if (data["token_label"] is None) == (data["slot"] is None):
         raise ConfigError("OAUTH_HSM_TOKEN_LABEL: set exactly one of OAUTH_HSM_TOKEN_LABEL and OAUTH_HSM_SLOT")
     if (data["pin"] is None) == (data["pin_file"] is None):
         raise ConfigError("OAUTH_HSM_PIN: set exactly one of OAUTH_HSM_PIN and OAUTH_HSM_PIN_FILE")
-    pin_file = data.pop("pin_file")
-    if pin_file is not None:
+    if data["pin_file"] is not None:
         from .hsm import HSMConfig  # reading a file, not touching the token
 
-        data["pin"] = HSMConfig.read_pin_file(pin_file)
+        data["pin"] = HSMConfig.read_pin_file(data["pin_file"])
 
 
-def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None):
-    """Only the token settings (a resource server without the AS): returns an HSMConfig."""
+def hsm_config_from(data: Mapping[str, Any]) -> Any:
     from .hsm import HSMConfig
 
-    schema = _SettingsSchema(only=_HSM_FIELDS)
-    names = {f.data_key for f in schema.fields.values()}
+    return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"],
+                     pool_size=data["hsm_pool_size"], pool_timeout=data["hsm_pool_timeout"])
+
+
+def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Any:
+    """Only the token settings (a resource server without the AS): returns an HSMConfig."""
+    schema = _schema_class(HSM_FIELDS)()
     raw = raw_values(config, os.environ if environ is None else environ)
     try:
-        data = schema.load({k: v for k, v in raw.items() if k in names})
+        data = schema.load(raw)
     except ValidationError as exc:
-        raise ConfigError(first_error(exc.messages)) from None
-    _resolve_token_and_pin(data)
-    return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"])
+        raise ConfigError(first_error(exc.messages)) from None  # type: ignore[arg-type]
+    resolve_token_and_pin(data)
+    return hsm_config_from(data)

@@ -1,21 +1,36 @@
-"""Session fixtures: one throwaway SoftHSM2 store (set before the module is ever loaded) and Redis."""
+"""Fixtures: a throwaway SoftHSM2 store (set before the module is ever loaded), our own Redis, and
+an app factory that builds an authorization server for a scenario.
+
+Isolation: everything lives under one temporary directory removed at the end of the session.
+Tests that may crash or corrupt a token (no OS locking, a token store pulled away) get their own
+store through ``isolated_store`` and run against it in a child process: SoftHSM reads its store
+when the module initialises, once per process, so no test in this process can damage it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 import support
+from as_app import build_as_app
+from scenarios import Scenario, default_scenario
 
 # SoftHSM reads SOFTHSM2_CONF when the module initialises: set it before any test imports pkcs11
 # users, and never inherit a developer's store.
 _BASE = Path(tempfile.mkdtemp(prefix="oauth-hsm-tests-"))
 os.environ["SOFTHSM2_CONF"] = str(support.write_softhsm_conf(_BASE / "softhsm"))
+os.environ["OAUTH_HSM_TEST_BASE"] = str(_BASE)  # for helpers that write logs (support.log_file)
 
 MAIN_TOKEN = "test-main"
+ISSUER = "https://as.example.test"
 SIGNING_KEYS = {  # label -> (alg, use)
     "sig-es256": ("ES256", "sig"),
     "sig-es384": ("ES384", "sig"),
@@ -31,6 +46,10 @@ ENCRYPTION_KEYS = {
     "enc-ecdh-es-a128kw": ("ECDH-ES+A128KW", "enc"),
     "enc-ecdh-es-a256kw": ("ECDH-ES+A256KW", "enc"),
 }
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    shutil.rmtree(_BASE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -71,21 +90,67 @@ def redis_server(tmp_base):
     server.stop()
 
 
+@pytest.fixture()
+def isolated_store(tmp_path) -> support.IsolatedStore:
+    """A token store of this test's own, with a token and keys, for child processes."""
+    return support.IsolatedStore.create(tmp_path / "softhsm")
+
+
+@pytest.fixture()
+def fake_clock():
+    """The package's clock, frozen at now; ``fake_clock.advance(s)`` moves it."""
+    from flask_oauth_hsm import clock
+
+    fake = clock.FakeClock()
+    with clock.use(fake):
+        yield fake
+
+
 # --- an authorization server app over the main token and the session Redis ------------------------
 
 
-class ASEnv:
-    """The app, its registry's client keys, and helpers; one per test session."""
+def as_settings(redis_url: str, registry_path: str, **overrides: Any) -> dict[str, Any]:
+    settings = {
+        "OAUTH_HSM_ISSUER": ISSUER,
+        "OAUTH_HSM_PKCS11_MODULE": support.SOFTHSM_MODULE,
+        "OAUTH_HSM_TOKEN_LABEL": MAIN_TOKEN,
+        "OAUTH_HSM_PIN": support.USER_PIN,
+        "OAUTH_HSM_SIGNING_KEY": "sig-es256",
+        "OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256",
+        "OAUTH_HSM_ENCRYPTION_KEYS": "enc-rsa-oaep-256,enc-ecdh-es",
+        "OAUTH_HSM_REDIS_URL": redis_url,
+        "OAUTH_HSM_REGISTRY": registry_path,
+        # Off for the functional tests: the rate-limit tests turn them on explicitly.
+        "OAUTH_HSM_RATE_LIMITS": "off",
+    }
+    settings.update(overrides)
+    return settings
 
-    def __init__(self, app, keys: dict, rs_enc_key, settings: dict):
-        self.app = app
-        self.keys = keys  # client_id -> ClientKey
-        self.rs_enc_key = rs_enc_key  # rs-3's private encryption key (software: that RS is not us)
-        self.settings = settings
-        self.issuer = settings["OAUTH_HSM_ISSUER"]
-        self.token_url = self.issuer + "/oauth2/token"
-        self.introspection_url = self.issuer + "/oauth2/introspect"
-        self.revocation_url = self.issuer + "/oauth2/revoke"
+
+@dataclass
+class ASEnv:
+    """An AS app, the keys of its scenario's parties, and helpers."""
+
+    app: Any
+    keys: dict[str, Any]  # client_id -> ClientKey
+    rs_enc_key: Any
+    settings: dict[str, Any]
+
+    @property
+    def issuer(self) -> str:
+        return self.settings["OAUTH_HSM_ISSUER"]
+
+    @property
+    def token_url(self) -> str:
+        return self.issuer + "/oauth2/token"
+
+    @property
+    def introspection_url(self) -> str:
+        return self.issuer + "/oauth2/introspect"
+
+    @property
+    def revocation_url(self) -> str:
+        return self.issuer + "/oauth2/revoke"
 
     @property
     def state(self):
@@ -95,100 +160,24 @@ class ASEnv:
         return self.app.test_client()
 
 
-def as_settings(redis_url: str, registry_path: str, **overrides) -> dict:
-    settings = {
-        "OAUTH_HSM_ISSUER": "https://as.example.test",
-        "OAUTH_HSM_PKCS11_MODULE": support.SOFTHSM_MODULE,
-        "OAUTH_HSM_TOKEN_LABEL": MAIN_TOKEN,
-        "OAUTH_HSM_PIN": support.USER_PIN,
-        "OAUTH_HSM_SIGNING_KEY": "sig-es256",
-        "OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256",
-        "OAUTH_HSM_ENCRYPTION_KEYS": "enc-rsa-oaep-256,enc-ecdh-es",
-        "OAUTH_HSM_REDIS_URL": redis_url,
-        "OAUTH_HSM_REGISTRY": registry_path,
-    }
-    settings.update(overrides)
-    return settings
+@pytest.fixture(scope="session")
+def make_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
+    """``make_as(scenario=None, redis_url=None, protect_api=False, **settings)`` → an ASEnv."""
+    count = iter(range(1_000_000))
+    shared: dict[str, Scenario] = {}
 
+    def make(scenario: Scenario | None = None, *, redis_url: str | None = None, protect_api: bool = False,
+             **overrides: Any) -> ASEnv:
+        if scenario is None:
+            scenario = shared.get("default") or shared.setdefault("default", default_scenario(hsm))
+        path = tmp_base / f"registry-{next(count)}.json"
+        path.write_text(json.dumps(scenario.registry))
+        settings = as_settings(redis_url or redis_server.url, str(path), **overrides)
+        return ASEnv(build_as_app(settings, protect_api=protect_api), scenario.keys, scenario.rs_enc_key, settings)
 
-def build_registry(keys: dict, rs_keys: dict) -> dict:
-    """Clients with software keys; rs-1 software, rs-2 with keys in the test token (so our own
-    ResourceProtector can use it), rs-3 with software keys and every encryption option."""
-    from as_helpers import RS1, RS2, RS3, sha256_secret_hash
-
-    def pkjwt(client_id, **extra):
-        entry = {"client_id": client_id, "token_endpoint_auth_method": "private_key_jwt",
-                 "jwks": {"keys": [keys[client_id].public_jwk]}, "scope": "read write", "resources": [RS1, RS2, RS3]}
-        entry.update(extra)
-        return entry
-
-    return {
-        "clients": [
-            pkjwt("c-es256"),
-            pkjwt("c-ps256", token_endpoint_auth_signing_alg="PS256"),
-            pkjwt("c-eddsa"),
-            pkjwt("c-rs256"),
-            pkjwt("c-issuer", aud_policy="issuer"),
-            pkjwt("c-endpoint", aud_policy="endpoint"),
-            pkjwt("c-enc", client_assertion_encryption="required"),
-            pkjwt("c-enc-allowed", client_assertion_encryption="allowed"),
-            pkjwt("c-nogrant", grant_types=[]),
-            pkjwt("c-other"),
-            pkjwt("c-cip", cip_hash=True, ip_ranges=["10.0.0.0/8", "192.0.2.0/24"]),
-            {"client_id": "c-basic", "token_endpoint_auth_method": "client_secret_basic",
-             "client_secret_hash": sha256_secret_hash("basic-secret-0123456789"), "scope": "read", "resources": [RS1]},
-            {"client_id": "c-post", "token_endpoint_auth_method": "client_secret_post",
-             "client_secret_hash": sha256_secret_hash("post-secret-0123456789"), "scope": "read", "resources": [RS1]},
-            {"client_id": "c-public", "token_endpoint_auth_method": "none", "grant_types": [], "resources": [RS1]},
-        ],
-        "resource_servers": [
-            {"resource": RS1, "client_id": "rs-1", "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": [rs_keys["rs-1"].public_jwk]}, "scope": "read write"},
-            {"resource": RS2, "client_id": "rs-2", "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": [rs_keys["rs-2"], rs_keys["rs-2-enc"]]}, "scope": "read",
-             "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
-             "access_token_encrypted_response_alg": "ECDH-ES+A256KW", "access_token_encrypted_response_enc": "A256GCM"},
-            {"resource": RS3, "client_id": "rs-3", "token_endpoint_auth_method": "private_key_jwt", "aud_policy": "endpoint",
-             "jwks": {"keys": [rs_keys["rs-3"].public_jwk, rs_keys["rs-3-enc"]]}, "scope": "read write",
-             "introspection_signed_response_alg": "PS256",
-             "introspection_encrypted_response_alg": "ECDH-ES+A256KW", "introspection_encrypted_response_enc": "A256GCM",
-             "access_token_encrypted_response_alg": "ECDH-ES+A256KW", "access_token_encrypted_response_enc": "A128GCM"},
-        ],
-    }
+    return make
 
 
 @pytest.fixture(scope="session")
-def as_env(hsm, redis_server, tmp_base):
-    import json
-
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from as_helpers import ClientKey, ec_enc_jwk
-    from example_app import create_app
-
-    algs = {"c-ps256": "PS256", "c-eddsa": "EdDSA", "c-rs256": "RS256"}
-    client_ids = ["c-es256", "c-ps256", "c-eddsa", "c-rs256", "c-issuer", "c-endpoint", "c-enc", "c-enc-allowed",
-                  "c-nogrant", "c-other", "c-cip"]
-    keys = {cid: ClientKey.new(algs.get(cid, "ES256")) for cid in client_ids}
-    rs_enc = ec.generate_private_key(ec.SECP256R1())
-    rs_keys = {
-        "rs-1": ClientKey.new("ES256"),
-        "rs-2": hsm.key("rs2-sig").public_jwk(),
-        "rs-2-enc": hsm.key("enc-ecdh-es-a256kw").public_jwk(),
-        "rs-3": ClientKey.new("ES256"),
-        "rs-3-enc": ec_enc_jwk(rs_enc, "rs-3-enc"),
-    }
-    keys.update({"rs-1": rs_keys["rs-1"], "rs-3": rs_keys["rs-3"]})
-    path = tmp_base / "registry.json"
-    path.write_text(json.dumps(build_registry(keys, rs_keys)))
-    settings = as_settings(redis_server.url, str(path))
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    wait_for_next_second()  # the epoch's own second accepts no assertion (store.py)
-    return ASEnv(app, keys, rs_enc, settings)
-
-
-def wait_for_next_second() -> None:
-    import time
-
-    time.sleep(1.001 - time.time() % 1)
+def as_env(make_as) -> ASEnv:
+    return make_as()

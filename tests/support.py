@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +30,58 @@ def write_softhsm_conf(base: Path) -> Path:
     return conf
 
 
-def init_token(label: str, pin: str = USER_PIN, so_pin: str = SO_PIN) -> None:
-    """Initialise a fresh token (SOFTHSM2_CONF must already point at the test store)."""
+def init_token(label: str, pin: str = USER_PIN, so_pin: str = SO_PIN, env: dict | None = None) -> None:
+    """Initialise a fresh token (SOFTHSM2_CONF, in ``env`` or ours, must point at a test store)."""
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env=env,
     )
+
+
+def log_file(prefix: str) -> Path:
+    """A log file under the session's temporary directory (removed with it)."""
+    base = Path(os.environ.get("OAUTH_HSM_TEST_BASE") or "/tmp") / "logs"
+    base.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".log", dir=base)
+    os.close(fd)
+    return Path(name)
+
+
+ISOLATED_TOKEN = "isolated"
+ISOLATED_KEYS = {"sig-es256": ("ES256", "sig"), "enc-rsa": ("RSA-OAEP-256", "enc"), "enc-ecdh": ("ECDH-ES", "enc")}
+
+
+class IsolatedStore:
+    """A SoftHSM token store of one test's own, used by child processes only.
+
+    A crash (no OS locking) or a store pulled away can then damage nothing another test uses.
+    """
+
+    def __init__(self, conf: Path):
+        self.conf = conf
+        self.tokendir = conf.parent / "tokens"
+
+    @classmethod
+    def create(cls, base: Path, keys: dict | None = None) -> "IsolatedStore":
+        store = cls(write_softhsm_conf(base))
+        init_token(ISOLATED_TOKEN, env=store.env())
+        code = (
+            "import json, sys\n"
+            "from flask_oauth_hsm.hsm import HSM, HSMConfig\n"
+            f"h = HSM(HSMConfig(module={SOFTHSM_MODULE!r}, token_label={ISOLATED_TOKEN!r}, pin={USER_PIN!r}))\n"
+            "for label, (alg, use) in json.loads(sys.argv[1]).items():\n"
+            "    h.generate_key(alg, use, label)\n"
+        )
+        subprocess.run([sys.executable, "-c", code, json.dumps(keys or ISOLATED_KEYS)], check=True,
+                       capture_output=True, env=store.env(), timeout=120)
+        return store
+
+    def env(self, **extra: str) -> dict:
+        """The environment of a child process that uses this store."""
+        return {**os.environ, "SOFTHSM2_CONF": str(self.conf), **extra}
+
+    def settings(self) -> dict:
+        return {"OAUTH_HSM_PKCS11_MODULE": SOFTHSM_MODULE, "OAUTH_HSM_TOKEN_LABEL": ISOLATED_TOKEN, "OAUTH_HSM_PIN": USER_PIN}
 
 
 def free_port() -> int:

@@ -46,11 +46,12 @@ def test_setup_script_is_idempotent_and_cli_lists_the_keys(dev_env):
 
     env = {**dev_env, **_dev_settings(dev_env), "OAUTH_HSM_REGISTRY": str(ROOT / "softhsm" / "empty-registry.json")}
     listing = run([*FLASK, "keys", "list"], env).stdout.splitlines()
-    assert listing[0].split()[:4] == ["LABEL", "KID", "ALG", "USE"]
+    assert listing[0].split()[:5] == ["LABEL", "ROLE", "KID", "ALG", "USE"]
     rows = {line.split()[0]: line.split() for line in listing[1:]}
-    assert rows["as-sig-es256"][2:] == ["ES256", "sig", "EC", "P-256"]
-    assert rows["as-enc-rsa"][2:] == ["RSA-OAEP-256", "enc", "RSA", "2048"]
-    assert rows["demo-rs-enc"][2] == "ECDH-ES+A256KW"
+    assert rows["as-sig-es256"][1] == "signs" and rows["as-sig-es256"][3:] == ["ES256", "sig", "EC", "P-256"]
+    assert rows["as-sig-ps256"][1] == "published"
+    assert rows["as-enc-rsa"][1] == "decrypts" and rows["as-enc-rsa"][3:] == ["RSA-OAEP-256", "enc", "RSA", "2048"]
+    assert rows["demo-rs-enc"][1] == "-" and rows["demo-rs-enc"][3] == "ECDH-ES+A256KW"
 
 
 def _dev_settings(dev_env) -> dict:
@@ -79,13 +80,25 @@ def test_registry_commands(tmp_path, dev_env):
     out = run([*FLASK, "registry", "hash-secret"], dev_env).stdout
     secret = out.split("client_secret:")[1].split()[0]
     digest = out.split("client_secret_hash:")[1].split()[0]
-    from flask_oauth_hsm.client_auth import verify_secret
+    from flask_oauth_hsm.client_auth import AuthFailure, verify_secret
 
-    assert verify_secret(secret, digest) and not verify_secret(secret + "x", digest)
+    verify_secret(secret, digest)
+    with pytest.raises(AuthFailure):
+        verify_secret(secret + "x", digest)
+    run(["bash", "softhsm/setup-dev-token.sh"], dev_env)
+    env = {**dev_env, **_dev_settings(dev_env), "OAUTH_HSM_REGISTRY": str(ROOT / "softhsm" / "empty-registry.json")}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"clients": [{"client_id": "x", "token_endpoint_auth_method": "private_key_jwt"}]}))
-    result = run([*FLASK, "registry", "validate", str(bad)], dev_env, check=False)
+    result = run([*FLASK, "registry", "validate", str(bad)], env, check=False)
     assert result.returncode != 0 and "clients[0] (x): jwks: private_key_jwt needs jwks" in result.stderr
+    # The start-up checks against the keys, too: no configured key can sign ES384 introspection answers.
+    unfit = tmp_path / "unfit.json"
+    rs_key = json.loads(run([*FLASK, "keys", "jwks", "demo-rs-sig"], env).stdout)
+    unfit.write_text(json.dumps({"resource_servers": [{
+        "resource": "https://rs.example", "client_id": "rs", "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": rs_key, "introspection_signed_response_alg": "ES384"}]}))
+    result = run([*FLASK, "registry", "validate", str(unfit)], env, check=False)
+    assert result.returncode != 0 and "no signing key for introspection_signed_response_alg ES384" in result.stderr
     ok = tmp_path / "ok.json"
     ok.write_text('{"clients": [], "resource_servers": []}')
-    assert "valid" in run([*FLASK, "registry", "validate", str(ok)], dev_env).stdout
+    assert "valid" in run([*FLASK, "registry", "validate", str(ok)], env).stdout

@@ -15,22 +15,19 @@ from flask import Flask
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from as_helpers import RS1, ClientKey, ec_enc_jwk
-from conftest import as_settings, build_registry
+from conftest import as_settings
+from scenarios import default_scenario
 from flask_oauth_hsm import OAuthHSM
 from flask_oauth_hsm.errors import ConfigError
-from flask_oauth_hsm.registry import Registry
+from flask_oauth_hsm.clients import Registry
 from flask_oauth_hsm.settings import load_settings, variable_names
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.fixture(scope="module")
-def registry_doc(as_env):
-    keys = {cid: ClientKey.new() for cid in ("c-es256", "c-ps256", "c-eddsa", "c-rs256", "c-issuer", "c-endpoint",
-                                             "c-enc", "c-enc-allowed", "c-nogrant", "c-other", "c-cip")}
-    rs = {"rs-1": ClientKey.new(), "rs-2": ClientKey.new().public_jwk, "rs-2-enc": ec_enc_jwk(ec.generate_private_key(ec.SECP256R1()), "e"),
-          "rs-3": ClientKey.new(), "rs-3-enc": ec_enc_jwk(ec.generate_private_key(ec.SECP256R1()), "e3")}
-    return build_registry(keys, rs)
+def registry_doc(hsm):
+    return default_scenario(hsm).registry
 
 
 def settings_error(**overrides) -> str:
@@ -56,7 +53,12 @@ def settings_error(**overrides) -> str:
     ({"OAUTH_HSM_SIGNING_KEY": None}, r"^OAUTH_HSM_SIGNING_KEY: is required"),
     ({"OAUTH_HSM_REDIS_URL": "http://localhost"}, r"^OAUTH_HSM_REDIS_URL: must be a redis://"),
     ({"OAUTH_HSM_REGISTRY": "/nonexistent.json"}, r"^OAUTH_HSM_REGISTRY: no such file"),
-    ({"OAUTH_HSM_AUD_POLICY": "lenient"}, r"^OAUTH_HSM_AUD_POLICY: Must be one of"),
+    ({"OAUTH_HSM_AUD_POLICY": "lenient"}, r"^OAUTH_HSM_AUD_POLICY: must be one of: issuer, endpoint, legacy"),
+    ({"OAUTH_HSM_AUD_POLICY": "fapi2"}, r"^OAUTH_HSM_AUD_POLICY: 'fapi2' was renamed 'legacy'"),
+    ({"OAUTH_HSM_ISSUER": "127.0.0.1:5000"}, r"^OAUTH_HSM_ISSUER: '127.0.0.1:5000' is not an absolute URL \(did you forget https://\?\)"),
+    ({"OAUTH_HSM_RATE_LIMITS": "token=5/second"}, r"^OAUTH_HSM_RATE_LIMITS: 'token=5/second': expected kind=limit"),
+    ({"OAUTH_HSM_RATE_LIMITS": "client=lots"}, r"^OAUTH_HSM_RATE_LIMITS: 'client=lots': 'lots' is not a rate limit"),
+    ({"OAUTH_HSM_RESET_CLOCK_TOLERANCE": "61"}, r"^OAUTH_HSM_RESET_CLOCK_TOLERANCE: Must be greater"),
     ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,HS256"}, r"^OAUTH_HSM_ASSERTION_ALGS: must name algorithms"),
     ({"OAUTH_HSM_ACCESS_TOKEN_LIFETIME": "10"}, r"^OAUTH_HSM_ACCESS_TOKEN_LIFETIME: Must be greater"),
     ({"OAUTH_HSM_TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip"}, r"^OAUTH_HSM_TRUSTED_PROXIES: 'not-an-ip'"),
@@ -78,11 +80,49 @@ def test_pin_file_and_environment_fallback(tmp_path):
 
 
 def test_every_setting_is_documented():
-    from flask_oauth_hsm.resource import rs_variable_names
+    from flask_oauth_hsm.rs import rs_variable_names
 
     reference = (DOCS / "configuration.md").read_text()
     missing = [name for name in variable_names() + rs_variable_names() if f"`{name}`" not in reference]
     assert not missing, missing
+
+
+def _documented_defaults() -> dict[str, str]:
+    """The default column of every summary-table row of docs/configuration.md."""
+    rows = {}
+    for line in (DOCS / "configuration.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"`OAUTH_HSM_[A-Z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def _as_documented(value) -> str | None:
+    """How a code default reads in the table (None: required or exclusive, documented in words)."""
+    from flask_oauth_hsm.settings import RateLimits
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`" if value else "empty"
+    if isinstance(value, RateLimits):
+        return f"`address={value.address},client={value.client},hsm={value.hsm}`"
+    return f"`{value}`"
+
+
+def test_every_default_is_documented_as_it_is():
+    from flask_oauth_hsm.rs import rs_defaults
+    from flask_oauth_hsm.settings import defaults
+
+    documented = _documented_defaults()
+    for name, value in {**defaults(), **rs_defaults()}.items():
+        expected = _as_documented(value)
+        if expected is None:
+            assert not documented[name].startswith("`"), (name, documented[name])  # "required", "—", "none"…
+        else:
+            assert documented[name] == expected, (name, documented[name], expected)
 
 
 # --- registry ----------------------------------------------------------------------------------------
@@ -127,8 +167,8 @@ def test_valid_registry(registry_doc):
     (["clients", 0, "unknown_field"], 1, r"unknown_field: Unknown field"),
     (["clients", 0, "client_secret"], "plain", r"client_secret: store client_secret_hash"),
     (["clients", 0, "token_endpoint_auth_signing_alg"], "HS256", r"token_endpoint_auth_signing_alg"),
-    (["clients", 11, "client_secret_hash"], "md5:abc", r"clients\[11\] \(c-basic\): client_secret_hash"),
-    (["clients", 13, "grant_types"], ["client_credentials"], r"public client"),
+    (["clients", 12, "client_secret_hash"], "md5:abc", r"clients\[12\] \(c-basic\): client_secret_hash"),
+    (["clients", 14, "grant_types"], ["client_credentials"], r"public client"),
     (["resource_servers", 1, "access_token_encrypted_response_alg"], "RSA-OAEP-256", r"jwks needs exactly one encryption key"),
     (["resource_servers", 0, "introspection_encrypted_response_enc"], "A256GCM", r"needs introspection_encrypted_response_alg"),
     (["resource_servers", 0, "token_endpoint_auth_method"], "none", r"resource_servers\[0\] \(rs-1\): token_endpoint_auth_method"),
@@ -200,7 +240,7 @@ def test_example_app_exits_with_one_line(as_env):
     result = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": "/usr/bin:/bin",
                             "SOFTHSM2_CONF": __import__("os").environ["SOFTHSM2_CONF"]}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip() == "flask-oauth-hsm: OAUTH_HSM_ISSUER: must be an https URL (http only for localhost)"
+    assert result.stderr.strip() == "flask-oauth-hsm: OAUTH_HSM_ISSUER: must be an https URL (http is allowed only for localhost, 127.0.0.1 and ::1)"
 
 
 def test_loader_callbacks(as_env, registry_doc):

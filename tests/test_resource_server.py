@@ -9,10 +9,10 @@ import requests
 from flask import g, jsonify
 
 from as_helpers import RS1, RS2, assertion_form, claims_for
-from conftest import as_settings, wait_for_next_second
+from conftest import as_settings
 from flask_oauth_hsm import ResourceProtector
 from flask_oauth_hsm.jose import jwe, jwk, jwt as our_jwt
-from flask_oauth_hsm.resource import _JWKSCache
+from flask_oauth_hsm.rs.state import JWKSCache as _JWKSCache
 from test_http_server import start_gunicorn, stop
 
 
@@ -36,7 +36,6 @@ def rs2_app(as_env):
     def admin():
         return jsonify(ok=True, who=g.oauth_token["client_id"])
 
-    wait_for_next_second()
     return app
 
 
@@ -45,7 +44,6 @@ def rs1_app(as_env):
     from example_app import create_app
 
     app = create_app({**as_env.settings, **rs_settings(RS1)})
-    wait_for_next_second()
     return app
 
 
@@ -112,7 +110,7 @@ def _forged(env, claims: dict, typ="at+jwt") -> str:
     now = int(time.time())
     base = {"iss": env.issuer, "aud": RS1, "sub": "c-es256", "client_id": "c-es256", "iat": now, "exp": now + 60,
             "jti": "j", "scope": "read"}
-    return our_jwt.sign_jwt({**base, **claims}, env.state.keys.signing, typ)
+    return our_jwt.sign_jwt({**base, **claims}, env.state.keys.ring.signing, typ)
 
 
 def test_claims_checked_locally(as_env, rs1_app):
@@ -165,7 +163,6 @@ def introspecting_server(as_env):
         OAUTH_HSM_RS_INTROSPECTION_ENDPOINT=base + "/oauth2/introspect", OAUTH_HSM_RS_JWKS_URI=base + "/oauth2/jwks")}
     proc, url = start_gunicorn(settings, workers=2, port=port)
     assert url == base
-    wait_for_next_second()
     yield base
     stop(proc)
 

@@ -2,45 +2,45 @@
 
 ``/health``: the process answers (no dependency is touched, so a slow HSM never kills pods).
 ``/ready``: the HSM answers and we are logged in, and Redis runs the replay script (which also
-starts a new epoch after a Redis restart, so probes rather than clients spend its first second).
+starts a new epoch after a Redis reset, so a probe rather than a client starts it).
 503 with the failing component named, never with an error message from PKCS#11 or redis-py.
 """
 
 from __future__ import annotations
 
-from flask import request
+from typing import TYPE_CHECKING, Callable
+
+from flask import Response
 
 from .. import events
-from ..errors import HSMError, MethodNotAllowedError, StoreUnavailable
-from ..http import json_response
+from ..errors import HSMError, StoreUnavailable
+from ..web import json_response
+from . import Endpoint, register
+
+if TYPE_CHECKING:
+    from ..server import ServerContext
 
 
-def _get_only() -> None:
-    if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowedError("use GET", headers={"Allow": "GET, HEAD"})
-
-
-def health_endpoint():
-    _get_only()
+def health_endpoint(ctx: "ServerContext") -> Response:
     return json_response({"status": "ok"})
 
 
-def readiness_endpoint():
-    from ..extension import current_state
-
-    _get_only()
-    state = current_state()
-    checks = {"hsm": _check(state.hsm.check), "redis": _check(state.store.probe)}
+def readiness_endpoint(ctx: "ServerContext") -> Response:
+    checks = {"hsm": _check(ctx.hsm.check), "redis": _check(ctx.store.probe)}
     ready = all(v == "ok" for v in checks.values())
     if not ready:
         events.emit(events.service_unavailable, reason="readiness", **checks)
-    headers = None if ready else {"Retry-After": str(state.settings.retry_after)}
+    headers = None if ready else {"Retry-After": str(ctx.settings.retry_after)}
     return json_response({"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503, headers)
 
 
-def _check(probe) -> str:
+def _check(probe: Callable[[], None]) -> str:
     try:
         probe()
     except (HSMError, StoreUnavailable):
         return "unavailable"
     return "ok"
+
+
+register(Endpoint("health", "/health", health_endpoint, methods=("GET",), rate_limited=False))
+register(Endpoint("ready", "/ready", readiness_endpoint, methods=("GET",), rate_limited=False))

@@ -1,49 +1,63 @@
 """Token revocation (RFC 7009).
 
-Steps: POST only → bounded form → authenticate the client → read our own token → it must be the
-client's own (RFC 7009 §2.1) → remember its ``jti`` as revoked in Redis until the token's ``exp``
-→ 200. Unknown, malformed and expired tokens also get 200 (RFC 7009 §2.2): nothing to revoke.
+Steps: bounded form → authenticate the client → count it against its rate limit → read our own
+token → it must be the client's own (RFC 7009 §2.1) → remember its ``jti`` as revoked in Redis
+until the token's ``exp`` → 200. Unknown, malformed and expired tokens also get 200 (RFC 7009
+§2.2): nothing to revoke.
 """
 
 from __future__ import annotations
 
-import time
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
-from .. import access_tokens, events
+from .. import claims as claim_rules
+from .. import events
+from ..client_auth import authenticate_caller
 from ..errors import InvalidRequestError, JoseError, UnauthorizedClientError
-from ..http import NO_STORE, read_form, require_post
-from .common import authenticate_caller
+from ..tokens import access
+from ..web import NO_STORE, read_form
+from . import Endpoint, register
+
+if TYPE_CHECKING:
+    from ..keys import KeyRing
+    from ..server import ServerContext
 
 
-def revocation_endpoint():
-    from ..extension import current_state
-
-    state = current_state()
-    require_post(request)
-    form = read_form(request, state.settings.max_body_bytes)
-    client = authenticate_caller(state, form, "revocation", want="client")
+def revocation_endpoint(ctx: "ServerContext") -> Response:
+    form = read_form(request, ctx.settings.max_body_bytes)
+    client = authenticate_caller(ctx, request, form, "revocation", want="client")
+    ctx.limits.count_client("revocation", client.client_id)
     token = form.get("token")
     if token is None:
         raise InvalidRequestError("token is required")
     # token_type_hint is only a hint (RFC 7009 §2.1): we have access tokens only.
-    revoke_own_token(state, token, client.client_id)
+    revoke_own_token(ctx, token, client.client_id)
     response = Response(status=200)
     response.headers.update(NO_STORE)
     return response
 
 
-def revoke_own_token(state, token: str, client_id: str) -> None:
+def revoke_own_token(ctx: "ServerContext", token: str, client_id: str) -> None:
     try:
-        claims = access_tokens.read_own_token(state, token)
-    except JoseError:
-        return
-    exp, jti = claims.get("exp"), claims.get("jti")
-    if not isinstance(exp, (int, float)) or not isinstance(jti, str) or exp <= time.time():
+        claims = access.read_own_token(ctx, token)
+        claim_rules.check(claims, claim_rules.ClaimRules(leeway=0, required=("exp", "jti")))
+    except (JoseError, claim_rules.ClaimError):
         return
     if claims.get("client_id") != client_id:
         # RFC 7009 §2.1: a client may revoke only the tokens issued to it.
         raise UnauthorizedClientError("the token was not issued to this client")
-    state.store.revoke(jti, exp)
-    events.emit(events.token_revoked, client_id=client_id, jti=jti)
+    ctx.store.revoke(claims["jti"], claims["exp"])
+    events.emit(events.token_revoked, client_id=client_id, jti=claims["jti"])
+
+
+def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+    return {
+        "revocation_endpoint": ctx.urls.url("/revoke"),
+        "revocation_endpoint_auth_methods_supported": ctx.registry.auth_methods(),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ctx.settings.assertion_algs),
+    }
+
+
+register(Endpoint("revocation", "/revoke", revocation_endpoint, authenticates=True, metadata=_metadata))

@@ -92,6 +92,12 @@ def _parse(
     return parsed
 
 
+def protected_header(token: str | bytes, max_len: int = MAX_COMPACT_LEN) -> dict[str, Any]:
+    """The checked protected header of a compact JWE, before any key is used: to decide whether
+    the sender may make us spend a private-key operation (e.g. a replicated ``iss``, RFC 7519 §5.3)."""
+    return parse_protected_header(split_compact(token, 5, max_len)[0])
+
+
 def decrypt(
     token: str | bytes,
     key_for: Callable[[dict], Decrypter],

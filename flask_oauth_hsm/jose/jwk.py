@@ -234,10 +234,13 @@ class JWKSet:
     keys: tuple[PublicJWK, ...]
 
     @classmethod
-    def from_dict(cls, jwks: Any) -> "JWKSet":
+    def from_dict(cls, jwks: Any, *, skip_unusable: bool = False) -> "JWKSet":
+        """A validated key set. ``skip_unusable``: leave out keys we cannot use (RFC 7517 §5: "implementations
+        SHOULD ignore JWKs within a JWK Set that use kty values that are not understood"), e.g. an
+        AS that publishes an ES512 key during a rotation; a registry entry gets the strict form."""
         if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
             raise InvalidKey("a JWK set must be an object with a 'keys' list")
-        keys = tuple(load_jwk(k) for k in jwks["keys"])
+        keys = tuple(_usable(jwks["keys"]) if skip_unusable else (load_jwk(k) for k in jwks["keys"]))
         kids = [k.kid for k in keys if k.kid is not None]
         if len(kids) != len(set(kids)):
             raise InvalidKey("JWK set has duplicate kid values")
@@ -258,3 +261,13 @@ class JWKSet:
 
     def __iter__(self) -> Iterable[PublicJWK]:
         return iter(self.keys)
+
+
+def _usable(members: list[Any]) -> list[PublicJWK]:
+    usable = []
+    for member in members:
+        try:
+            usable.append(load_jwk(member))
+        except (InvalidKey, MalformedJose):
+            continue
+    return usable

@@ -1,20 +1,24 @@
-"""The authorization server's configured key set: what signs, what decrypts, what the JWKS shows.
+"""The authorization server's key set: what signs, what decrypts, what the JWKS shows.
 
-Loaded once at start-up from the token (labels from the settings), checked for safety and fit,
-and turned into the JWKS document (RFC 7517 §5) served with an ETag. Rotation without downtime
-is adding labels here over time (docs/hsm-and-keys.md).
+A :class:`KeyRing` is a frozen snapshot, loaded from the token (labels from the settings), checked
+for safety and fit, and turned into the JWKS document (RFC 7517 §5) with its ETag. The
+:class:`KeyRingHolder` hands out the current snapshot and swaps it for a new one in a single
+reference assignment, together with every document derived from it (metadata), so a request
+sees one consistent key set and rotation needs no restart (docs/hsm-and-keys.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
+from typing import Callable
 
-from .errors import ConfigError, InvalidKey, KeyNotFound
-from .hsm import HSM, KeyInfo, TokenKey
-from .jose.jwe import key_accepts
-from .jose.jwk import PublicJWK, load_jwk
+from ..errors import ConfigError, InvalidKey, KeyNotFound
+from ..hsm import HSM, KeyInfo, TokenKey
+from ..jose.jwe import key_accepts
+from ..jose.jwk import PublicJWK, load_jwk
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class KeyRing:
         return key
 
     @property
+    def signing_algs(self) -> list[str]:
+        """Every alg we can sign with (RFC 9701 introspection responses)."""
+        return sorted({k.alg for k in self.signers})
+
+    @property
     def own_algs(self) -> tuple[str, ...]:
         return tuple(sorted({k.alg for k in self.verifiers.values()}))
 
@@ -90,4 +99,45 @@ def _configured_key(hsm: HSM, label: str, variable: str) -> TokenKey:
     try:
         return hsm.key(label)
     except KeyNotFound as exc:
-        raise KeyNotFound(f"{variable}: {exc}") from None
+        raise KeyNotFound(f"{variable}: {exc} (`flask oauth-hsm keys list` shows what the token holds; "
+                          f"`flask oauth-hsm keys generate --label {label} ...` creates it)") from None
+
+
+@dataclass(frozen=True)
+class Published:
+    """A key ring and the documents derived from it, swapped as one."""
+
+    ring: KeyRing
+    metadata_json: bytes
+    metadata_etag: str
+
+
+class KeyRingHolder:
+    """The current :class:`Published` snapshot; ``swap`` replaces it atomically (one assignment)."""
+
+    def __init__(self) -> None:
+        self._derive: Callable[[KeyRing], tuple[bytes, str]] | None = None
+        self._lock = threading.Lock()
+        self._published: Published | None = None
+
+    def publish(self, ring: KeyRing, derive: Callable[[KeyRing], tuple[bytes, str]]) -> None:
+        """The first key ring, and how to derive its documents (once the server context exists)."""
+        self._derive = derive
+        self.swap(ring)
+
+    @property
+    def current(self) -> Published:
+        published = self._published
+        if published is None:
+            raise RuntimeError("no key ring published yet")
+        return published
+
+    @property
+    def ring(self) -> KeyRing:
+        return self.current.ring
+
+    def swap(self, ring: KeyRing) -> None:
+        if self._derive is None:
+            raise RuntimeError("publish() a key ring first")
+        with self._lock:  # writers serialise; readers never wait
+            self._published = Published(ring, *self._derive(ring))

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .algorithms import DEFAULT_ENC
-from .errors import InvalidTargetError, JoseError
-from .jose import compact, jwe, jws, jwt
-from .registry import Client, ResourceServer
+from .. import clock
+from ..algorithms import DEFAULT_ENC
+from ..clients import Client
+from ..errors import InvalidTargetError, JoseError
+from ..jose import compact, jwe, jws, jwt
+
+if TYPE_CHECKING:
+    from ..grants import Grant
+    from ..server import ServerContext
 
 AT_TYP = "at+jwt"
 MAX_ACCESS_TOKEN_LEN = 64 * 1024
@@ -45,66 +49,71 @@ def cip_hash(ip: str) -> str:
     return compact.b64url_encode(hashlib.sha256(ip.encode()).digest()[:16])
 
 
-def issue(state, client: Client, scope: frozenset[str], audiences: list[ResourceServer], *, client_ip: str | None = None,
-          cnf: dict | None = None) -> IssuedToken:
+def issue(ctx: "ServerContext", client: Client, grant: "Grant", *, client_ip: str | None = None,
+          cnf: dict[str, Any] | None = None) -> IssuedToken:
+    audiences = grant.audiences
     encrypting = [rs for rs in audiences if rs.access_token_encrypted_response_alg]
     if encrypting and len(audiences) != 1:  # checked before the token spends a signature
         raise InvalidTargetError("a resource server requiring encrypted tokens must be the only audience")
-    now = int(time.time())
-    lifetime = state.settings.access_token_lifetime
+    now = int(clock.now())
+    lifetime = ctx.settings.access_token_lifetime
     aud = [rs.resource for rs in audiences]
     claims: dict[str, Any] = {
-        "iss": state.settings.issuer,
+        "iss": ctx.settings.issuer,
         "exp": now + lifetime,
         "aud": aud[0] if len(aud) == 1 else aud,
-        # RFC 9068 §2.2: with no resource owner, sub identifies the client.
-        "sub": client.client_id,
+        "sub": grant.subject,
         "client_id": client.client_id,
         "iat": now,
         "jti": secrets.token_urlsafe(18),
-        "scope": " ".join(sorted(scope)),
+        "scope": " ".join(sorted(grant.scope)),
+        **grant.claims,
     }
     if cnf:
         claims["cnf"] = cnf
     if client.cip_hash and client_ip:
         claims["cip_hash"] = cip_hash(client_ip)
-    token = jwt.sign_jwt(claims, state.keys.signing, AT_TYP)
+    ring = ctx.keys.ring
+    token = jwt.sign_jwt(claims, ring.signing, AT_TYP)
     if encrypting:
         rs = encrypting[0]
         alg = rs.access_token_encrypted_response_alg
         token = jwe.encrypt(
             token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or DEFAULT_ENC,
-            {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(state, cek)},
+            {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(ctx, cek)},
         )
     return IssuedToken(token, claims, lifetime)
 
 
-def _escrow(state, cek: bytes) -> str:
-    own = state.keys.escrow  # present: start-up refuses encrypting resource servers otherwise
+def _escrow(ctx: "ServerContext", cek: bytes) -> str:
+    own = ctx.keys.ring.escrow
+    assert own is not None and own.alg is not None  # start-up refuses encrypting resource servers otherwise
     return jwe.encrypt(cek, own, own.alg, _ESCROW_ENC)
 
 
-def _recover_cek(state, header: dict) -> bytes:
+def _recover_cek(ctx: "ServerContext", header: dict[str, Any]) -> bytes:
     escrowed = header.get(ESCROW_HEADER)
     if not isinstance(escrowed, str):
         raise JoseError("no escrowed key")
-    return jwe.decrypt(escrowed, state.keys.decrypter_for, state.keys.decryption_algs, [_ESCROW_ENC]).plaintext
+    ring = ctx.keys.ring
+    return jwe.decrypt(escrowed, ring.decrypter_for, ring.decryption_algs, [_ESCROW_ENC]).plaintext
 
 
-def read_own_token(state, token: str) -> dict[str, Any]:
+def read_own_token(ctx: "ServerContext", token: str) -> dict[str, Any]:
     """Claims of an access token we issued: decrypt if nested, verify our signature, typ at+jwt.
 
     Raises JoseError for anything that is not such a token (expiry is the caller's business).
     """
+    ring = ctx.keys.ring
     if jwt.is_encrypted(token):
-        if not state.keys.decryption:
+        if not ring.decryption:
             raise JoseError("encrypted token but no decryption key")
-        decrypted = jwe.decrypt_with_cek(token, lambda h: _recover_cek(state, h), _INNER_ENCS, max_len=MAX_ACCESS_TOKEN_LEN)
+        decrypted = jwe.decrypt_with_cek(token, lambda h: _recover_cek(ctx, h), _INNER_ENCS, max_len=MAX_ACCESS_TOKEN_LEN)
         token = jwt.unnest(decrypted).decode("ascii", "replace")
-    verified = jws.verify(token, state.keys.verifier_for, state.keys.own_algs, max_len=MAX_ACCESS_TOKEN_LEN)
+    verified = jws.verify(token, ring.verifier_for, ring.own_algs, max_len=MAX_ACCESS_TOKEN_LEN)
     if not compact.typ_is(verified.header, AT_TYP):
         raise JoseError("not an access token (typ)")
     claims = jwt.decode_claims(verified.payload)
-    if claims.get("iss") != state.settings.issuer:
+    if claims.get("iss") != ctx.settings.issuer:
         raise JoseError("issued by someone else")
     return claims

@@ -1,0 +1,84 @@
+"""Clients and resource servers: different entities (DESIGN §4), as frozen dataclasses.
+
+Only a registered resource server may call introspection, and its response preferences are
+resource-server metadata. Field names follow RFC 7591 (client metadata), RFC 9701 §6
+(introspection response) and RFC 8707 (resources).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from ..errors import InvalidKey
+from ..jose.jwk import JWKSet, PublicJWK
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
+
+
+@lru_cache(maxsize=1024)
+def parse_scope(value: str) -> frozenset[str]:
+    tokens = value.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(t) for t in tokens):
+        raise ValueError("scope must be space-separated RFC 6749 §3.3 scope tokens")
+    return frozenset(tokens)
+
+
+def valid_resource_uri(value: str) -> bool:
+    """RFC 8707 §2: an absolute URI without a fragment (https, or http on loopback for dev)."""
+    parts = urlsplit(value)
+    if parts.fragment or "#" in value or not parts.hostname:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1"))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How an entity authenticates at our endpoints (RFC 7591 §2)."""
+
+    client_id: str
+    token_endpoint_auth_method: str
+    token_endpoint_auth_signing_alg: str | None
+    jwks: JWKSet | None
+    client_secret_hash: str | None
+    client_assertion_encryption: str
+    aud_policy: str | None
+
+    kind: ClassVar[str] = "entity"
+
+
+@dataclass(frozen=True)
+class Client(Credentials):
+    grant_types: tuple[str, ...]
+    scope: frozenset[str]
+    resources: tuple[str, ...]
+    ip_ranges: tuple[IPNetwork, ...]  # RFC 7662 requester_ip checks
+    cip_hash: bool
+
+    kind: ClassVar[str] = "client"
+
+
+@dataclass(frozen=True)
+class ResourceServer(Credentials):
+    resource: str
+    scope: frozenset[str]
+    introspection_signed_response_alg: str | None
+    introspection_encrypted_response_alg: str | None
+    introspection_encrypted_response_enc: str | None
+    access_token_encrypted_response_alg: str | None
+    access_token_encrypted_response_enc: str | None
+
+    kind: ClassVar[str] = "resource_server"
+
+    def encryption_key(self, alg: str) -> PublicJWK:
+        """This resource server's public key for ``alg`` (use=enc); raises InvalidKey."""
+        keys = [k for k in (self.jwks or ()) if k.allows(alg, "enc")]
+        if len(keys) != 1:
+            raise InvalidKey(f"resource server {self.client_id!r} has no unique key for {alg}")
+        return keys[0]

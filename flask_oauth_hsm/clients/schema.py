@@ -1,0 +1,178 @@
+"""Validation of registry entries (file or loader) with errors that name the entry and field."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates, validates_schema
+
+from ..algorithms import KEY_MANAGEMENT, SIGNING
+from ..errors import ConfigError, InvalidKey
+from ..jose.jwk import JWKSet
+from .model import Client, ResourceServer, parse_scope, valid_resource_uri
+
+ENCRYPTED_ASSERTIONS = ("none", "allowed", "required")
+PRODUCED_ENC = ("A128GCM", "A256GCM")
+AUD_POLICIES = ("issuer", "endpoint", "legacy")
+_IDENTIFIER = re.compile(r"[\x21-\x7E]{1,255}")
+_SECRET_HASH = re.compile(r"sha256:[A-Za-z0-9_-]{43}|pbkdf2-sha256:\d{4,8}:[A-Za-z0-9_-]{16,64}:[A-Za-z0-9_-]{43}")
+
+
+def _registered(kind: str) -> list[str]:
+    """Names in a registry of units (grants, client authentication methods), read lazily."""
+    if kind == "grant":
+        from ..grants import GRANTS
+
+        return sorted(GRANTS)
+    from ..client_auth import METHODS
+
+    return sorted(METHODS)
+
+
+
+class _JWKS(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> JWKSet:
+        try:
+            return JWKSet.from_dict(value)
+        except InvalidKey as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class _Scope(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> frozenset[str]:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_scope(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class _Resource(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        if not valid_resource_uri(text):
+            raise ValidationError("must be an absolute https URI without fragment")
+        return text
+
+
+class CredentialsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    client_id = fields.String(required=True, validate=validate.Regexp(_IDENTIFIER, error="must be 1-255 printable characters"))
+    token_endpoint_auth_method = fields.String(required=True)
+    token_endpoint_auth_signing_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
+    jwks = _JWKS(load_default=None)
+    client_secret_hash = fields.String(load_default=None, validate=validate.Regexp(
+        _SECRET_HASH, error="must be 'sha256:…' or 'pbkdf2-sha256:…' (use `flask oauth-hsm registry hash-secret`)"))
+    client_assertion_encryption = fields.String(load_default="none", validate=validate.OneOf(ENCRYPTED_ASSERTIONS))
+    aud_policy = fields.String(load_default=None, validate=validate.OneOf(AUD_POLICIES))
+
+    @pre_load
+    def _no_plain_secret(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and "client_secret" in data:
+            raise ValidationError("store client_secret_hash, never the secret itself", "client_secret")
+        return data
+
+    @validates("token_endpoint_auth_method")
+    def _known_method(self, value: str, **kwargs: Any) -> None:
+        if value not in _registered("auth"):
+            raise ValidationError(f"must be one of: {', '.join(_registered('auth'))}")
+
+    @validates_schema
+    def _credentials_fit_method(self, data: dict[str, Any], **kwargs: Any) -> None:
+        method = data.get("token_endpoint_auth_method")
+        if method == "private_key_jwt":
+            if data.get("jwks") is None or not any(k.use in (None, "sig") for k in data["jwks"]):
+                raise ValidationError("private_key_jwt needs jwks with a signing key", "jwks")
+            if data.get("client_secret_hash"):
+                raise ValidationError("private_key_jwt clients have no secret", "client_secret_hash")
+        elif method in ("client_secret_basic", "client_secret_post"):
+            if not data.get("client_secret_hash"):
+                raise ValidationError(f"{method} needs client_secret_hash", "client_secret_hash")
+        if data.get("client_assertion_encryption", "none") != "none" and method != "private_key_jwt":
+            raise ValidationError("only private_key_jwt clients can send encrypted assertions", "client_assertion_encryption")
+
+
+class ClientSchema(CredentialsSchema):
+    grant_types = fields.List(fields.String(), load_default=lambda: ["client_credentials"])
+    scope = _Scope(load_default=frozenset())
+    resources = fields.List(_Resource(), load_default=list)
+    ip_ranges = fields.List(fields.String(), load_default=list)
+    cip_hash = fields.Boolean(load_default=False)
+
+    @validates("grant_types")
+    def _known_grants(self, values: list[str], **kwargs: Any) -> None:
+        unknown = [v for v in values if v not in _registered("grant")]
+        if unknown:
+            raise ValidationError(f"{unknown[0]!r} is not a supported grant type ({', '.join(_registered('grant'))})")
+
+    @validates("ip_ranges")
+    def _cidrs(self, values: list[str], **kwargs: Any) -> None:
+        for v in values:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValidationError(f"{v!r} is not an IP address or CIDR range") from None
+
+    @validates_schema
+    def _public_clients(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # RFC 6749 §4.4: the client credentials grant is for confidential clients only.
+        if data.get("token_endpoint_auth_method") == "none" and "client_credentials" in data.get("grant_types", []):
+            raise ValidationError("a public client (auth method none) cannot use client_credentials", "grant_types")
+
+
+class ResourceServerSchema(CredentialsSchema):
+    resource = _Resource(required=True)
+    scope = _Scope(load_default=frozenset())
+    introspection_signed_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
+    introspection_encrypted_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
+    introspection_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
+    access_token_encrypted_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
+    access_token_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
+
+    @validates("token_endpoint_auth_method")
+    def _known_method(self, value: str, **kwargs: Any) -> None:
+        if value == "none" or value not in _registered("auth"):
+            raise ValidationError("a resource server authenticates: private_key_jwt, client_secret_basic or client_secret_post")
+
+    @validates_schema
+    def _encryption_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
+        for what in ("introspection", "access_token"):
+            alg = data.get(f"{what}_encrypted_response_alg")
+            enc_name = f"{what}_encrypted_response_enc"
+            if alg is None:
+                if data.get(enc_name) is not None:
+                    raise ValidationError(f"{enc_name} needs {what}_encrypted_response_alg", enc_name)
+                continue
+            keys = [k for k in (data.get("jwks") or ()) if k.allows(alg, "enc")]
+            if len(keys) != 1:
+                raise ValidationError(f"jwks needs exactly one encryption key for {alg}", "jwks")
+
+
+def entry_error(kind: str, index: int | None, entry: Any, messages: Any) -> ConfigError:
+    name = entry.get("client_id") if isinstance(entry, dict) else None
+    where = kind + (f"[{index}]" if index is not None else "") + (f" ({name})" if isinstance(name, str) else "")
+    if not isinstance(messages, dict):
+        return ConfigError(f"OAUTH_HSM_REGISTRY: {where}: {messages}")
+    field = sorted(messages)[0]
+    detail: Any = messages[field]
+    while isinstance(detail, (list, dict)):
+        detail = detail[0] if isinstance(detail, list) else next(iter(detail.values()))
+    return ConfigError(f"OAUTH_HSM_REGISTRY: {where}: {field}: {detail}")
+
+
+def build_client(entry: Any) -> Client:
+    """A validated client; raises marshmallow's ValidationError."""
+    data = ClientSchema().load(entry)
+    data["ip_ranges"] = tuple(ipaddress.ip_network(v, strict=False) for v in data["ip_ranges"])
+    data["grant_types"], data["resources"] = tuple(data["grant_types"]), tuple(data["resources"])
+    return Client(**data)
+
+
+def build_resource_server(entry: Any) -> ResourceServer:
+    return ResourceServer(**ResourceServerSchema().load(entry))
+
+

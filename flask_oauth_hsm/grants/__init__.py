@@ -1,0 +1,66 @@
+"""Grant types at the token endpoint (RFC 6749 §4), as registered units.
+
+A grant is a plain function ``handle(ctx, request) -> Grant`` registered with :func:`register`
+(one line in :data:`GRANT_MODULES`): it checks its own parameters and says what to issue; the
+token endpoint does everything around it (client authentication, issuing, the response).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..clients import Client, ResourceServer
+from ..web import Form
+
+if TYPE_CHECKING:
+    from ..server import ServerContext
+
+# Each module registers its grant(s) when imported. Adding a grant: one module, one line here.
+GRANT_MODULES = ("client_credentials",)
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A token request after client authentication, passed from step to step."""
+
+    form: Form
+    client: Client
+    grant_type: str
+    client_ip: str | None = None  # known only when something needs it (cip_hash)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a grant decided: who the token is about, for what, for whom."""
+
+    subject: str  # RFC 9068 §2.2 sub: the resource owner, or the client itself
+    scope: frozenset[str]
+    audiences: tuple[ResourceServer, ...]
+    claims: Mapping[str, Any] = field(default_factory=dict)  # more access-token claims (auth_time, acr, amr)
+
+
+Handler = Callable[["ServerContext", TokenRequest], Grant]
+
+
+@dataclass(frozen=True)
+class GrantType:
+    name: str
+    handle: Handler
+    confidential_only: bool = True  # RFC 6749 §4.4: e.g. client credentials
+
+
+GRANTS: dict[str, GrantType] = {}
+
+
+def register(name: str, *, confidential_only: bool = True) -> Callable[[Handler], Handler]:
+    def decorator(handle: Handler) -> Handler:
+        GRANTS[name] = GrantType(name, handle, confidential_only)
+        return handle
+
+    return decorator
+
+
+for _module in GRANT_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

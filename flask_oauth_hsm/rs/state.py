@@ -1,0 +1,122 @@
+"""Per-app resource-server state: settings, the token (if any), the AS's keys, answer cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..clients import IPNetwork
+from ..hsm import HSM
+from ..jose import jwk
+from .settings import RSSettings
+
+log = logging.getLogger("flask_oauth_hsm.resource")
+
+
+class Unavailable(Exception):
+    """The AS or our HSM cannot be reached: answer 503, let nothing through."""
+
+
+class JWKSCache:
+    """The AS's public keys; refetched after ``ttl``, or once on an unknown kid (rate-limited).
+
+    Keys we cannot use (an algorithm or curve we do not support, added during a rotation) are
+    left out rather than failing every token (RFC 7517 §5).
+    """
+
+    MIN_REFETCH_INTERVAL = 10.0
+
+    def __init__(self, fetch: Callable[[], dict[str, Any]], ttl: float = 300.0):
+        self._fetch, self._ttl = fetch, ttl
+        self._keys: jwk.JWKSet | None = None
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> jwk.JWKSet:
+        with self._lock:
+            if self._keys is not None and time.monotonic() - self._fetched_at < self.MIN_REFETCH_INTERVAL:
+                return self._keys
+            doc = self._fetch()
+            self._keys = jwk.JWKSet.from_dict(doc, skip_unusable=True)
+            skipped = len(doc.get("keys", [])) - len(self._keys.keys)
+            if skipped:
+                log.warning("the AS JWKS has %d key(s) this resource server cannot use; ignoring them", skipped)
+            self._fetched_at = time.monotonic()
+            return self._keys
+
+    def key_for(self, header: dict[str, Any]) -> jwk.PublicJWK:
+        keys = self._keys
+        if keys is None or time.monotonic() - self._fetched_at > self._ttl:
+            keys = self._refresh()
+        kid = header.get("kid")
+        if kid is not None and not any(k.kid == kid for k in keys):
+            keys = self._refresh()  # rotation: the AS may have published a new key since
+        return keys.select(header["alg"], "sig", kid)
+
+
+class ResultCache:
+    """Introspection answers by token hash, bounded in size (oldest out) and in time."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[bytes, tuple[float, dict[str, Any] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[float, dict[str, Any] | None] | None:
+        hit = self._entries.get(hashlib.sha256(token.encode()).digest())
+        if hit is not None and hit[0] > time.time():
+            return hit
+        return None
+
+    def put(self, token: str, until: float, claims: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._entries[hashlib.sha256(token.encode()).digest()] = (until, claims)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+
+@dataclass
+class RSState:
+    settings: RSSettings
+    hsm: HSM | None
+    jwks: JWKSCache
+    cache: ResultCache
+    trusted_networks: tuple[IPNetwork, ...]
+    _endpoints: dict[str, str] = field(default_factory=dict)
+
+    def endpoint(self, name: str) -> str:
+        explicit = {"jwks_uri": self.settings.jwks_uri, "introspection_endpoint": self.settings.introspection_endpoint}[name]
+        if explicit:
+            return explicit
+        if name not in self._endpoints:  # RFC 8414 discovery, once
+            meta = get_json(metadata_url(self.settings.issuer), self.settings.http_timeout)
+            if meta.get("issuer") != self.settings.issuer:
+                raise Unavailable("AS metadata names another issuer")  # RFC 8414 §3.3
+            self._endpoints.update({k: meta[k] for k in ("jwks_uri", "introspection_endpoint") if isinstance(meta.get(k), str)})
+        return self._endpoints[name]
+
+
+def metadata_url(issuer: str) -> str:
+    parts = urllib.parse.urlsplit(issuer)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{parts.path.rstrip('/')}"
+
+
+def get_json(url: str, timeout: float) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}), timeout=timeout) as resp:
+            doc = json.loads(resp.read(1_000_001))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise Unavailable(f"cannot fetch {url}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Unavailable(f"{url} did not return a JSON object")
+    return doc

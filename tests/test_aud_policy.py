@@ -1,0 +1,51 @@
+"""Every cell of the ``aud`` policy table (aud_table.py, docs/security.md) at every endpoint that
+receives client assertions: every policy × every shape of ``aud``."""
+
+from __future__ import annotations
+
+import pytest
+
+from as_helpers import assertion_form, claims_for
+from aud_table import POLICIES, SHAPES, aud_value, expected
+
+# Clients of the default scenario registered with each policy; issuer+array is a global opt-in.
+CLIENT_FOR = {"issuer": "c-issuer", "issuer+array": "c-es256", "endpoint": "c-endpoint", "legacy": "c-legacy"}
+AUTHENTICATED = {"token": 200, "introspection": 403, "revocation": 200}  # a client at introspection: 403 after auth
+
+
+@pytest.fixture(scope="module")
+def issuer_array_env(make_as):
+    return make_as(OAUTH_HSM_AUD_ISSUER_ARRAY="true")
+
+
+def _request(env, endpoint: str, client_id: str, aud):
+    form = assertion_form(env.keys[client_id].jws(claims_for(client_id, aud)))
+    if endpoint == "token":
+        return env.client().post("/oauth2/token", data=form)
+    form = {k: v for k, v in form.items() if k != "grant_type"}
+    path = "/oauth2/introspect" if endpoint == "introspection" else "/oauth2/revoke"
+    return env.client().post(path, data={**form, "token": "not-a-token"})
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("endpoint", ["token", "introspection", "revocation"])
+def test_aud_policy_cell(as_env, issuer_array_env, endpoint, policy, shape):
+    env = issuer_array_env if policy == "issuer+array" else as_env
+    response = _request(env, endpoint, CLIENT_FOR[policy], aud_value(shape, endpoint))
+    if expected(policy, shape, endpoint):
+        assert response.status_code == AUTHENTICATED[endpoint], (endpoint, policy, shape, response.get_json())
+    else:
+        assert response.status_code == 401 and response.get_json()["error"] == "invalid_client", (endpoint, policy, shape)
+
+
+def test_resource_server_override_applies_at_introspection(as_env):
+    """rs-3 is registered with the endpoint policy: the issuer alone no longer authenticates it."""
+    token = "not-a-token"
+    form = assertion_form(as_env.keys["rs-3"].jws(claims_for("rs-3", aud_value("issuer string", "introspection"))))
+    del form["grant_type"]
+    assert as_env.client().post("/oauth2/introspect", data={**form, "token": token}).status_code == 401
+    form = assertion_form(as_env.keys["rs-3"].jws(claims_for("rs-3", aud_value("receiving endpoint URL", "introspection"))))
+    del form["grant_type"]
+    response = as_env.client().post("/oauth2/introspect", data={**form, "token": token}, headers={"Accept": "application/token-introspection+jwt"})
+    assert response.status_code == 200

@@ -223,7 +223,7 @@ def _oauth_error(exc: OAuthError) -> ResponseReturnValue:
 
 
 def _unavailable(exc: BaseException) -> ResponseReturnValue:
-    # Fail closed (DESIGN §9): nothing was issued; tell the client when to retry.
+    # Fail closed (docs/operations.md): nothing was issued; tell the client when to retry.
     events.emit(events.service_unavailable, endpoint=_endpoint_name(), reason=f"{type(exc).__name__}: {str(exc)[:200]}")
     retry_after = str(current().settings.retry_after)
     return error_response(TemporarilyUnavailableError("the service is temporarily unavailable", headers={"Retry-After": retry_after}))

@@ -197,5 +197,27 @@ def _import_key_main(args: dict, pem: bytes) -> None:
                                Attribute.VALUE: json.dumps({"alg": args["alg"], "use": args["use"]}).encode()})
 
 
+def write_metadata_object(token_label: str, label: str, value: bytes, pin: str = USER_PIN) -> None:
+    """Replace the flask-oauth-hsm metadata object of ``label`` with raw ``value`` (a broken one,
+    for tests), in a child process like import_private_key."""
+    args = json.dumps({"pin": pin, "token": token_label, "label": label, "module": SOFTHSM_MODULE})
+    subprocess.run([sys.executable, __file__, "write-metadata", args], input=value, check=True, capture_output=True)
+
+
+def _write_metadata_main(args: dict, value: bytes) -> None:
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    token = pkcs11.lib(args["module"]).get_token(token_label=args["token"])
+    with token.open(rw=True, user_pin=args["pin"]) as session:
+        for old in list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: args["label"]})):
+            old.destroy()  # replaces the metadata the key was generated with
+        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                               Attribute.LABEL: args["label"], Attribute.APPLICATION: METADATA_APPLICATION,
+                               Attribute.VALUE: value})
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["import-key"]:
     _import_key_main(json.loads(sys.argv[2]), sys.stdin.buffer.read())
+if __name__ == "__main__" and sys.argv[1:2] == ["write-metadata"]:
+    _write_metadata_main(json.loads(sys.argv[2]), sys.stdin.buffer.read())

@@ -271,6 +271,57 @@ def test_loader_callbacks(as_env, registry_doc):
     assert state.registry.resource_server_for(RS1).client_id == "rs-1"
 
 
+def test_loader_answers_are_checked_against_what_was_asked(as_env):
+    """Review defect: a loader returning another resource server for a resource produced a token
+    whose aud was that other resource server."""
+    from as_helpers import assertion_form, claims_for
+
+    registry_doc = json.loads(Path(as_env.settings["OAUTH_HSM_REGISTRY"]).read_text())
+    entries = {c["client_id"]: c for c in registry_doc["clients"]}
+    servers = {r["client_id"]: r for r in registry_doc["resource_servers"]}
+    app = Flask("loaders-wrong")
+    app.config.update({k: v for k, v in as_env.settings.items() if k != "OAUTH_HSM_REGISTRY"})
+    ext = OAuthHSM()
+    ext.client_loader(lambda client_id: entries.get(client_id) if client_id != "c-other" else entries["c-es256"])
+    ext.resource_server_loader(lambda client_id=None, resource=None: servers["rs-3"] if resource else servers.get(client_id))
+    ext.init_app(app)
+    state = app.extensions["oauth_hsm"]
+    assert state.registry.resource_server_for(RS1) is None  # asked for rs-1's resource, got rs-3
+    assert state.registry.client("c-other") is None  # asked for c-other, got c-es256
+    form = assertion_form(as_env.keys["c-es256"].jws(claims_for("c-es256", as_env.issuer)), resource=RS1)
+    r = app.test_client().post("/oauth2/token", data=form)
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_target"
+
+
+def test_loader_cache_is_bounded_without_a_cliff(as_env, registry_doc):
+    """Review defect: misses for attacker-chosen ids filled the cache, which then cleared itself
+    whole at 10,000 entries — a known client's entry went with it, at the attacker's will."""
+    from flask_oauth_hsm.clients import LoaderRegistry
+
+    entries = {c["client_id"]: c for c in registry_doc["clients"]}
+    calls: list[str] = []
+
+    def load(client_id):
+        calls.append(client_id)
+        return entries.get(client_id)
+
+    registry = LoaderRegistry(load, None, ["private_key_jwt"], lambda entity: None)
+    assert registry.client("c-es256") is not None
+    for i in range(25_000):
+        assert registry.client(f"attacker-{i}") is None
+    calls.clear()
+    assert registry.client("c-es256") is not None and calls == []  # still cached
+
+
+def test_resource_server_only_app_reads_the_pool_settings():
+    """Review defect: a resource-server-only app ignored OAUTH_HSM_POOL_*."""
+    from flask_oauth_hsm.settings import load_hsm_settings
+
+    config = load_hsm_settings({"OAUTH_HSM_PKCS11_MODULE": "/m.so", "OAUTH_HSM_TOKEN_LABEL": "t", "OAUTH_HSM_PIN": "1234",
+                                "OAUTH_HSM_POOL_SIZE": "3", "OAUTH_HSM_POOL_TIMEOUT": "0.5"}, environ={})
+    assert (config.pool_size, config.pool_timeout) == (3, 0.5)
+
+
 def test_redis_client_injection_needs_no_url(as_env, redis_server):
     import redis
 

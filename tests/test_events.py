@@ -79,3 +79,24 @@ def test_any_method_gets_json(as_env):
 def test_readiness_runs_the_replay_script(as_env):
     r = as_env.client().get("/oauth2/ready")
     assert r.status_code == 200 and r.get_json() == {"status": "ok", "hsm": "ok", "redis": "ok"}
+
+
+@pytest.mark.parametrize("form,headers", [
+    ({"grant_type": "client_credentials"}, {"Authorization": "Basic !!!"}),  # malformed Basic credentials
+    ({"grant_type": "client_credentials", "client_assertion": "x"}, {}),  # no client_assertion_type
+    ({"grant_type": "client_credentials", "client_assertion_type": "urn:other", "client_assertion": "x"}, {}),
+    ({"grant_type": "client_credentials"}, {}),  # no credentials at all
+])
+def test_every_failed_client_authentication_is_an_event(as_env, captured, form, headers):
+    """Review defect: failures raised while reading the credentials emitted no event."""
+    r = as_env.client().post("/oauth2/token", data=form, headers=headers)
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_client"
+    assert [name for name, _ in captured] == ["client_auth_failed"]
+
+
+def test_event_endpoint_names_are_the_endpoints(as_env, captured):
+    """Review defect: events named endpoints inconsistently (oauth_hsm.introspect vs revocation)."""
+    form = {"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "x", "token": "t"}
+    for path in ("/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"):
+        as_env.client().post(path, data=form)
+    assert [fields["endpoint"] for _, fields in captured] == ["token", "introspection", "revocation"]

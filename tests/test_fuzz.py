@@ -40,7 +40,7 @@ def _bounded(fn):
         fn()
     except JoseError:
         pass
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10.0  # bounded, not a speed test
 
 
 @FUZZ
@@ -103,7 +103,10 @@ def _check_response(response):
     assert "Traceback" not in body and "pkcs11" not in body.lower() and "CKR_" not in body
     if response.status_code >= 400:
         assert response.mimetype == "application/json"
-        assert isinstance(json.loads(body).get("error"), str)
+        answer = json.loads(body)
+        assert isinstance(answer.get("error"), str)
+        # RFC 6749 §5.2: %x20-21 / %x23-5B / %x5D-7E only, and never the request echoed back
+        assert all(c in " !" or "#" <= c <= "[" or "]" <= c <= "~" for c in answer.get("error_description", ""))
     return response
 
 
@@ -118,7 +121,7 @@ def test_endpoints_answer_hostile_forms_with_oauth_errors(as_env, path, form, co
         headers["Authorization"] = auth.encode("utf-8", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
     start = time.monotonic()
     response = as_env.client().open(path, method=method, data=urlencode(form), headers=headers)
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 10.0  # bounded, not a speed test
     _check_response(response)
     assert "access_token" not in response.get_data(as_text=True) or response.status_code == 200
 
@@ -144,7 +147,7 @@ def test_huge_bodies_cost_bounded_time(as_env):
         for path in ENDPOINTS:
             r = client.post(path, data=b"a=" + b"x" * size, headers={"Content-Type": "application/x-www-form-urlencoded"})
             assert r.status_code == 413 and r.get_json()["error"] == "invalid_request"
-        assert time.monotonic() - start < 3.0
+        assert time.monotonic() - start < 15.0  # bounded, not a speed test
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)

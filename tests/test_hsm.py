@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import multiprocessing
 import os
 import subprocess
@@ -174,6 +175,22 @@ def test_unsafe_private_key_is_refused(extractable, sensitive):
     assert row.label == "unsafe" and "extractable or not sensitive" in row.problem
 
 
+@pytest.mark.parametrize("value", [b"{not json", b'["ES256"]', b'{"alg": 7}'])
+def test_unreadable_key_metadata_is_refused_not_guessed(value):
+    """Review defect: a ValueError while reading key metadata silently gave the key a default alg."""
+    label = "badmeta-" + hashlib.sha256(value).hexdigest()[:8]
+    support.init_token(label)
+    h = HSM(_cfg(label))
+    h.generate_key("ES384", "sig", "k")  # a control: its metadata stays intact
+    h.generate_key("PS256", "sig", "r")  # without metadata an RSA key would default to PS256: no guessing
+    support.write_metadata_object(label, "r", value)
+    h.close()
+    fresh = HSM(_cfg(label))
+    with pytest.raises(errors.HSMConfigError, match="metadata object is unreadable; refusing to guess"):
+        fresh.key("r")
+    assert fresh.key("k").alg == "ES384"  # its own metadata is intact
+
+
 # --- concurrency: threads, fork ----------------------------------------------------------------------
 
 _STRESS = textwrap.dedent(
@@ -235,6 +252,93 @@ def test_without_os_locking_concurrent_threads_break_the_module(stress_store):
         if result.returncode != 0:
             break
     assert any(rc != 0 for rc in outcomes), f"no failure without locking: {outcomes}"
+
+
+_REINIT_UNDER_LOAD = textwrap.dedent(
+    """
+    import sys, threading, time
+    from flask_oauth_hsm import errors
+    from flask_oauth_hsm.hsm import HSM, HSMConfig
+    h = HSM(HSMConfig(module={module!r}, token_label={token!r}, pin={pin!r}, reconnect_backoff=0.0))
+    key = h.key("sig-es256")
+    module = h._module
+    violations, unexpected, done = [], [], time.monotonic() + 4
+    original = module.cryptoki.reinitialize
+
+    def guarded(os_locking):
+        if module.gate._inside:  # PKCS#11 v2.40 §5.4: C_Finalize with threads inside is undefined
+            violations.append(module.gate._inside)
+        original(os_locking)
+
+    module.cryptoki.reinitialize = guarded  # observe only: the real C_Finalize/C_Initialize still run
+
+    def sign():
+        ok = 0
+        while time.monotonic() < done:
+            try:
+                key.sign(b"x")
+                ok += 1
+            except errors.HSMUnavailable:
+                pass
+            except Exception as exc:
+                unexpected.append(repr(exc))
+        oks.append(ok)
+
+    def reset():
+        while time.monotonic() < done:
+            module.reset(module.generation)  # what the recovery path does after a module failure
+            time.sleep(0.05)
+
+    oks = []
+    threads = [threading.Thread(target=sign) for _ in range(6)] + [threading.Thread(target=reset)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print("violations", violations, "unexpected", unexpected[:3], "ok", sum(oks))
+    sys.exit(0 if not violations and not unexpected and sum(oks) > 0 else 1)
+    """
+)
+
+
+def test_the_module_is_never_finalised_under_running_operations(isolated_store):
+    """Review defect: the recovery path could run C_Finalize while other threads were inside an
+    operation (undefined in PKCS#11). Six threads sign while another forces re-initialisations."""
+    code = _REINIT_UNDER_LOAD.format(module=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN, pin=support.USER_PIN)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=isolated_store.env())
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("lock", ["module", "gate", "modules"])
+def test_a_lock_held_at_fork_does_not_deadlock_the_child(hsm, lock):
+    """Review defect: after fork only one lock was replaced; a module lock held by another thread at
+    the moment of the fork left the child waiting forever."""
+    import threading
+
+    from flask_oauth_hsm.hsm import module as module_mod
+
+    _verify(hsm, "sig-es256")
+    held = {"module": hsm._module.lock, "gate": hsm._module.gate._cond, "modules": module_mod._modules_lock}[lock]
+    release = threading.Event()
+    acquired = threading.Event()
+
+    def hold():
+        with held:
+            acquired.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    acquired.wait(5)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_sign_in_child, args=(hsm, queue))
+        child.start()
+        result = queue.get(timeout=30)  # a deadlocked child would never answer
+        child.join(timeout=30)
+    finally:
+        release.set()
+        holder.join()
+    assert result[0] == "ok", result
 
 
 def _sign_in_child(hsm: HSM, queue) -> None:

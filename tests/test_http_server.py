@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import jwt as pyjwt
@@ -34,21 +33,23 @@ def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gth
             "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--timeout", "30"]
     if preload:
         args.append("--preload")
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)
+    log_path = support.log_file("gunicorn-")  # under the session's temporary directory
+    log = open(log_path, "wb")
     proc = subprocess.Popen([*args, "example_app:app"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = log.name
+    log.close()
+    proc.log_path = str(log_path)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("gunicorn exited: " + open(log.name).read()[-2000:])
+            raise RuntimeError("gunicorn exited: " + open(proc.log_path).read()[-2000:])
         try:
             if requests.get(base + "/oauth2/jwks", timeout=1).status_code == 200:
                 return proc, base
         except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("gunicorn did not answer: " + open(log.name).read()[-2000:])
+    raise RuntimeError("gunicorn did not answer: " + open(proc.log_path).read()[-2000:])
 
 
 def stop(proc) -> None:

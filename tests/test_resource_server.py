@@ -148,6 +148,27 @@ def test_jwks_cache_refetches_once_on_unknown_kid(hsm):
     assert len(fetches) == 3  # one refetch per unknown kid (rate-limited in production)
 
 
+@pytest.mark.parametrize("cnf", [{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}, {"x5t#S256": "abc"}, {"jwk": {}}])
+def test_sender_constrained_token_is_never_a_bearer_token(as_env, rs1_app, cnf):
+    """Review defect: the helper ignored cnf and accepted a sender-bound token as a bearer token."""
+    expect_rejection(call(rs1_app, _forged(as_env, {"cnf": cnf})), 401, "invalid_token")
+
+
+def test_an_unusable_key_in_the_as_jwks_does_not_fail_every_token(as_env, hsm):
+    """Review defect: one key the RS cannot parse (an ES512 key added during a rotation) made
+    every token fail with 401."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from flask_oauth_hsm.jose.jwk import public_jwk_dict
+
+    es512 = {**public_jwk_dict(ec.generate_private_key(ec.SECP521R1()).public_key()), "kid": "new", "alg": "ES512", "use": "sig"}
+    doc = {"keys": [es512, {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "broken"},
+                    hsm.key("sig-es256").public_jwk()]}
+    cache = _JWKSCache(lambda: doc)
+    key = cache.key_for({"alg": "ES256", "kid": hsm.key("sig-es256").kid})
+    assert key.kid == hsm.key("sig-es256").kid
+
+
 # --- introspection mode over real HTTP ---------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Token endpoint and client authentication (DESIGN.md §5, §6, §10) against real SoftHSM and Redis."""
+"""Token endpoint and client authentication (docs/endpoints.md) against real SoftHSM and Redis."""
 
 from __future__ import annotations
 
@@ -193,6 +193,55 @@ def test_missing_or_invalid_claims(as_env, overrides):
     if overrides.get("exp") == -1:
         overrides = {"exp": int(time.time()) - 120, "iat": int(time.time()) - 180}
     expect_error(token_request(as_env, **overrides), 401, "invalid_client")
+
+
+def _raw_claims_assertion(env, claims_json: str, client_id: str = "c-es256") -> str:
+    """An assertion whose claims are exactly ``claims_json`` (JSON that json.dumps cannot produce)."""
+    from as_helpers import b64, b64json
+
+    key = env.keys[client_id]
+    signing_input = f"{b64json({'alg': key.alg, 'kid': key.kid})}.{b64(claims_json.encode())}"
+    return f"{signing_input}.{b64(key.sign_raw(signing_input.encode()))}"
+
+
+@pytest.mark.parametrize("name,value", [
+    ("iat", "-1"), ("nbf", "-1"), ("iat", "-1e309"), ("nbf", "-1e309"), ("iat", "1e309"), ("exp", "1e309"),
+    ("iat", "99999999999999"), ("exp", "-5"),
+])
+def test_numeric_dates_out_of_range_are_malformed(as_env, name, value):
+    """Review defect: iat = -1, nbf = -1 and a JSON -1e309 (minus infinity to Python) were accepted."""
+    claims = claims_for("c-es256", ISSUER)
+    claims.pop(name, None)
+    text = json.dumps(claims)[:-1] + f', "{name}": {value}}}'
+    expect_error(post(as_env, assertion_form(_raw_claims_assertion(as_env, text))), 401, "invalid_client")
+
+
+def test_unknown_clients_cost_a_verification_of_their_own_algorithm(as_env):
+    """Review defect: the timing equaliser for unknown clients verified only for ES256."""
+    from flask_oauth_hsm.client_auth import private_key_jwt
+
+    private_key_jwt._DUMMY_KEYS.pop("PS256", None)
+    forged = as_env.keys["c-ps256"].jws(claims_for("nobody-ps256", ISSUER))
+    expect_error(post(as_env, assertion_form(forged)), 401, "invalid_client")
+    assert private_key_jwt._DUMMY_KEYS["PS256"].kty == "RSA" and private_key_jwt._DUMMY_KEYS["PS256"].size == 2048
+
+
+@pytest.mark.parametrize("grant_type", ['a"b', "x\\y", "p\u00e9", "<script>", "q\u0000"])
+def test_error_descriptions_never_echo_the_request(as_env, grant_type):
+    """Review defect: descriptions echoed input through repr; RFC 6749 §5.2 allows only
+    %x20-21 / %x23-5B / %x5D-7E in error_description."""
+    body = token_request(as_env, extra={"grant_type": grant_type}).get_json()
+    assert body["error"] == "unsupported_grant_type"
+    assert grant_type not in body["error_description"]
+    assert all(c == " " or c == "!" or "#" <= c <= "[" or "]" <= c <= "~" for c in body["error_description"])
+
+
+def test_missing_or_wrong_assertion_type_is_a_failed_authentication(as_env):
+    """Review defect: it was 400 invalid_request; RFC 7521 §4.2.1 makes it a client authentication failure."""
+    a = assertion(as_env)
+    for form in ({"grant_type": "client_credentials", "client_assertion": a},
+                 {"grant_type": "client_credentials", "client_assertion": a, "client_assertion_type": "urn:x"}):
+        expect_error(post(as_env, form), 401, "invalid_client")
 
 
 def test_time_claims(as_env):

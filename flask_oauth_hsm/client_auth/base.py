@@ -36,7 +36,7 @@ class Presented:
 
 @dataclass(frozen=True)
 class AssertionPolicy:
-    """What a client assertion received at one endpoint must satisfy (DESIGN §5)."""
+    """What a client assertion received at one endpoint must satisfy (docs/endpoints.md, client authentication)."""
 
     issuer: str
     token_endpoint: str

@@ -3,7 +3,7 @@
 Steps: the assertion's unverified ``iss`` names whose keys to use → the client must exist and be a
 ``private_key_jwt`` client (an unknown one still costs a verification of the same algorithm) →
 signature under the allow-list and the client's registered alg → a ``typ`` naming another kind
-of JWT is refused (RFC 8725 §3.11) → claims (DESIGN §5) → the ``jti`` is used once, last, so only
+of JWT is refused (RFC 8725 §3.11) → claims (docs/endpoints.md, client authentication) → the ``jti`` is used once, last, so only
 authentic assertions reach Redis.
 
 An encrypted (nested) assertion costs a private-key operation in the token. Before spending it,
@@ -114,7 +114,7 @@ def _foreign_typ(header: dict[str, Any]) -> bool:
 
 
 def check_assertion_claims(claims: dict[str, Any], entity: Credentials, policy: AssertionPolicy) -> None:
-    """RFC 7523 §3 and DESIGN §5; raises AuthFailure naming the failed check."""
+    """RFC 7523 §3 and docs/endpoints.md; raises AuthFailure naming the failed check."""
     if claims.get("iss") != entity.client_id or claims.get("sub") != entity.client_id:
         raise AuthFailure("iss and sub must both be the client_id")
     rule = entity.aud_policy or policy.aud_policy

@@ -1,4 +1,4 @@
-"""Clients and resource servers: different entities (DESIGN §4), as frozen dataclasses.
+"""Clients and resource servers: different entities (docs/registry.md), as frozen dataclasses.
 
 Only a registered resource server may call introspection, and its response preferences are
 resource-server metadata. Field names follow RFC 7591 (client metadata), RFC 9701 §6

@@ -202,7 +202,7 @@ class LoaderRegistry:
             client_id=client_id))
 
     def _unique(self, client_id: str, entity: E | None) -> E | None:
-        """DESIGN §4: ids never collide; an id both loaders know is nobody's."""
+        """docs/registry.md: ids never collide; an id both loaders know is nobody's."""
         if entity is None:
             return None
         other = self._resource_server(client_id) if isinstance(entity, Client) else self._client(client_id)

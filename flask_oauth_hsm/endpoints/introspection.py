@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 JWT_MEDIA_TYPE = "application/token-introspection+jwt"
 JWT_TYP = "token-introspection+jwt"
-# RFC 7662 §2.2 members we may return; nothing that identifies a person (DESIGN §7).
+# RFC 7662 §2.2 members we may return; nothing that identifies a person (docs/introspection.md).
 BASE_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "cnf")
 INACTIVE: dict[str, Any] = {"active": False}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -58,14 +58,14 @@ def introspection_endpoint(ctx: "ServerContext") -> Response:
 
 def require_resource_server(caller: Credentials) -> ResourceServer:
     if not isinstance(caller, ResourceServer):
-        # Valid client credentials, but clients are not entitled to introspection (DESIGN §4).
+        # Valid client credentials, but clients are not entitled to introspection (docs/registry.md).
         raise AccessDeniedError("only registered resource servers may introspect tokens")
     return caller
 
 
 def accepts_jwt(accept: str | None, rs: ResourceServer) -> bool:
     """RFC 9701 §4: the JWT form on request; a resource server registered for encrypted
-    responses gets nothing else (DESIGN §7)."""
+    responses gets nothing else (docs/introspection.md)."""
     wants = JWT_MEDIA_TYPE in (accept or "")
     if rs.introspection_encrypted_response_alg and not wants:
         raise NotAcceptableError(f"this resource server must accept {JWT_MEDIA_TYPE}")

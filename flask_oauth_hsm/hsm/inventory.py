@@ -1,7 +1,7 @@
 """What the token holds: key pairs (with their JOSE alg and use), secret keys, and key creation.
 
 Every private or secret key we create is a token object, private, sensitive and never
-extractable (DESIGN §3). A key's JOSE ``alg`` and ``use`` are recorded in a public data object of
+extractable (docs/hsm-and-keys.md). A key's JOSE ``alg`` and ``use`` are recorded in a public data object of
 the same label (``CKA_APPLICATION`` = ``flask-oauth-hsm``): a key is bound to one algorithm. A
 metadata object that is ours but unreadable stops start-up; it never falls back to a default.
 """

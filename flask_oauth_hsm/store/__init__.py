@@ -1,4 +1,4 @@
-"""Redis: single-use records, revoked token ids, and the replay epoch (DESIGN §9).
+"""Redis: single-use records, revoked token ids, and the replay epoch (docs/operations.md).
 
 Every key lives under the configured prefix and carries a TTL (except the epoch); ids are
 hashed. The rules are in :mod:`.single_use`; the connection and its failure mapping in

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from as_helpers import RS1, ClientKey, ec_enc_jwk
+from as_helpers import RS1, ClientKey
 from conftest import as_settings
 from scenarios import default_scenario
 from flask_oauth_hsm import OAuthHSM

@@ -10,7 +10,6 @@ import textwrap
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -19,7 +18,7 @@ import support
 from as_helpers import RS1, assertion_form, claims_for
 from scenarios import pkjwt_client, resource_server
 from conftest import as_settings
-from test_http_server import start_gunicorn, stop
+from test_http_server import concurrent_posts, start_gunicorn, stop
 
 
 def fresh_form(env, client_id="c-es256"):
@@ -115,15 +114,7 @@ def test_preloaded_workers_each_use_the_token(as_env, worker_class):
 def test_fifty_concurrent_uses_of_one_assertion_give_one_token(as_env):
     proc, base = start_gunicorn(as_env.settings, workers=3, worker_class="gthread", preload=True)
     try:
-        form = fresh_form(as_env)
-        barrier = threading.Barrier(50)
-
-        def attempt():
-            barrier.wait(timeout=30)
-            return requests.post(base + "/oauth2/token", data=form, timeout=30).status_code
-
-        with ThreadPoolExecutor(50) as pool:
-            statuses = list(pool.map(lambda _: attempt(), range(50)))
+        statuses = concurrent_posts(base + "/oauth2/token", fresh_form(as_env))
         assert sorted(statuses) == [200] + [401] * 49
     finally:
         stop(proc)

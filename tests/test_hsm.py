@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import support
 from flask_oauth_hsm import errors

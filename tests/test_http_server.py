@@ -4,7 +4,6 @@ as RFC 9068 with keys from the JWKS endpoint."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -50,6 +49,21 @@ def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gth
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("gunicorn did not answer: " + open(proc.log_path).read()[-2000:])
+
+
+def concurrent_posts(url: str, data: dict, count: int = 50) -> list[int]:
+    """``count`` POSTs of the same body released at once (a barrier); their status codes."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(count)
+
+    def attempt(_: int) -> int:
+        barrier.wait(timeout=30)
+        return requests.post(url, data=data, timeout=30).status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(attempt, range(count)))
 
 
 def stop(proc) -> None:

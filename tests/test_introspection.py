@@ -9,7 +9,7 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from as_helpers import RS1, RS2, RS3, assertion_form, claims_for
+from as_helpers import RS1, RS3, assertion_form, claims_for
 from flask_oauth_hsm.jose import jwt as our_jwt
 
 INTROSPECT = "/oauth2/introspect"

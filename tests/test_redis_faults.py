@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
 import support
 from as_helpers import assertion_form, claims_for
-from test_http_server import start_gunicorn, stop
+from test_http_server import concurrent_posts, start_gunicorn, stop
 
 TOLERANCE = 5  # OAUTH_HSM_RESET_CLOCK_TOLERANCE's default
 WINDOW = 300 + 2 * 30  # assertion max lifetime + 2 × clock skew (the defaults)
@@ -127,15 +124,7 @@ def test_fifty_concurrent_uses_right_after_a_reset_give_one_token(env, tmp_path)
     proc, base = start_gunicorn(env.settings, workers=3, worker_class="gthread", preload=True)
     try:
         flush(env)
-        data = form(env)
-        barrier = threading.Barrier(50)
-
-        def attempt():
-            barrier.wait(timeout=30)
-            return requests.post(base + "/oauth2/token", data=data, timeout=30).status_code
-
-        with ThreadPoolExecutor(50) as pool:
-            statuses = list(pool.map(lambda _: attempt(), range(50)))
+        statuses = concurrent_posts(base + "/oauth2/token", form(env))
         assert sorted(statuses) == [200] + [401] * 49, json.dumps(statuses)
     finally:
         stop(proc)

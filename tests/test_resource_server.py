@@ -9,7 +9,6 @@ import requests
 from flask import g, jsonify
 
 from as_helpers import RS1, RS2, assertion_form, claims_for
-from conftest import as_settings
 from flask_oauth_hsm import ResourceProtector
 from flask_oauth_hsm.jose import jwe, jwk, jwt as our_jwt
 from flask_oauth_hsm.rs.state import JWKSCache as _JWKSCache

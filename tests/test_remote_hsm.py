@@ -132,6 +132,8 @@ def test_the_token_is_usable_through_the_socket(server):
         session.close()
 
 
+# python-pkcs11 finalises the key search of get_key() in __del__, on the dead connection.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_killed_server_fails_calls_until_the_module_is_initialised_again(server):
     import pkcs11
 

@@ -307,7 +307,44 @@ def exp_eviction(base: Path) -> dict:
     return out
 
 
+def exp_cluster_buckets(base: Path, buckets: int = 64, n: int = 600) -> dict:
+    """The proposed layout: {prefix:bb} per bucket, epoch per bucket. Kill one master (no
+    replicas): which share of fresh replay checks fails, and does any check need two slots?"""
+    import hashlib
+
+    from redis.exceptions import RedisClusterException
+
+    dep = ha_support.ClusterDeployment(base / "cb").start()
+    try:
+        client = cluster_client(dep)
+        sha = client.script_load(USE_ONCE)
+
+        def check(ident: str) -> str:
+            digest = hashlib.sha256(b"jti\0" + ident.encode()).digest()
+            tag = f"{{oauth-hsm:{digest[0] % buckets:02x}}}"
+            try:
+                client.execute_command("EVALSHA", sha, 2, tag + "epoch", tag + "jti:" + digest.hex(), int(time.time() * 1000), 60)
+                return "ok"
+            except (redis.RedisError, RedisClusterException) as exc:
+                return type(exc).__name__
+
+        before = [check(f"a{i}") for i in range(n)]
+        victim = dep.nodes[1]
+        dep.kill(victim)
+        t0 = time.monotonic()
+        during = [check(f"b{i}") for i in range(n)]
+        elapsed = time.monotonic() - t0
+        kinds: dict[str, int] = {}
+        for outcome in during:
+            kinds[outcome] = kinds.get(outcome, 0) + 1
+        return {"buckets": buckets, "ok_before": before.count("ok"), "during_kill": kinds,
+                "failed_share": round(1 - during.count("ok") / n, 3), "ms_per_check_during": round(1000 * elapsed / n, 2)}
+    finally:
+        dep.stop()
+
+
 EXPERIMENTS = {
+    "cluster-buckets": exp_cluster_buckets,
     "sentinel-kill": lambda b: exp_sentinel_kill(b),
     "sentinel-kill-raw": lambda b: exp_sentinel_kill(b, raw=True),
     "sentinel-stop": exp_sentinel_stop,

@@ -16,7 +16,6 @@ can be measured:
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import statistics
@@ -27,49 +26,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import support  # noqa: E402
 import ha_support  # noqa: E402
+from ha_shared_function_list import share_function_list  # noqa: E402
 
 BASE = Path(tempfile.mkdtemp(prefix="ha-hsm-"))
 os.environ["SOFTHSM2_CONF"] = str(support.write_softhsm_conf(BASE / "softhsm"))
 TOKEN = "remote-bench"
-
-
-def share_function_list() -> None:
-    """The proposed package change, applied here for measurement only."""
-    import pkcs11
-    import pkcs11._pkcs11 as _p
-
-    from flask_oauth_hsm import hsm as H
-
-    # python-pkcs11 0.10.1: HasFuncList is PyObject_HEAD + funclist, funclist30, funclist32.
-    assert _p.HasFuncList.__basicsize__ == object.__basicsize__ + 3 * ctypes.sizeof(ctypes.c_void_p)
-
-    def cryptoki_init(self, lib):
-        address = ctypes.c_void_p.from_address(id(lib) + object.__basicsize__).value
-        self._dll, self._fl, self._lib = None, ctypes.cast(address, ctypes.POINTER(H._FunctionList)).contents, lib
-        self._initialize = H._FN(self._fl.C_Initialize)
-        self._finalize = H._FN(self._fl.C_Finalize)
-        self._login = H._FN_LOGIN(self._fl.C_Login)
-        self._session_info = H._FN_SINFO(self._fl.C_GetSessionInfo)
-
-    original = H._Module._initialize
-
-    def module_initialize(self):
-        try:
-            self.lib = pkcs11.lib(self.path)
-        except pkcs11.PKCS11Error:
-            raise H.errors.HSMUnavailable("HSM unavailable: C_Initialize failed") from None
-        self.cryptoki = H._Cryptoki(self.lib)
-        self.cryptoki.reinitialize(self.os_locking)
-        self.generation += 1
-        self.pid = os.getpid()
-
-    H._Cryptoki.__init__ = cryptoki_init
-    H._Module._initialize = module_initialize
-    return original
 
 
 def make_hsm(module: str, pool_size: int, reconnect_backoff: float = 0.2):

@@ -12,6 +12,8 @@ What each experiment measures (results: /work/notes/ha.md, later docs/benchmarks
 * ``wait-latency``: cost of ``WAIT 1 <timeout>`` sent in the same round trip as the replay script.
 * ``durability``: jti acknowledged, master killed at once, replica promoted: is the jti there?
   With and without WAIT, and with ``min-replicas-to-write``.
+* ``cluster-buckets``: the proposed bucketed layout; share of checks failing with one master down.
+* ``cluster-migration``: the ``{oauth}`` slot migrated to another master under load.
 * ``eviction``: what ``CONFIG GET maxmemory-policy`` and ``INFO memory`` say, with CONFIG renamed.
 
     .venv/bin/python bench/ha_redis.py [experiment ...]
@@ -343,7 +345,52 @@ def exp_cluster_buckets(base: Path, buckets: int = 64, n: int = 600) -> dict:
         dep.stop()
 
 
+def exp_cluster_migration(base: Path, fill: int = 50000) -> dict:
+    """Move the {oauth} slot (filled with ``fill`` jti keys) to another master while replay checks
+    run (SETSLOT IMPORTING/MIGRATING, MIGRATE in batches of 10, SETSLOT NODE: what
+    ``redis-cli --cluster reshard`` does): ASK/TRYAGAIN for the two-key script?"""
+    import redis.crc
+
+    dep = ha_support.ClusterDeployment(base / "cm").start()
+    try:
+        client = cluster_client(dep)
+        store = Store(client, "{oauth}:")
+        store.ensure_epoch()
+        slot = redis.crc.key_slot(b"{oauth}:epoch")
+        source = dep.node_for_slot(slot)
+        target = next(n for n in dep.nodes if n is not source)
+        pipe = source.client().pipeline(transaction=False)
+        for i in range(fill):
+            pipe.set(f"{{oauth}}:jti:fill{i}", 1, ex=600)
+        pipe.execute()
+        ids = {n.port: n.client().execute_command("CLUSTER", "MYID") for n in dep.nodes}
+        with Load(store) as load:
+            time.sleep(0.3)
+            fault_at = time.monotonic()
+            # Move exactly this slot, key by key in batches of 10 (MIGRATE), as an operator would.
+            tc, sc = target.client(), source.client()
+            tc.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+            sc.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.port])
+            moved = 0
+            while True:
+                keys = sc.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+                if not keys:
+                    break
+                sc.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+            for n in dep.nodes:
+                n.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
+            migration_s = time.monotonic() - fault_at
+            time.sleep(1)
+        result = load.summary(fault_at)
+        result.update({"keys_moved": moved, "migration_s": round(migration_s, 2)})
+        return result
+    finally:
+        dep.stop()
+
+
 EXPERIMENTS = {
+    "cluster-migration": exp_cluster_migration,
     "cluster-buckets": exp_cluster_buckets,
     "sentinel-kill": lambda b: exp_sentinel_kill(b),
     "sentinel-kill-raw": lambda b: exp_sentinel_kill(b, raw=True),

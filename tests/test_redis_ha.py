@@ -119,16 +119,17 @@ def test_acknowledged_write_survives_failover_only_if_wait_saw_a_replica(sentine
     master = sentinel.master().client()
     sha = master.script_load(USE_ONCE)
 
-    def use_once_and_wait(ident: str) -> tuple[int, int]:
+    def use_once_and_wait(ident: str, wait_ms: int) -> tuple[int, int]:
         pipe = master.pipeline(transaction=False)  # one round trip: the script, then WAIT
         pipe.evalsha(sha, 2, "p:epoch", "p:jti:" + ident, int(time.time() * 1000), 60)
-        pipe.execute_command("WAIT", 1, 100)
+        pipe.execute_command("WAIT", 1, wait_ms)  # returns as soon as one replica has it
         (fresh, _epoch), acked = pipe.execute()
         return fresh, acked
 
-    assert use_once_and_wait("before") == (1, 1)
+    fresh, acked = use_once_and_wait("before", 5000)
+    assert fresh == 1 and acked >= 1
     sentinel.partition_replicas()
-    assert use_once_and_wait("during") == (1, 0)  # accepted by the master, seen by no replica
+    assert use_once_and_wait("during", 100) == (1, 0)  # accepted by the master, seen by no replica
     old = sentinel.kill_master()
     sentinel.cut_replica_links()
     new = sentinel.wait_for_new_master(old).client()
@@ -219,7 +220,7 @@ def test_cluster_node_killed_gives_503_then_recovers(as_env, tmp_path):
         assert client.get("/oauth2/ready").status_code == 503
         dep.restart(holder)  # empty (no persistence): a new epoch, whose first second fails closed
         statuses = []
-        for _ in range(40):
+        for _ in range(100):
             r = client.post("/oauth2/token", data=_form(as_env))
             statuses.append(r.status_code)
             if r.status_code == 200:

@@ -11,7 +11,11 @@ Redis Sentinel (:class:`SentinelDeployment`)
     a sentinel rewrites its config file, so each one gets a file of its own). Timeouts are short so
     a failover completes in a few seconds: ``down-after-milliseconds 1000``,
     ``failover-timeout 3000``; the replicas use diskless sync without delay so a (re)joining
-    replica is in sync within milliseconds. The service name is :data:`SERVICE`.
+    replica is in sync within milliseconds. The service name is :data:`SERVICE`. The replicas
+    reach the first master through a :class:`Link` each, so :meth:`SentinelDeployment.partition_replicas`
+    can stop replication without closing a socket (the master keeps counting them as connected,
+    as on a network that drops packets). ``client()`` builds redis-py's Sentinel client as an app
+    should: short timeouts, no retries.
 
 Redis Cluster (:class:`ClusterDeployment`)
     Three masters (optionally one replica each), ``cluster-enabled yes``, built with
@@ -19,7 +23,8 @@ Redis Cluster (:class:`ClusterDeployment`)
     ``cluster_state:ok``. ``cluster-require-full-coverage no`` so that a dead master only takes its
     own slots down; ``cluster-node-timeout`` is short (1000 ms) so the others notice quickly. A
     killed node restarts on the same port with its ``nodes.conf`` and takes its slots back (empty:
-    no persistence, which the epoch rule is there for).
+    no persistence, which the epoch rule is there for). ``client()`` builds ``RedisCluster`` with
+    every node as a startup node, short timeouts, no retries.
 
 Remote HSM over p11-kit (:class:`P11KitServer`)
     Debian packages ``p11-kit`` (the ``p11-kit`` command and ``/usr/libexec/p11-kit/p11-kit-server``)
@@ -28,21 +33,25 @@ Remote HSM over p11-kit (:class:`P11KitServer`)
         SOFTHSM2_CONF=<throwaway conf> p11-kit server --foreground --name <socket path> \\
             --provider /usr/lib/softhsm/libsofthsm2.so 'pkcs11:token=<label>'
 
-    ``--name`` (``-n``) is the path of the Unix socket (default ``$XDG_RUNTIME_DIR/p11-kit/pkcs11-<pid>``;
-    paths are limited to 107 bytes, hence the short directory below). ``--provider`` (``-p``)
+    ``--name`` (``-n``) is the path of the Unix socket (default ``pkcs11-<pid>`` in p11-kit's
+    runtime directory; paths are limited to 107 bytes, hence the short directory below). ``--provider`` (``-p``)
     names the PKCS#11 module that holds the token; the positional argument is a PKCS#11 URI
     selecting the exported token(s). ``--foreground`` (``-f``) keeps it attached (otherwise it
     daemonises). On start it prints ``P11_KIT_SERVER_ADDRESS=unix:path=<socket>; export …`` and
     ``P11_KIT_SERVER_PID=…``. The client side loads ``p11-kit-client.so`` as its PKCS#11 module
     and finds the server through the environment variable ``P11_KIT_SERVER_ADDRESS``
-    (``unix:path=/path/to/socket``), read when the module is initialised (``C_Initialize``).
+    (``unix:path=/path/to/socket``): set it before the module is loaded and initialised.
 
     Facts that matter for faults (p11-kit 0.24.1, Debian 12): the server forks one
     ``p11-kit-remote`` process per client connection, and that process holds the SoftHSM state
     of the connection. Killing only the listening server leaves existing connections working, so
     :meth:`P11KitServer.kill` kills the whole process group. ``p11-kit-client.so`` returns a new,
     separately initialised module instance (with its own connection) from every
-    ``C_GetFunctionList`` call.
+    ``C_GetFunctionList`` call. A killed server fails calls with ``CKR_DEVICE_ERROR``; after a
+    restart an instance works again only after ``C_Finalize`` + ``C_Initialize``. A stopped
+    (SIGSTOP) server blocks calls until it resumes: the client has no timeout. Mechanisms whose
+    parameters the 0.24 RPC cannot marshal are not listed (no ``CKM_SHA256_RSA_PKCS_PSS``,
+    ``CKM_ECDH1_DERIVE``, ``CKM_EDDSA``).
 """
 
 from __future__ import annotations

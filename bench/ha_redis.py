@@ -22,6 +22,7 @@ What each experiment measures (results: /work/notes/ha.md, later docs/benchmarks
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -407,10 +408,13 @@ EXPERIMENTS = {
 def main(argv: list[str]) -> None:
     names = argv or list(EXPERIMENTS)
     base = Path(tempfile.mkdtemp(prefix="ha-redis-"))
-    for name in names:
-        t0 = time.monotonic()
-        result = EXPERIMENTS[name](base)
-        print(json.dumps({"experiment": name, "seconds": round(time.monotonic() - t0, 1), "result": result}), flush=True)
+    try:
+        for name in names:
+            t0 = time.monotonic()
+            result = EXPERIMENTS[name](base)
+            print(json.dumps({"experiment": name, "seconds": round(time.monotonic() - t0, 1), "result": result}), flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -189,6 +190,7 @@ def main(argv: list[str]) -> None:
                               "result": result}), flush=True)
     finally:
         server.stop()
+        shutil.rmtree(BASE, ignore_errors=True)
 
 
 if __name__ == "__main__":

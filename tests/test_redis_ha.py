@@ -17,7 +17,7 @@ from flask import Flask
 
 import ha_support
 from as_helpers import assertion_form, claims_for
-from conftest import as_settings, wait_for_next_second
+from conftest import as_settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +50,6 @@ def _app(as_env, redis_client, **overrides) -> Flask:
     app = Flask("ha-test")
     app.config.update(settings)
     OAuthHSM().init_app(app, redis_client=redis_client)
-    wait_for_next_second()  # the epoch's own second accepts no assertion
     return app
 
 
@@ -141,9 +140,9 @@ def test_acknowledged_write_survives_failover_only_if_wait_saw_a_replica(sentine
 @pytest.mark.xfail(strict=True, reason="store: no WAIT after the replay script (notes/ha.md, store change 3)")
 def test_store_fails_closed_when_no_replica_acknowledges(quiet_sentinel):
     from flask_oauth_hsm.errors import StoreUnavailable
-    from flask_oauth_hsm.store import Store
+    from flask_oauth_hsm.store import ResetRule, Store
 
-    store = Store(quiet_sentinel.client(), "wait-test:")
+    store = Store(quiet_sentinel.client(), "wait-test:", ResetRule(5))
     store.ensure_epoch()
     quiet_sentinel.partition_replicas()
     try:
@@ -159,9 +158,9 @@ def test_resumed_old_master_cannot_accept_a_jti_the_new_master_lacks(sentinel):
     """The old master, SIGSTOPped past down-after, comes back still a master for ~10 s (until the
     sentinels demote it); an idle pooled connection of the app still points at it."""
     from flask_oauth_hsm.errors import StoreUnavailable
-    from flask_oauth_hsm.store import Replayed, Store
+    from flask_oauth_hsm.store import Replayed, ResetRule, Store
 
-    store = Store(sentinel.client(), "zombie:")
+    store = Store(sentinel.client(), "zombie:", ResetRule(5))
     store.ensure_epoch()  # leaves an idle connection to the current master in the pool
     old = sentinel.master()
     old.pause()
@@ -174,7 +173,7 @@ def test_resumed_old_master_cannot_accept_a_jti_the_new_master_lacks(sentinel):
         _use_once(store, "zombie-jti")  # lands on the old master
     except StoreUnavailable:
         return  # what WAIT gives: the old master has no replica left to acknowledge
-    fresh = Store(sentinel.client(), "zombie:")
+    fresh = Store(sentinel.client(), "zombie:", ResetRule(5))
     with pytest.raises(Replayed):  # fails today: the new master never saw it
         _use_once(fresh, "zombie-jti")
 
@@ -183,9 +182,9 @@ def test_resumed_old_master_cannot_accept_a_jti_the_new_master_lacks(sentinel):
 
 
 def test_store_on_a_cluster_with_a_hash_tagged_prefix(cluster):
-    from flask_oauth_hsm.store import Replayed, Store
+    from flask_oauth_hsm.store import Replayed, ResetRule, Store
 
-    store = Store(cluster.client(), "{ha-test}:")
+    store = Store(cluster.client(), "{ha-test}:", ResetRule(5))
     store.ensure_epoch()
     _use_once(store, "a")
     with pytest.raises(Replayed):
@@ -197,9 +196,9 @@ def test_store_on_a_cluster_with_a_hash_tagged_prefix(cluster):
 
 def test_cluster_without_a_hash_tag_is_unavailable_not_an_error(cluster):
     from flask_oauth_hsm.errors import StoreUnavailable
-    from flask_oauth_hsm.store import Store
+    from flask_oauth_hsm.store import ResetRule, Store
 
-    store = Store(cluster.client(), "untagged:")  # epoch and jti keys land in different slots
+    store = Store(cluster.client(), "untagged:", ResetRule(5))  # epoch and jti keys land in different slots
     with pytest.raises(StoreUnavailable):
         _use_once(store, "a")
     with pytest.raises(StoreUnavailable):

@@ -290,7 +290,7 @@ def test_token_endpoint_on_the_remote_hsm(as_env, server):
     from flask import Flask
 
     from as_helpers import assertion_form, claims_for
-    from conftest import as_settings, wait_for_next_second
+    from conftest import as_settings
     from flask_oauth_hsm import OAuthHSM
 
     settings = as_settings(as_env.settings["OAUTH_HSM_REDIS_URL"], as_env.settings["OAUTH_HSM_REGISTRY"],
@@ -300,7 +300,6 @@ def test_token_endpoint_on_the_remote_hsm(as_env, server):
     app = Flask("remote-hsm")
     app.config.update(settings)
     OAuthHSM().init_app(app)
-    wait_for_next_second()
     client = app.test_client()
 
     def form():

@@ -13,6 +13,7 @@ Facts this is built around (docs/hsm-and-keys.md):
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -63,6 +64,7 @@ _INPUT = (
     pkcs11.MechanismParamInvalid,
 )
 
+log = logging.getLogger("flask_oauth_hsm.hsm")
 _instances: "weakref.WeakSet[HSM]" = weakref.WeakSet()
 
 
@@ -89,6 +91,7 @@ class HSM:
         self._keys: dict[str, KeyInfo] = {}
         self._secrets: dict[str, SecretKeyInfo] = {}
         self._mechanisms: set[str] | None = None
+        self._pin_refused: str | None = None  # the token refused our PIN once: never log in again
         _instances.add(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -110,6 +113,9 @@ class HSM:
             state = self._state
             if state is not None and self._usable(state):
                 return state
+            if self._pin_refused is not None:
+                # A real HSM locks its PIN after a few failures: one refusal per process is all.
+                raise errors.HSMUnavailable(f"HSM unavailable: {self._pin_refused}")
             if time.monotonic() < self._down_until:
                 raise errors.HSMUnavailable("HSM unavailable (waiting before reconnecting)")
             if state is not None and state.pid == os.getpid() and state.generation == self._module.generation:
@@ -119,6 +125,9 @@ class HSM:
                 self._state = new_state = self._open()
             except errors.HSMError as exc:
                 self._down_until = time.monotonic() + self.config.reconnect_backoff
+                if isinstance(exc, errors.WrongPin):
+                    self._pin_refused = f"{exc} (no further login attempts in this process: fix the PIN and restart)"
+                    log.error("%s", self._pin_refused)
                 if self._opened_once and isinstance(exc, errors.HSMConfigError):
                     # It worked before: a token that vanished is an outage, not a config error.
                     raise errors.HSMUnavailable(f"HSM unavailable: {exc}") from None

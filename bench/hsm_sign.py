@@ -9,7 +9,7 @@ together at a barrier, rates summed), for ``--duration`` seconds each:
 * raw-null     python-pkcs11 ``key.sign(...)`` on one logged-in session, module initialised the
                way python-pkcs11 does it: ``C_Initialize(NULL)`` (no locking).
 * raw-locking  the same loop after ``C_Finalize`` + ``C_Initialize(CKF_OS_LOCKING_OK)``, which is
-               how our HSM class initialises the module (thread safety, DESIGN.md §3).
+               how our HSM class initialises the module (thread safety, docs/architecture.md §3).
 * ours         ``flask_oauth_hsm.jose.jws.sign(payload, hsm.key(label), {"typ": "at+jwt"})``
                with an RFC 9068 claims payload: header JSON, base64url, SHA-256 (ES256), session
                pool, C_Sign, r||s fixing.

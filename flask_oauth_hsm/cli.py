@@ -195,8 +195,10 @@ def client_jwks(key_file: str, alg: str) -> None:
 @click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
 @click.option("--scope", default=None)
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
+@click.option("--token-only", is_flag=True, help="print only the access token (for ACCESS_TOKEN=$(...))")
 @with_appcontext
-def demo_client(client_id: str, key_label: str, resource: str | None, scope: str | None, url: str | None) -> None:
+def demo_client(client_id: str, key_label: str, resource: str | None, scope: str | None, url: str | None,
+                token_only: bool) -> None:
     """Obtain an access token with private_key_jwt and show its verified, decoded claims."""
     state = _state()
     token_url = url or state.urls.token
@@ -213,8 +215,11 @@ def demo_client(client_id: str, key_label: str, resource: str | None, scope: str
     if scope:
         form["scope"] = scope
     status, body = _post(token_url, form)
-    click.echo(f"POST {token_url} -> {status}")
-    click.echo(json.dumps(body, indent=2))
+    if token_only and status == 200:
+        click.echo(body["access_token"])
+        return
+    click.echo(f"POST {token_url} -> {status}", err=token_only)
+    click.echo(json.dumps(body, indent=2), err=token_only)
     if status != 200:
         sys.exit(1)
     _show_claims(body["access_token"], token_url.rsplit("/", 1)[0] + "/jwks")

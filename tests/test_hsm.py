@@ -105,7 +105,7 @@ def test_oaep_through_raw_rsa_and_through_the_native_mechanism(hsm, label, alg):
     pub = jwk.load_jwk(key.public_jwk())
     token = jwe.encrypt(b"secret", pub, alg, "A256GCM")
     assert jwe.decrypt(token, lambda h: key, [alg], ["A256GCM"]).plaintext == b"secret"
-    assert hsm._raw_rsa is True  # SoftHSM offers CKM_RSA_X_509 (DESIGN.md §3)
+    assert hsm._raw_rsa is True  # SoftHSM offers CKM_RSA_X_509 (docs/architecture.md §3)
     if alg == "RSA-OAEP":  # SoftHSM's native OAEP is SHA-1 only: exercise that path too
         native = HSM(hsm.config)
         native._raw_rsa = False

@@ -1,4 +1,4 @@
-"""Token endpoint and client authentication (DESIGN.md §5, §6, §10) against real SoftHSM and Redis."""
+"""Token endpoint and client authentication (docs/architecture.md §5, §6, §10) against real SoftHSM and Redis."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_public_client_cannot_use_client_credentials(as_env):
     expect_error(post(as_env, {"grant_type": "client_credentials"}), 401, "invalid_client")
 
 
-# --- the aud policy table (DESIGN.md §5) at the token endpoint -------------------------------------
+# --- the aud policy table (docs/architecture.md §5) at the token endpoint -------------------------------------
 
 ISSUER, TOKEN_URL = "https://as.example.test", "https://as.example.test/oauth2/token"
 AUD_CASES = {  # aud value -> (fapi2, issuer, endpoint)
@@ -228,7 +228,7 @@ def test_time_claims(as_env):
 
 def test_iat_is_optional_except_just_after_a_replay_state_reset(as_env):
     """RFC 7523 §3 makes iat optional; but in the window after Redis lost its replay state only
-    an assertion provably issued after the reset is accepted (DESIGN.md §9, docs/security.md)."""
+    an assertion provably issued after the reset is accepted (docs/architecture.md §9, docs/security.md)."""
     store = as_env.state.store
     epoch_key = store.prefix + "epoch"
     saved = store.client.get(epoch_key)

@@ -108,3 +108,13 @@ def test_the_printed_jwks_is_what_the_registry_accepts(tmp_path):
         jwks = json.loads(cli("keygen", "--alg", alg, "--out", f"{alg}.pem", cwd=tmp_path).stdout)
         key = JWKSet.from_dict(jwks).select(alg, "sig", jwks["keys"][0]["kid"])
         assert key.allows(alg, "sig")
+
+
+def test_keys_generate_help_explains_use_and_shows_the_rsa_range(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_HSM_", "FLASK_"))}
+    result = subprocess.run([sys.executable, "-m", "flask", "oauth-hsm", "keys", "generate", "--help"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "sig: signs (JWS); enc: decrypts (JWE); must match --alg" in text
+    assert "2048<=x<=8192" in text

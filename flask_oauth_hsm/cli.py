@@ -155,7 +155,7 @@ def client() -> None:
 @click.option("--out", "path", required=True, type=click.Path(dir_okay=False),
               help="file for the private key: PKCS#8 PEM, mode 0600, never overwritten")
 @click.option("--rsa-bits", default=2048, show_default=True,
-              type=click.IntRange(client_keys.RSA_BITS[0], client_keys.RSA_BITS[1]), help="RSA modulus size (PS256 only)")
+              type=click.IntRange(*client_keys.RSA_BITS), help="RSA modulus size (PS256 only)")
 def client_keygen(alg: str, path: str, rsa_bits: int) -> None:
     """Make a software key pair: the private key into a new file, its public JWKS to stdout.
 
@@ -191,7 +191,8 @@ def client_jwks(key_file: str, alg: str) -> None:
 
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
-@click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
+@click.option("--key-label", default="demo-client-sig", show_default=True,
+              help="the client's signing key (in the dev token)")
 @click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
 @click.option("--scope", default=None)
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -52,7 +52,7 @@ def write_private_key(path: str | Path, key: Any) -> None:
         fh.write(pem)
 
 
-def public_jwks(key: Any, alg: str) -> dict:
+def public_jwks(key: Any, alg: str) -> dict[str, list[dict[str, str]]]:
     """``{"keys": [jwk]}`` for a registry entry's ``jwks``: kid = RFC 7638 thumbprint, alg, use=sig."""
     public = key.public_key() if hasattr(key, "public_key") else key
     _check_fits(public, alg)
@@ -64,11 +64,15 @@ def public_jwks(key: Any, alg: str) -> dict:
 def load_key_file(path: str | Path) -> Any:
     """A PEM or DER public or private key (unencrypted), e.g. exported from a PKCS#11 token."""
     data = Path(path).read_bytes()
-    loaders = ((serialization.load_pem_public_key, False), (serialization.load_der_public_key, False),
-               (serialization.load_pem_private_key, True), (serialization.load_der_private_key, True))
-    for loader, private in loaders:
+    attempts: list[Callable[[], Any]] = [
+        lambda: serialization.load_pem_public_key(data),
+        lambda: serialization.load_der_public_key(data),
+        lambda: serialization.load_pem_private_key(data, None),
+        lambda: serialization.load_der_private_key(data, None),
+    ]
+    for attempt in attempts:
         try:
-            return loader(data, None) if private else loader(data)
+            return attempt()
         except (ValueError, TypeError, UnsupportedAlgorithm):
             continue
     raise ConfigError(f"{path}: not an unencrypted PEM or DER public or private key")

@@ -12,7 +12,7 @@ stop_pidfile() {  # name pidfile: TERM the process, wait up to 10 s for it to go
     echo "[$name] not running" >&2
     return 0
   fi
-  kill -TERM "$pid"
+  kill -TERM "$pid" 2>/dev/null || true  # it may be on its way out already (./dev run's own exit)
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || { echo "[$name] stopped (pid $pid)" >&2; rm -f "$pidfile"; return 0; }
     sleep 0.1

@@ -110,7 +110,9 @@ def test_dev_stop_stops_a_server_whose_terminal_is_gone(dev_run):
     redis, server = redis_pid(env), int((Path(env["DEV_DIR"]) / "gunicorn.pid").read_text())
     out = subprocess.run(["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "[server] stopped" in out.stderr and "[redis] stopped" in out.stderr
+    assert "[server] stopped" in out.stderr
+    # Redis: stopped by ./dev stop, or by run-example.sh, which exits with the server and stops the
+    # Redis it started (whichever comes first); gone either way.
     assert proc.wait(timeout=60) is not None
     assert gone(server) and gone(redis)
     again = subprocess.run(["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

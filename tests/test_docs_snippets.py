@@ -213,13 +213,15 @@ SETUPS: dict[str, Setup] = {
                     after='from docs_helpers import live_token\nc = app.test_client()\n'
                           'assert c.get("/invoices").status_code == 401\n'
                           'resp = c.get("/invoices", headers={"Authorization": "Bearer " + live_token()})\n'
-                          'assert resp.status_code == 200 and resp.get_json() == {"client": "billing-batch"}, resp.data\n',
+                          'assert resp.status_code == 200, resp.data\n'
+                          'assert resp.get_json() == {"client": "billing-batch"}\n',
                     env=tuple((k, None) for k in ("OAUTH_HSM_RS_ISSUER", "OAUTH_HSM_RS_RESOURCE", "OAUTH_HSM_RS_MODE",
                                                   "OAUTH_HSM_RS_CLIENT_ID", "OAUTH_HSM_RS_SIGNING_KEY",
                                                   "OAUTH_HSM_RS_DECRYPTION_KEY"))),
     # operations.md: the signal receivers fire on a real token request
     "events": Setup("python", files=("billing-batch.pem",),
-                    after='from flask import Flask\nfrom flask_oauth_hsm import OAuthHSM\nfrom docs_helpers import token_form\n'
+                    after='from flask import Flask\nfrom flask_oauth_hsm import OAuthHSM\n'
+                          'from docs_helpers import token_form\n'
                           'app = Flask("docs")\nOAuthHSM(app)\n'
                           'assert app.test_client().post("/oauth2/token", data=token_form()).status_code == 200\n'
                           'assert audit_queue.get_nowait()[:2] == ("token_issued", "billing-batch")\n'),
@@ -232,7 +234,8 @@ SETUPS: dict[str, Setup] = {
                                 ("OAUTH_HSM_ENCRYPTION_KEYS", None), ("OAUTH_HSM_REGISTRY", "empty-registry.json"))),
     # a token holding a retired key, as-sig-0, at the last step of a rotation
     "retired-key": Setup("sh", files=("yourapp.py", "empty-registry.json"), token="oauth-prod",
-                         before="flask --app yourapp oauth-hsm keys generate --alg ES256 --use sig --label as-sig-0 >/dev/null\n",
+                         before="flask --app yourapp oauth-hsm keys generate --alg ES256 --use sig --label as-sig-0"
+                                " >/dev/null\n",
                          after='! flask --app yourapp oauth-hsm keys list | grep -q "^as-sig-0 "\n',
                          env=(("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"), ("OAUTH_HSM_PIN", "@PIN"),
                               ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"), ("OAUTH_HSM_PUBLISHED_KEYS", None),
@@ -349,7 +352,8 @@ def live(tmp_path_factory):
 def _no_control_socket() -> list[str]:
     import gunicorn.config
 
-    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS) else []
+    known = {s.name for s in gunicorn.config.KNOWN_SETTINGS}
+    return ["--no-control-socket"] if "control_socket_disable" in known else []  # gunicorn ≥ 25.1
 
 
 # --- running a group -------------------------------------------------------------------------------
@@ -457,4 +461,5 @@ def test_markers_are_only_before_blocks_we_run():
         for i, line in enumerate(lines):
             if line.startswith("<!-- snippet:"):
                 fence = re.match(r"^```(\w*)", lines[i + 1]) if i + 1 < len(lines) else None
-                assert fence and fence.group(1) in RUN_LANGS, f"{path.name}:{i + 1}: marker not right before a python/sh block"
+                where = f"{path.name}:{i + 1}"
+                assert fence and fence.group(1) in RUN_LANGS, f"{where}: marker not right before a python/sh block"

@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm"]
 
 
-@pytest.fixture(scope="module")
-def dev_env(tmp_path_factory, redis_server):
-    """The dev scripts' environment, pointed at a throwaway .dev directory and the test Redis."""
-    dev = tmp_path_factory.mktemp("dev")
+@pytest.fixture
+def dev_env(tmp_path, redis_server):
+    """The dev scripts' environment, pointed at a throwaway .dev directory of this test's own (a
+    test that expects a fresh token must not depend on running first) and the test Redis."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTH_HSM_")}
     env.update({
         "DEV_DIR": str(dev), "SOFTHSM2_CONF": str(dev / "softhsm" / "softhsm2.conf"),

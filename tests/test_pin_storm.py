@@ -97,6 +97,10 @@ def run_spied(pin_env: PinEnv, argv: list[str], name: str, pin: str = WRONG_PIN)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             returncode = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker the server left behind, if any
+        except ProcessLookupError:
+            pass
     output = out_path.read_text()
     logins = len(re.findall(r"^\d+: C_Login$", spy_log.read_text(), re.M)) if spy_log.exists() else 0
     assert returncode is not None, f"{name}: still running after {BOUND} s ({logins} logins)\n{output[-3000:]}"

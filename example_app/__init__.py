@@ -14,20 +14,19 @@ import os
 from flask import Flask, g, jsonify
 
 from flask_oauth_hsm import OAuthHSM, ResourceProtector
-from flask_oauth_hsm.errors import ConfigError
+from flask_oauth_hsm.serving import stop_on_config_error
 
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(config or {})
     oauth, api = OAuthHSM(), ResourceProtector()
-    try:
+    # A configuration error (a wrong PIN above all) prints one line and stops the whole server,
+    # whichever server runs us: no worker is booted again to retry the PIN (serving.py).
+    with stop_on_config_error():
         oauth.init_app(app)
         if _setting(app, "OAUTH_HSM_RS_RESOURCE"):
             api.init_app(app)
-    except ConfigError as exc:
-        # One clear line, never a traceback from deep inside PKCS#11 or redis-py.
-        raise SystemExit(f"flask-oauth-hsm: {exc}") from None
 
     @app.get("/")
     def index():

@@ -12,6 +12,7 @@ The token store is this module's own (a temporary directory), and so is each ser
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import signal
@@ -190,3 +191,45 @@ def test_granian_stops(pin_env, respawn):
     assert WORKERS <= spawned <= 2 * WORKERS, run.output
     assert 1 <= run.logins <= spawned
     assert_one_line(run)
+
+
+_RECONNECT = """
+import ctypes, json, sys, time
+sys.path.insert(0, {tests!r})
+from as_app import build_as_app
+settings, module = json.loads(sys.argv[1])
+client = build_as_app(settings).test_client()
+statuses = [client.get("/oauth2/ready").status_code]                # logged in with the right PIN
+import subprocess
+subprocess.run(["pkcs11-tool", "--module", {softhsm!r}, "--token-label", {token!r}, "--login", "--pin", {pin!r},
+                "--change-pin", "--new-pin", "9999-new"], check=True, capture_output=True)   # an admin changes it
+ctypes.CDLL(module).C_Finalize(None)                                  # a reconnect is forced
+for _ in range(4):
+    statuses.append(client.get("/oauth2/ready").status_code)
+    time.sleep(1.2)                                                   # past the reconnect back-off each time
+statuses.append(client.get("/oauth2/health").status_code)
+print(json.dumps(statuses))
+"""
+
+
+def test_a_pin_refused_at_reconnect_is_never_tried_again(isolated_store, redis_server):
+    """After a successful start, the token refuses the PIN at a reconnect (the PIN was changed):
+    the process tries it once, answers 503 from then on, and never logs in again — even though
+    readiness probes keep coming, each after the reconnect back-off."""
+    spy_log = isolated_store.conf.parent / "reconnect.spy.log"
+    registry = isolated_store.conf.parent / "registry.json"
+    registry.write_text('{"clients": [], "resource_servers": []}')
+    settings = {**isolated_store.settings(), "OAUTH_HSM_PKCS11_MODULE": spy_module(), "OAUTH_HSM_ISSUER": "https://as.example.test",
+                "OAUTH_HSM_SIGNING_KEY": "sig-es256", "OAUTH_HSM_REDIS_URL": redis_server.url,
+                "OAUTH_HSM_REGISTRY": str(registry), "OAUTH_HSM_RATE_LIMITS": "off"}
+    code = _RECONNECT.format(tests=str(ROOT / "tests"), softhsm=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN,
+                             pin=support.USER_PIN)
+    env = isolated_store.env(PKCS11SPY=support.SOFTHSM_MODULE, PKCS11SPY_OUTPUT=str(spy_log))
+    result = subprocess.run([sys.executable, "-c", code, json.dumps([settings, spy_module()])], env=env,
+                            capture_output=True, text=True, timeout=BOUND)
+    assert result.returncode == 0, result.stderr[-2000:]
+    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert statuses == [200, 503, 503, 503, 503, 200]  # ready, then never ready again; alive throughout
+    logins = len(re.findall(r"^\d+: C_Login$", spy_log.read_text(), re.M))
+    assert logins == 2  # the start, and the one refused attempt
+    assert "no further login attempts in this process" in result.stderr

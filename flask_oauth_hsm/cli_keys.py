@@ -9,7 +9,7 @@ follow the states. docs/hsm-and-keys.md has the rotation runbook.
 from __future__ import annotations
 
 import json
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import click
 from flask import current_app
@@ -198,7 +198,7 @@ def list_keys() -> None:
                        f"{'-':9} {dates}")
 
 
-def _state(mine: str, label: str, raw: dict | None, now: float) -> tuple[str, str]:
+def _state(mine: str, label: str, raw: dict[str, Any] | None, now: float) -> tuple[str, str]:
     if raw is None:
         return "-", ""
     try:

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ def test_kids_and_labels_are_never_reused(key_set, fake_clock):
     ks.cli("adopt", "--label", first, "--state", "next")
     kid = ks.kid(first)
     ks.cli("retire", "--label", first)  # a next key nobody wants: retired, then out of service
-    fake_clock.advance(ks.timings.overlap("sig"))
+    fake_clock.advance(ks.timings.overlap("sig") + ks.timings.refresh)
     ks.cli("destroy", "--label", first, "--yes")
     listing = ks.cli("list").output
     assert any(line.split()[:3] == [first, "destroyed", kid] for line in listing.splitlines())
@@ -296,6 +297,8 @@ def test_cli_refusals(key_set, fake_clock):
     assert "may still be needed" in ks.cli("destroy", "--label", active, "--yes", ok=False).output
     ks.cli("retire", "--label", active, "--force")  # a compromised key: out of service now
     fake_clock.advance(1)
+    assert "leaves the key ring of every process by" in ks.cli("destroy", "--label", active, "--yes", ok=False).output
+    fake_clock.advance(ks.timings.refresh)
     assert "add --yes to destroy the key" in ks.cli("destroy", "--label", active, ok=False).output
     ks.cli("destroy", "--label", active, "--yes")
     assert "was already destroyed" in ks.cli("destroy", "--label", active, "--yes", ok=False).output
@@ -364,6 +367,44 @@ def test_list_shows_states_and_dates(key_set, fake_clock):
     assert "published " in lines[active] and "activated " in lines[active]
     assert lines[waiting].split()[1] == "next" and "activated" not in lines[waiting]
     assert lines["sig-es256"].split()[1] == "-"  # in no key set
+
+
+def test_a_state_written_without_the_pin_is_ignored(key_set, fake_clock):
+    """Records are private token objects: a public one claiming a state (anyone who reaches the
+    token without the PIN can write those) changes nothing."""
+    ks = key_set
+    signer = ks.start()
+    intruder = f"{ks.name}-intruder"
+    info = ks.hsm.generate_key("ES256", "sig", intruder)
+    claim = {"alg": "ES256", "use": "sig", "key_set": ks.name, "kid": info.kid, "state": "active", "seq": 99,
+             "published": int(fake_clock()) - 3600, "activated": int(fake_clock())}
+    support.write_metadata_object(MAIN_TOKEN, intruder, json.dumps(claim).encode())
+    app = ks.app()
+    assert kid_of(access_token(ks, app)) == ks.kid(signer) and info.kid not in jwks_kids(app)
+    states = {line.split()[0]: line.split()[1] for line in ks.cli("list").output.splitlines()[1:]}
+    assert states[intruder] == "-"
+
+
+def test_the_resource_servers_jwks_cache_reads_the_package_clock(hsm, fake_clock):
+    from flask_oauth_hsm.rs.state import JWKSCache
+
+    fetches: list[float] = []
+
+    def fetch() -> dict[str, Any]:  # what the AS's JWKS endpoint would answer
+        fetches.append(fake_clock())
+        return {"keys": [hsm.key("sig-es256").public_jwk()]}
+
+    cache, header = JWKSCache(fetch, ttl=300), {"alg": "ES256", "kid": hsm.key("sig-es256").kid}
+    cache.key_for(header)
+    fake_clock.advance(299)
+    cache.key_for(header)
+    assert len(fetches) == 1
+    fake_clock.advance(2)  # past the cache lifetime
+    cache.key_for(header)
+    assert len(fetches) == 2
+    fake_clock.advance(-3600)  # a clock set back expires the cache instead of freezing it for an hour
+    cache.key_for(header)
+    assert len(fetches) == 3
 
 
 # --- over HTTP: gunicorn workers and a resource server with a cached JWKS ---------------------------------------
@@ -468,3 +509,30 @@ def by_worker(ks: KeySetEnv, base: str) -> dict[str, str]:
                 break
     assert len(seen) == 2 and all(len(kids) == 1 for kids in seen.values()), seen
     return {pid: next(iter(kids)) for pid, kids in seen.items()}
+
+
+def test_the_runbook_commands_as_an_operator_types_them(key_set):
+    """``flask --app … oauth-hsm keys …`` in its own process, on the real clock (docs/hsm-and-keys.md)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **key_set.settings}
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", *args],
+                              env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+
+    sig, enc, nxt = (f"{key_set.name}-{x}" for x in ("sig-2025", "enc-2025", "sig-2026"))
+    assert flask("generate", "--alg", "ES256", "--use", "sig", "--label", sig, "--state", "active").returncode == 0
+    assert flask("generate", "--alg", "ECDH-ES", "--use", "enc", "--label", enc, "--state", "active").returncode == 0
+    made = flask("generate", "--alg", "ES256", "--use", "sig", "--label", nxt, "--state", "next")
+    assert made.returncode == 0 and f"{nxt}: next signing key of key set '{key_set.name}'" in made.stdout
+    assert "every process publishes it within 30 s; `keys rotate --use sig` from" in made.stdout
+    early = flask("rotate", "--use", "sig")
+    assert early.returncode == 1
+    assert re.search(r"Error: '.*' has been published for \d+ s; caches need 630 s \(OAUTH_HSM_KEYS_REFRESH", early.stderr)
+    listing = flask("list").stdout.splitlines()
+    states = {line.split()[0]: line.split()[1] for line in listing[1:]}
+    assert (states[sig], states[enc], states[nxt]) == ("active", "active", "next")
+    destroy = flask("destroy", "--label", nxt, "--yes")
+    assert destroy.returncode == 1 and "is next: retire it first" in destroy.stderr

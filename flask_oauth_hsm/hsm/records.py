@@ -40,7 +40,6 @@ def read_records(hsm: "HSM") -> dict[str, dict[str, Any]]:
 def write_record(hsm: "HSM", label: str, record: dict[str, Any]) -> None:
     """Replace the metadata of ``label`` with ``record`` (its ``seq`` one above the newest)."""
     hsm._with_session(lambda s: _replace(s, label, record), rw=True)
-    hsm.forget_key_cache()
 
 
 def destroy_pair(hsm: "HSM", label: str) -> None:
@@ -55,10 +54,12 @@ def destroy_pair(hsm: "HSM", label: str) -> None:
     hsm.forget_key_cache()
 
 
-def _ours(session: Any, label: str | None = None) -> list[Any]:
+def _ours(session: Any, label: str | None = None, *, private_only: bool = False) -> list[Any]:
     template: dict[Any, Any] = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: METADATA_APPLICATION}
     if label is not None:
         template[Attribute.LABEL] = label
+    if private_only:  # records only: the token leaves out every key's plain (public) metadata
+        template[Attribute.PRIVATE] = True
     return list(session.get_objects(template))
 
 
@@ -82,7 +83,7 @@ def _parse(obj: Any) -> dict[str, Any] | None:
 
 def _read_all(session: Any) -> dict[str, dict[str, Any]]:
     newest: dict[str, dict[str, Any]] = {}
-    for obj in _ours(session):
+    for obj in _ours(session, private_only=True):  # every process does this every OAUTH_HSM_KEYS_REFRESH
         record = _parse(obj)
         if record is None:
             continue

@@ -141,7 +141,7 @@ class KeySet:
 
     def check_destroy(self, label: str) -> KeyRecord:
         """The tombstone ``destroy`` would write, or the refusal."""
-        return states.destruction(self.records(), label, int(clock.now()))
+        return states.destruction(self.records(), label, int(clock.now()), self.timings)
 
     def destroy(self, label: str) -> Change:
         """Delete the key pair; its record stays as a tombstone (the kid is never used again)."""

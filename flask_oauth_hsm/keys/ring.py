@@ -82,9 +82,10 @@ class KeyRing:
                 return key
         raise ConfigError(f"no signing key for {alg}: add one to OAUTH_HSM_PUBLISHED_KEYS")
 
-    def verifier_for(self, header: dict) -> PublicJWK:
+    def verifier_for(self, header: dict[str, Any]) -> PublicJWK:
         """One of our own signing keys, by kid (tokens we issued, before or after rotation)."""
-        key = self.verifiers.get(header.get("kid"))
+        kid = header.get("kid")
+        key = self.verifiers.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise InvalidKey("not signed by one of our keys")
         return key
@@ -96,9 +97,9 @@ class KeyRing:
 
     @property
     def own_algs(self) -> tuple[str, ...]:
-        return tuple(sorted({k.alg for k in self.verifiers.values()}))
+        return tuple(sorted({k.alg for k in self.verifiers.values() if k.alg is not None}))
 
-    def decrypter_for(self, header: dict) -> TokenKey:
+    def decrypter_for(self, header: dict[str, Any]) -> TokenKey:
         """Our decryption key for a JWE header: by ``kid``, else the preferred key serving its alg."""
         kid = header.get("kid")
         if kid is not None:

@@ -146,8 +146,8 @@ def retirement(records: Iterable[KeyRecord], label: str, now: int, timings: Timi
     return record.moved(state="retired", retired=now, until=now if force else now + timings.overlap(record.use))
 
 
-def destruction(records: Iterable[KeyRecord], label: str, now: int) -> KeyRecord:
-    """The tombstone of ``label``, if nothing may need the key any more."""
+def destruction(records: Iterable[KeyRecord], label: str, now: int, timings: Timings) -> KeyRecord:
+    """The tombstone of ``label``, once no process may still use the key."""
     record = find(records, label)
     if record.state == "destroyed":
         raise KeyStateRefused(f"{label!r} was already destroyed")
@@ -157,6 +157,11 @@ def destruction(records: Iterable[KeyRecord], label: str, now: int) -> KeyRecord
             raise KeyStateRefused(f"{label!r} is retired but may still be needed until {iso(record.until)} "
                                   f"(in {record.until - now} s): {_needed_for(record.use)}")
         raise KeyStateRefused(f"{label!r} is {record.state}: retire it first (`keys retire`, `keys rotate`)")
+    assert record.until is not None
+    gone = record.until + timings.refresh  # every process has re-read the states since it expired
+    if now < gone:
+        raise KeyStateRefused(f"{label!r} leaves the key ring of every process by {iso(gone)} (in {gone - now} s, "
+                              "OAUTH_HSM_KEYS_REFRESH): destroy it then")
     return record.moved(state="destroyed", destroyed=now)
 
 

@@ -355,6 +355,12 @@ def test_a_key_set_that_does_not_load_keeps_the_current_keys(key_set, fake_clock
     write_record(ks.hsm, label, {**record, "state": "active", "activated": int(fake_clock())})
     fake_clock.advance(ks.timings.refresh)
     assert kid_of(access_token(ks, app)) == ks.kid(label)
+    write_record(ks.hsm, label, {**record, "state": "revoked"})  # a state nobody knows: never guessed
+    try:
+        with pytest.raises(SystemExit, match=f"OAUTH_HSM_KEY_SET: key '{label}': its key-set record has an unknown state"):
+            ks.app()
+    finally:
+        write_record(ks.hsm, label, {**record, "state": "active"})  # the token is shared: leave no broken record
 
 
 def test_list_shows_states_and_dates(key_set, fake_clock):

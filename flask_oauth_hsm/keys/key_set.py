@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .. import clock
-from ..errors import ConfigError, KeyNotFound
+from ..errors import ConfigError, KeyNotFound, KeyStateRefused
 from ..hsm import HSM, TokenKey, read_records, write_record
 from ..hsm import destroy_pair as _destroy_pair
 from . import states
@@ -33,9 +33,13 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def read(hsm: HSM) -> list[KeyRecord]:
-    """Every key record in the token, of every key set (kids are unique across all of them)."""
-    return [KeyRecord.parse(label, raw) for label, raw in sorted(read_records(hsm).items())]
+def read(hsm: HSM, name: str | None = None) -> list[KeyRecord]:
+    """The key records of key set ``name`` (None: of every key set; kids are unique across all).
+
+    A record we cannot read could be anybody's: it stops every key set from loading.
+    """
+    raws = sorted(read_records(hsm).items())
+    return [KeyRecord.parse(label, raw) for label, raw in raws if name is None or raw.get("key_set", name) == name]
 
 
 def configured_ring(hsm: HSM, settings: "Settings") -> KeyRing:
@@ -50,7 +54,7 @@ def load_ring(hsm: HSM, name: str, now: float | None = None) -> KeyRing:
     """The key ring of key set ``name`` at ``now``; ConfigError naming OAUTH_HSM_KEY_SET if it cannot serve."""
     now = clock.now() if now is None else now
     try:
-        live = [r for r in read(hsm) if r.key_set == name and r.in_service(now)]
+        live = [r for r in read(hsm, name) if r.in_service(now)]
         return _ring(hsm, name, live)
     except ConfigError as exc:
         raise ConfigError(f"OAUTH_HSM_KEY_SET: {exc}") from None
@@ -106,16 +110,16 @@ class KeySet:
         return cls(hsm, settings.key_set, Timings.from_settings(settings))
 
     def records(self) -> list[KeyRecord]:
-        return [r for r in read(self.hsm) if r.key_set == self.name]
+        return read(self.hsm, self.name)
 
     def add(self, label: str, state: str) -> Change:
         """Put the key pair ``label`` (generated or imported, in no key set yet) into this set."""
         info = self.hsm.key(label).info
-        all_records = read(self.hsm)
-        if any(r.label == label for r in all_records):
-            raise ConfigError(f"{label!r} is already in a key set")
-        mine = [r for r in all_records if r.key_set == self.name]
-        states.check_new([*mine, *(r for r in all_records if r.kid == info.kid)], info.use, state, info.kid)
+        raws = read_records(self.hsm)
+        if label in raws:
+            raise KeyStateRefused(f"{label!r} is already in key set {raws[label].get('key_set')!r}")
+        states.check_kid_unused(info.kid, raws)
+        states.check_new(self.records(), info.use, state)
         now = int(clock.now())
         record = KeyRecord(label, self.name, info.kid, info.alg, info.use, state, published=now,
                            activated=now if state == "active" else None)

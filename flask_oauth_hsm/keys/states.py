@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, KeyStateRefused
 from .timing import Timings
@@ -86,12 +86,9 @@ def newest_active(records: Iterable[KeyRecord], use: str) -> list[KeyRecord]:
     return sorted(active, key=lambda r: (-(r.activated or 0), r.kid))
 
 
-def check_new(records: Iterable[KeyRecord], use: str, state: str, kid: str | None = None) -> None:
-    """May a key (with ``kid``, once it exists) join the key set in ``state``?"""
+def check_new(records: Iterable[KeyRecord], use: str, state: str) -> None:
+    """May a key of ``use`` join the key set (``records``) in ``state``?"""
     records = list(records)
-    for r in records:
-        if kid is not None and r.kid == kid:
-            raise KeyStateRefused(f"kid {kid} was already used by {r.label!r} ({r.state}): kids are never reused")
     if state == "active" and newest_active(records, use):
         holder = newest_active(records, use)[0].label
         raise KeyStateRefused(f"{holder!r} is already the active {KIND[use]} key: add the new key with "
@@ -99,6 +96,20 @@ def check_new(records: Iterable[KeyRecord], use: str, state: str, kid: str | Non
     waiting = [r.label for r in records if r.use == use and r.state == "next"]
     if state == "next" and waiting:
         raise KeyStateRefused(f"{waiting[0]!r} is already the next {KIND[use]} key: rotate to it or retire it first")
+
+
+def check_kid_unused(kid: str, raws: Mapping[str, Mapping[str, Any]]) -> None:
+    """``kid`` appears in no record of any key set, destroyed ones included: kids are never reused.
+
+    Reads only what it needs from each raw record, so a record of another key set that does not
+    parse does not block this one; one that cannot be read at all might hide the kid, and does.
+    """
+    for label, raw in sorted(raws.items()):
+        if raw.get("unreadable"):
+            raise KeyStateRefused(f"the key record of {label!r} cannot be read: repair it before adding keys "
+                                  "(kids must stay unique)")
+        if raw.get("kid") == kid:
+            raise KeyStateRefused(f"kid {kid} was already used by {label!r} ({raw.get('state')}): kids are never reused")
 
 
 def rotation(records: Iterable[KeyRecord], use: str, now: int, timings: Timings, *, label: str | None = None,

@@ -24,7 +24,7 @@ from .extension import ADMIN_KEY, KEY_ADMIN, KeyAdmin
 from .hsm import KeyInfo, KeyProblem, SecretKeyInfo, read_records
 from .keys import KeyRecord, KeyRing, KeySet
 from .keys.key_set import Change
-from .keys.states import check_new, iso
+from .keys.states import KIND, check_new, iso
 
 STATE_CHOICE = click.Choice(["next", "active"])
 USE_CHOICE = click.Choice(["sig", "enc"])
@@ -101,10 +101,10 @@ def adopt(label: str, state: str) -> None:
 def _added(chosen: KeySet, change: Change) -> None:
     r, t = change.record, chosen.timings
     if r.state == "active":
-        click.echo(f"{r.label}: active {_kind(r)} key of key set {chosen.name!r}; every process uses it within {t.refresh} s")
+        click.echo(f"{r.label}: active {KIND[r.use]} key of key set {chosen.name!r}; every process uses it within {t.refresh} s")
         return
     assert r.published is not None
-    click.echo(f"{r.label}: next {_kind(r)} key of key set {chosen.name!r}; every process publishes it within "
+    click.echo(f"{r.label}: next {KIND[r.use]} key of key set {chosen.name!r}; every process publishes it within "
                f"{t.refresh} s; `keys rotate --use {r.use}` from {iso(r.published + t.publication)} (in {t.publication} s)")
 
 
@@ -124,7 +124,8 @@ def rotate(use: str, label: str | None, force: bool) -> None:
     if force:
         click.echo("warning: rotated with --force; a resource server that has not seen the new key rejects its "
                    "tokens until it refetches the JWKS", err=True)
-    click.echo(f"{change.record.label}: active (kid={change.record.kid}); every process uses it within {chosen.timings.refresh} s")
+    promoted = change.record
+    click.echo(f"{promoted.label}: active (kid={promoted.kid}); every process uses it within {chosen.timings.refresh} s")
     for old in change.retired:
         _retired(old)
 
@@ -230,10 +231,6 @@ def _role(found: KeyAdmin, label: str) -> str:
     if label in s.encryption_keys:
         return "decrypts"
     return "published" if label in s.published_keys else "-"
-
-
-def _kind(r: KeyRecord) -> str:
-    return "signing" if r.use == "sig" else "encryption"
 
 
 @keys.command("jwks")

@@ -201,7 +201,8 @@ class Settings:
     keys_refresh: int = setting("OAUTH_HSM_KEYS_REFRESH", fields.Integer, load_default=30, validate=validate.Range(1, 3600))
     # 300 s: how long a peer may keep our JWKS after fetching it, whatever max-age says; the
     # bundled ResourceProtector keeps it 300 s. A next key waits for it before it signs.
-    jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300, validate=validate.Range(0, 86400))
+    jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300,
+                                   validate=validate.Range(0, 86400))
 
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"

@@ -273,7 +273,8 @@ def test_cli_refusals(key_set, fake_clock):
     twice = ks.cli("generate", "--alg", "ES256", "--use", "sig", "--label", f"{ks.name}-x", "--state", "active", ok=False)
     assert f"'{active}' is already the active signing key" in twice.output
     assert f"{ks.name}-x" not in ks.cli("list").output  # refused before a key was generated
-    assert "is the active signing key: `keys rotate --use sig` replaces it" in ks.cli("retire", "--label", active, ok=False).output
+    replaced = ks.cli("retire", "--label", active, ok=False).output
+    assert "is the active signing key: `keys rotate --use sig` replaces it" in replaced
     assert "is active: retire it first" in ks.cli("destroy", "--label", active, "--yes", ok=False).output
 
     waiting = ks.generate("sig", "next")
@@ -443,7 +444,8 @@ def test_a_caching_resource_server_never_meets_an_unknown_kid(key_set, shared_cl
     proc, base = serve(ks, shared_clock, workers=2)
     try:
         rs = Flask("rs")
-        rs.config.update({"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": RS1, "OAUTH_HSM_RS_JWKS_URI": base + "/oauth2/jwks"})
+        rs.config.update({"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": RS1,
+                          "OAUTH_HSM_RS_JWKS_URI": base + "/oauth2/jwks"})
         protector = ResourceProtector(rs)
 
         @rs.get("/api")

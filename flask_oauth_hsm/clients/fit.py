@@ -38,6 +38,7 @@ def _check_resource_server(rs: ResourceServer, ring: "KeyRing", key_set: str | N
                           f"{rs.client_id!r} wants encrypted access tokens; we need {where} to read them back (CEK escrow)")
     alg = rs.introspection_signed_response_alg
     if alg and alg not in ring.signing_algs:
-        hint = f"the active signing key of key set {key_set!r} is {ring.signing.alg}" if key_set else "add one to OAUTH_HSM_PUBLISHED_KEYS"
+        hint = f"the active signing key of key set {key_set!r} is {ring.signing.alg}" if key_set \
+            else "add one to OAUTH_HSM_PUBLISHED_KEYS"
         raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {rs.client_id!r}: no signing key for "
                           f"introspection_signed_response_alg {alg} ({hint})")

@@ -52,7 +52,8 @@ class KeyRing:
                 raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: key {key.label!r} is a signing key")
         infos = (signing.info, *(k.info for k in extra_keys), *(k.info for k in decryption))
         escrow = decryption[0] if decryption else None
-        return cls.build(signers, infos, decryption, escrow, "OAUTH_HSM_PUBLISHED_KEYS: the same key is listed twice under different labels")
+        twice = "OAUTH_HSM_PUBLISHED_KEYS: the same key is listed twice under different labels"
+        return cls.build(signers, infos, decryption, escrow, twice)
 
     @classmethod
     def build(cls, signers: tuple[TokenKey, ...], published: tuple[KeyInfo, ...], decryption: tuple[TokenKey, ...],

@@ -53,7 +53,8 @@ class KeyRecord:
         if raw.get("unreadable") or not all(isinstance(raw.get(k), str) for k in strings):
             raise ConfigError(f"key {label!r}: its key-set record is unreadable; refusing to guess its state")
         times = {k: raw.get(k) for k in _TIMES}
-        if raw["state"] not in STATES or raw["use"] not in KIND or not all(v is None or isinstance(v, int) for v in times.values()):
+        dates_ok = all(v is None or isinstance(v, int) for v in times.values())
+        if raw["state"] not in STATES or raw["use"] not in KIND or not dates_ok:
             raise ConfigError(f"key {label!r}: its key-set record has an unknown state or a bad date")
         if raw["state"] == "retired" and times["until"] is None:
             raise ConfigError(f"key {label!r}: retired without an end date")

@@ -219,18 +219,21 @@ class ServerSpec:
 
     kind: str
     threads: int
+    app: str | None = None  # another WSGI app than example_app:app (experiments): NAME[:T]@module:attr
 
     @classmethod
     def parse(cls, text: str) -> "ServerSpec":
+        text, _, app = text.partition("@")
         kind, _, threads = text.partition(":")
         if kind not in ("gthread", "sync", "gevent", "granian", "bjoern"):
             raise argparse.ArgumentTypeError(f"unknown server {kind!r}")
         default = {"gthread": 8, "sync": 1, "gevent": 1, "granian": 1, "bjoern": 1}[kind]
-        return cls(kind, int(threads) if threads else default)
+        return cls(kind, int(threads) if threads else default, app or None)
 
     @property
     def label(self) -> str:
-        return self.kind + (f":{self.threads}" if self.kind in ("gthread", "granian") else "")
+        return (self.kind + (f":{self.threads}" if self.kind in ("gthread", "granian") else "")
+                + (f"@{self.app}" if self.app else ""))
 
     def command(self, app: str, port: int, workers: int, access_log: bool, preload: bool) -> list[str]:
         venv_bin = Path(sys.executable).parent
@@ -250,6 +253,10 @@ class ServerSpec:
         return [*args, "--bind", f"127.0.0.1:{port}", app]
 
     def describe(self, workers: int, access_log: bool, preload: bool) -> str:
+        what = self._describe(workers, access_log, preload)
+        return what + (f", app {self.app}" if self.app else "")
+
+    def _describe(self, workers: int, access_log: bool, preload: bool) -> str:
         if self.kind == "bjoern":
             return f"bjoern, {workers} forked workers on one SO_REUSEPORT socket (bench/bjoern_serve.py)"
         if self.kind == "granian":
@@ -263,13 +270,46 @@ class ServerSpec:
         return what + (" --access-logfile -" if access_log else "")
 
 
+class BenchRedis(benchlib.support.RedisServer):
+    """tests/support.py's redis-server, also listening on a Unix socket (``unix_url``), so a run
+    can compare loopback TCP with a Unix socket (``OAUTH_HSM_REDIS_URL=@unix`` in --env)."""
+
+    @property
+    def unix_path(self) -> Path:
+        return self.workdir / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.unix_path}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket",
+             str(self.unix_path), "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--protected-mode", "yes", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.unix_path.exists():
+                try:
+                    import redis
+
+                    redis.Redis.from_url(self.url, socket_timeout=0.5).ping()
+                    return
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+
 class Ours:
     """Key store, Redis and registry for example_app, and starting it under a given server."""
 
     def __init__(self, client_key, extra_env: dict[str, str]):
         self.ws = benchlib.Workspace.create("peer")
         self.ws.generate_keys(DEV_KEYS)
-        self.redis = self.ws.start_redis()
+        self.redis = self.ws.redis = BenchRedis(self.ws.base / "redis")
+        self.redis.start()
         self.client_key = client_key
         self.extra_env = extra_env
         self.rs_jwks = {"keys": [benchlib.public_jwk_of("demo-rs-sig"), benchlib.public_jwk_of("demo-rs-enc")]}
@@ -323,14 +363,18 @@ class Ours:
         issuer = f"http://127.0.0.1:{port}"
         resource = issuer + "/api"
         settings = {**self.settings(issuer, resource, alg), **(env_overrides or {})}
+        if settings.get("OAUTH_HSM_REDIS_URL") == "@unix":
+            settings["OAUTH_HSM_REDIS_URL"] = self.redis.unix_url
         # BENCH_CODE_ROOT: serve the package (and example_app) from another checkout, e.g. a
-        # `git worktree` of the commit before a change, to A/B two versions in one run.
+        # `git archive` of the commit before a change, to A/B two versions in one run. It is
+        # also the server's working directory: gunicorn and granian put that first on sys.path.
         code_root = settings.pop("BENCH_CODE_ROOT", None) or str(benchlib.ROOT)
+        app = settings.pop("BENCH_APP", None) or spec.app or app  # e.g. fastpath_app:app (experiments)
         env = {**os.environ, **{k: v for k, v in settings.items() if v is not None}}
         env["PYTHONPATH"] = os.pathsep.join([str(benchlib.BENCH_DIR), code_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         log_path = self.ws.base / f"ours-{spec.kind}-{port}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(spec.command(app, port, workers, access_log, preload), env=env, cwd=benchlib.ROOT,
+            proc = subprocess.Popen(spec.command(app, port, workers, access_log, preload), env=env, cwd=code_root,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.ws.procs.append(proc)
         target = Target(name or f"ours[{spec.label}]", proc, port, "/oauth2/token", "/oauth2/jwks", issuer, resource, log_path,
@@ -529,16 +573,26 @@ def compare(out: benchlib.Report, args, ours_env: Ours, specs: list[ServerSpec],
             out.line()
             out.line("Every case but the first must be refused (invalid_client, or invalid_request for a malformed one).")
         bodies_file = ours_env.ws.base / "bodies.txt"
-        gate = benchlib.QuietGate(budget=args.quiet_budget, per_wait=3)
+        gate = benchlib.QuietGate(budget=args.quiet_budget, per_wait=args.quiet_wait)
         runs = []
         for t in targets:
             runs.append(measure(t, key, alg, args.warmup, bodies_file, ours_env.redis.proc.pid, 0, gate))
-        for i in range(1, args.runs + 1):
+        i, discarded = 1, 0
+        while i <= args.runs:
             order = targets if i % 2 else list(reversed(targets))
+            round_runs = []
             for t in order:
                 run = measure(t, key, alg, args.duration, bodies_file, ours_env.redis.proc.pid, i, gate)
-                runs.append(run)
+                round_runs.append(run)
                 out.line("  " + " | ".join(str(c) for c in run_row(run)))
+            worst = max(r.result.foreign for r in round_runs)
+            if worst > args.max_other_load and discarded < args.max_discards:
+                discarded += 1
+                out.line(f"  round {i} discarded: other programs used {worst:.2f} cores during one of its runs "
+                         f"(limit {args.max_other_load:g}; {discarded} of at most {args.max_discards} discarded)")
+                continue
+            runs += round_runs
+            i += 1
         return runs, {t.name: t.describe for t in targets}
     finally:
         for t in targets:
@@ -570,7 +624,8 @@ def summarise(out: benchlib.Report, runs: list[Run], peer_name: str) -> list[lis
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", action="append", type=ServerSpec.parse,
-                    help="our server: gthread[:T] (default, the documented command), sync, gevent, granian[:T], bjoern; repeatable")
+                    help="our server: gthread[:T] (default, the documented command), sync, gevent, granian[:T], bjoern; "
+                         "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@fastpath_app:app)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes, both sides (default 2)")
     ap.add_argument("--no-access-log", dest="access_log", action="store_false",
                     help="without gunicorn's --access-logfile - (the documented command has it)")
@@ -583,8 +638,13 @@ def main() -> int:
     ap.add_argument("--node", help="node binary for the peer (default: system node if >= 22, else Node 22 from npm)")
     ap.add_argument("--peer-store", choices=["map", "lru"], default="map", help="the peer's in-memory replay store (default map)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for our app (experiments)")
-    ap.add_argument("--quiet-budget", type=float, default=20.0,
-                    help="seconds, in total, to wait for the shared machine to go quiet before runs (default 20)")
+    ap.add_argument("--quiet-budget", type=float, default=60.0,
+                    help="seconds, in total, to wait for the shared machine to go quiet before runs (default 60)")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="seconds, at most, to wait for quiet before one run (default 10)")
+    ap.add_argument("--max-other-load", type=float, default=0.3,
+                    help="discard (and repeat) a round during which other programs used more cores than this (default 0.3)")
+    ap.add_argument("--max-discards", type=int, default=6, help="rounds discarded at most per algorithm (default 6)")
     args = ap.parse_args()
     specs = args.server or [ServerSpec.parse("gthread")]
     if any(s.kind == "gevent" for s in specs):

@@ -22,7 +22,10 @@ SoftHSM2 token exactly as ``softhsm/setup-dev-token.sh`` names them. The registr
 ``softhsm/run-example.sh`` writes, except that the client's key is a software ES256 key (the
 load generator must sign assertions) — the same public key the peer registers. ``--server``
 picks other servers (``sync``, ``gthread``, ``gevent``, ``granian``; ``NAME:T`` sets threads),
-``--workers`` the process count for both sides, ``--no-access-log`` drops the access log.
+``--workers`` the process count for both sides, ``--no-access-log`` drops the access log,
+``SERVER@module:attr`` serves another WSGI app (experiments: ``granian@fastpath_app:app``), and
+``--env NAME=VALUE`` changes a setting of ours (``OAUTH_HSM_REDIS_URL=@unix``: Redis over its
+Unix socket instead of loopback TCP).
 
 **The peer**: node-oidc-provider (``--peer-version``, default 9.13.3) under ``NODE_ENV=production``
 in a node ``cluster`` with the same number of worker processes (bench/peer_oidc_server.mjs, which
@@ -50,7 +53,9 @@ wrong or extra ``aud``, ``exp`` an hour ahead, expired, ``sub`` ≠ ``iss``, ano
 at+jwt, no ``jti``) and prints what each answered. Then a warm-up run per server, and ``--runs``
 rounds; each round measures every server once (ours, then theirs; the order alternates between
 rounds so drift hits both) with wrk (1 thread, 16 keep-alive connections, ``--duration`` s).
-Every request carries its own ``private_key_jwt`` assertion, signed before the run (unique
+A round during which other programs used more than ``--max-other-load`` cores in any of its runs
+is discarded and repeated (at most ``--max-discards`` times; after that it is kept, and the
+"other load" column shows it). Every request carries its own ``private_key_jwt`` assertion, signed before the run (unique
 ``jti``, ``exp`` 240 s ahead) and sent once (bench/wrk_bodies.lua). An answer counts as good only
 if it is a 200 whose body contains an access token (``"access_token":"ey``); anything else, and
 every socket error, is an error. One token per server is fully checked before and after each

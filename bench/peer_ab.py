@@ -617,13 +617,22 @@ def summarise(out: benchlib.Report, runs: list[Run], peer_name: str) -> list[lis
             mine = [r for r in alg_runs if r.target.name == name]
             res = [r.result for r in mine]
             ratio = statistics.median(r.result.rate / peer_runs[r.round].rate for r in mine) if name != peer_name else None
+            # What the ratio would be if both were purely CPU-bound on the same cores: the inverse
+            # ratio of all CPU one request costs (server + redis + wrk). Waits (Redis replies on a
+            # busy machine) do not enter it, so it moves much less with other load than req/s.
+            cpu_ratio = statistics.median(_cpu_per_req(peer_runs[r.round]) / _cpu_per_req(r.result) for r in mine) \
+                if name != peer_name else None
             rows.append([alg, name, f"{statistics.median(x.rate for x in res):,.0f}",
                          f"{statistics.median(x.p50_ms for x in res):.2f}", f"{statistics.median(x.p99_ms for x in res):.2f}",
                          f"×{statistics.median(x.p99_ms / x.p50_ms for x in res):.1f}",
                          str(sum(x.errors for x in res)),
                          f"{statistics.median(x.cpu_ms(x.server_cpu) for x in res):.3f}",
-                         "—" if ratio is None else f"{ratio:.2f}"])
+                         "—" if ratio is None else f"{ratio:.2f}", "—" if cpu_ratio is None else f"{cpu_ratio:.2f}"])
     return rows
+
+
+def _cpu_per_req(r: benchlib.LoadResult) -> float:
+    return r.cpu_ms(r.server_cpu + r.redis_cpu + r.wrk_cpu)
 
 
 def main() -> int:
@@ -693,7 +702,10 @@ def main() -> int:
         out.section(f"Summary: medians over {args.runs} rounds; ratio = median of (ours ÷ theirs) within a round")
         rows = summarise(out, all_runs, peer_name)
         out.table(["alg", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "errors", "server CPU ms/req",
-                   "ratio ours/theirs"], rows)
+                   "ratio ours/theirs", "CPU-bound ratio"], rows)
+        out.line()
+        out.line("CPU-bound ratio: median over rounds of (theirs ÷ ours) CPU per request, server + redis + wrk "
+                 "(from /proc) — the ratio if both were limited by the 2 cores alone; waits do not enter it.")
         errors = sum(r.result.errors for r in all_runs)
         out.line()
         out.line(f"errors over all runs (warm-up included): {errors} (must be 0)")

@@ -486,15 +486,16 @@ def write_bodies(path: Path, bodies: list[str]) -> None:
 
 def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, connections: int = 16,
             threads: int = 1, cycle: bool = False, headers: dict | None = None, redis_pid: int | None = None,
-            timeout_s: int = 5) -> LoadResult:
+            timeout_s: int = 5, expect: str | None = None) -> LoadResult:
     """POST the lines of ``bodies_file`` to ``path``, each exactly once (unless ``cycle``), for
-    ``duration`` seconds over ``connections`` keep-alive connections."""
+    ``duration`` seconds over ``connections`` keep-alive connections. With ``expect``, a 200
+    answer whose body lacks that string counts as non-200 (wrk_bodies.lua)."""
     header_args = []
     for k, v in (headers or {}).items():
         header_args += ["-H", f"{k}: {v}"]
     args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", f"{timeout_s}s",
             *header_args, "-s", str(WRK_LUA), server.base + path, "--", str(bodies_file), str(threads),
-            "1" if cycle else "0"]
+            "1" if cycle else "0", *([expect] if expect else [])]
     server_meter = CpuMeter(server.pids)
     redis_meter = CpuMeter(lambda: [redis_pid] if redis_pid else [])
     workers = children(server.proc.pid)

@@ -1,9 +1,11 @@
 -- wrk script: POST one pre-built body per request, never reusing one.
---   wrk ... -s bench/wrk_bodies.lua URL -- <bodies file> <wrk thread count> <cycle: 0|1>
+--   wrk ... -s bench/wrk_bodies.lua URL -- <bodies file> <wrk thread count> <cycle: 0|1> [<expect>]
 -- The bodies file has one urlencoded form body per line. Thread i of n takes lines i, i+n, ...
 -- so no two threads ever send the same body. With cycle=0 a thread that runs out sends
 -- "/__bench_bodies_exhausted" (a 404, counted as an error and reported): the run is then invalid
 -- and the caller must pre-build more bodies. cycle=1 (only for do-nothing baselines) wraps around.
+-- With <expect>, a 200 answer whose body does not contain that string (e.g. '"access_token":"ey')
+-- counts as non-200 too: a 200 carrying an error or an empty body is not a success.
 -- done() prints one line "BENCH {json}" that bench/benchlib.py parses.
 
 local threads = {}
@@ -18,6 +20,8 @@ end
 function init(args)
   local file, nthreads = args[1], tonumber(args[2])
   cycle = args[3] == "1"
+  expect = args[4]
+  if expect == "" then expect = nil end
   bodies = {}
   local i = 0
   for line in io.lines(file) do
@@ -50,6 +54,9 @@ function request()
 end
 
 function response(status, headers, body)
+  if status == 200 and expect and not string.find(body or "", expect, 1, true) then
+    status = 0
+  end
   if status ~= 200 then
     non200 = non200 + 1
     if first_bad == "" then

@@ -404,6 +404,10 @@ class SentinelDeployment:
         return sentinel.master_for(SERVICE, socket_timeout=timeout, socket_connect_timeout=timeout,
                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
 
+    def url(self) -> str:
+        """``OAUTH_HSM_REDIS_URL`` for this deployment: every sentinel, the service."""
+        return "redis+sentinel://" + ",".join(f"{h}:{p}" for h, p in self.sentinel_addresses) + f"/{SERVICE}"
+
     # -- who is who ---------------------------------------------------------------------------------
 
     @property
@@ -523,6 +527,10 @@ class ClusterDeployment:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.startup_nodes], socket_timeout=timeout,
                             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
+    def url(self) -> str:
+        """``OAUTH_HSM_REDIS_URL`` for this deployment: every node a startup node."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
+
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [n.address for n in self.nodes]
@@ -635,3 +643,66 @@ class P11KitServer:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self._sockdir, ignore_errors=True)
+
+
+# --- steady traffic against an app -----------------------------------------------------------------
+
+
+class Outcome:
+    """One request of :class:`Traffic`: when, how long, what came back, and what it sent."""
+
+    __slots__ = ("started", "elapsed", "status", "retry_after", "body", "jti", "form")
+
+    def __init__(self, started: float, elapsed: float, status: int, retry_after: str | None, body: str, jti: str, form: dict):
+        self.started, self.elapsed, self.status = started, elapsed, status
+        self.retry_after, self.body, self.jti, self.form = retry_after, body, jti, form
+
+    @property
+    def finished(self) -> float:
+        return self.started + self.elapsed
+
+
+class Traffic:
+    """``threads`` threads posting fresh token requests to a Flask app (one test client each)
+    until :meth:`stop`. ``make()`` returns ``(jti, form)`` of a new assertion."""
+
+    def __init__(self, app, make, threads: int = 4, path: str = "/oauth2/token", pause: float = 0.0):
+        import threading
+
+        self.app, self.make, self.path, self.pause = app, make, path, pause
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self) -> None:
+        client = self.app.test_client()
+        while not self._stop.is_set():
+            jti, form = self.make()
+            started = time.monotonic()
+            r = client.post(self.path, data=form)
+            outcome = Outcome(started, time.monotonic() - started, r.status_code, r.headers.get("Retry-After"),
+                              r.get_data(as_text=True), jti, form)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if self.pause:
+                time.sleep(self.pause)
+
+    def count(self, predicate) -> int:
+        with self._lock:
+            return sum(1 for o in self.outcomes if predicate(o))
+
+    def wait_for(self, predicate, n: int, timeout: float, what: str) -> None:
+        wait_until(lambda: self.count(predicate) >= n, timeout, what)
+
+    def stop(self, timeout: float = 30) -> list[Outcome]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self._threads), "a request thread never came back"
+        return list(self.outcomes)

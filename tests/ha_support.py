@@ -75,6 +75,16 @@ P11KIT_CLIENT_MODULE = next(
 )
 
 
+def private_client_module() -> str:
+    """A copy of p11-kit-client.so: loaded from another path, it is another module instance for
+    python-pkcs11 (one per path) and the dynamic loader (another file), with its own connection."""
+    base = Path(os.environ.get("OAUTH_HSM_TEST_BASE") or tempfile.mkdtemp())
+    copy = base / "p11-kit-client-copy.so"
+    if not copy.exists():
+        shutil.copyfile(P11KIT_CLIENT_MODULE, copy)
+    return str(copy)
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -71,6 +71,7 @@ _INPUT = (
     pkcs11.MechanismParamInvalid,
 )
 
+_FIRST_OPEN_TIMEOUT = 30.0  # seconds: the first open of a process that never reached the token
 _instances: "weakref.WeakSet[HSM]" = weakref.WeakSet()
 
 
@@ -150,8 +151,7 @@ class HSM:
         failure: errors.HSMError = errors.HSMUnavailable("HSM unavailable")
         for delay in (*delays, None):
             try:
-                state: TokenState = self._module.bounded(self._open_once, self.config.operation_timeout,
-                                                         _close_state, gated=False)
+                state: TokenState = self._module.bounded(self._open_once, self._open_timeout(), _close_state, gated=False)
                 return state
             except _RetryOpen as retry:
                 failure = retry.failure
@@ -159,6 +159,12 @@ class HSM:
                 break
             time.sleep(delay)
         raise failure
+
+    def _open_timeout(self) -> float:
+        """The operation deadline, once the configuration has worked (in this process or its
+        parent); before that, start-up is no request and a slow first C_Initialize may take longer."""
+        timeout = self.config.operation_timeout
+        return timeout if self._opened_once or timeout <= 0 else max(timeout, _FIRST_OPEN_TIMEOUT)
 
     def _open_once(self) -> TokenState:
         generation = self._module.current()
@@ -288,10 +294,14 @@ class HSM:
             state.release(ps)
             return "ok", result
 
-    def _with_session(self, fn: Callable[[Any], Any], *, rw: bool = False) -> Any:
-        """Run ``fn(session)`` on a fresh session: key management and lookups, not hot paths."""
+    def _with_session(self, fn: Callable[[Any], Any], *, rw: bool = False, deadline: bool = True) -> Any:
+        """Run ``fn(session)`` on a fresh session: key management and lookups, not hot paths.
+        ``deadline=False`` for key generation and deletion (an operator's command, not a request:
+        generating an RSA key takes seconds)."""
         state = self._token_state()
         with self._module.operation(self.config.pool_timeout):
+            if not deadline:
+                return _in_new_session(state, fn, rw)
             return self._bounded(lambda: _in_new_session(state, fn, rw))
 
     def random(self, nbytes: int) -> bytes:
@@ -329,12 +339,19 @@ class HSM:
         rather than failing every request)."""
         info = self._keys.get(label)
         if info is None:
-            info = self._with_session(lambda s: load_key_info(s, label))
+            info = self.key_info(label)
             missing = missing_mechanisms(self.mechanism_names(), USE_MECHANISMS[info.alg])
             if missing:
                 raise errors.HSMConfigError(f"key {label!r}: this token cannot do {info.alg} (it lacks {', '.join(missing)})")
             self._keys[label] = info
         return TokenKey(self, info)
+
+    def key_info(self, label: str) -> KeyInfo:
+        """Public facts of the key pair labelled ``label`` (its JWK), whatever the token can do with it."""
+        info = self._keys.get(label)
+        if info is None:
+            info = self._with_session(lambda s: load_key_info(s, label))
+        return info
 
     def secret_key(self, label: str) -> TokenSecretKey:
         """The AES or HMAC key labelled ``label``, checked safe."""
@@ -376,7 +393,7 @@ class HSM:
             write_metadata(session, label, {"alg": alg, "use": use})
             return load_key_info(session, label)
 
-        info: KeyInfo = self._with_session(generate, rw=True)
+        info: KeyInfo = self._with_session(generate, rw=True, deadline=False)
         self._keys[label] = info
         return info
 
@@ -394,7 +411,7 @@ class HSM:
             write_metadata(session, label, {"kind": kind})
             return load_secret_info(session, label)
 
-        info: SecretKeyInfo = self._with_session(generate, rw=True)
+        info: SecretKeyInfo = self._with_session(generate, rw=True, deadline=False)
         self._secrets[label] = info
         return info
 
@@ -408,7 +425,7 @@ class HSM:
             for obj in objs:
                 obj.destroy()
 
-        self._with_session(destroy, rw=True)
+        self._with_session(destroy, rw=True, deadline=False)
         self._keys.pop(label, None)
         self._secrets.pop(label, None)
 

@@ -108,7 +108,8 @@ class TokenState:
                 self.opened += 1
         if may_open:
             try:
-                return bounded(lambda: PooledSession(self.token.open()), self._opened_late)
+                opened: PooledSession = bounded(lambda: PooledSession(self.token.open()), self._opened_late)
+                return opened
             except Abandoned:
                 raise  # still counted: _opened_late closes it and gives the place back
             except BaseException:

@@ -44,7 +44,7 @@ def connect(url: str, timeout: float) -> Any:
                                 health_check_interval=0, max_connections=MAX_CONNECTIONS)
 
 
-def _sentinel_master(target: RedisTarget, timeout: float) -> "redis.Redis[bytes]":
+def _sentinel_master(target: RedisTarget, timeout: float) -> redis.Redis:
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "ssl": target.tls}
     if target.sentinel_password is not None:
         sentinel_kwargs["password"] = target.sentinel_password
@@ -53,7 +53,7 @@ def _sentinel_master(target: RedisTarget, timeout: float) -> "redis.Redis[bytes]
     sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs, socket_timeout=timeout,
                         socket_connect_timeout=timeout)
     assert target.service is not None
-    master: redis.Redis[bytes] = sentinel.master_for(
+    master: redis.Redis = sentinel.master_for(
         target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls,
         socket_timeout=timeout, socket_connect_timeout=timeout, retry=_no_retries(), health_check_interval=0,
         max_connections=MAX_CONNECTIONS,

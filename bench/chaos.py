@@ -124,27 +124,6 @@ class ChaosClient(soak.Client):
             del self.accepted[:-50]
             self.tokens_out.put((jti, time.time()))
 
-    def introspect(self, token: str, expect_active: bool | None, jwt_response: bool = False) -> None:
-        form = {"token": token, "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.assertion("soak-rs", benchlib.ISSUER)}
-        headers = {"Accept": soak.JWT_ACCEPT} if jwt_response else None
-        status, data = self.request("introspect-jwt" if jwt_response else "introspect", "POST", "/oauth2/introspect",
-                                    urlencode(form).encode(), {200}, headers)
-        if status == 200 and expect_active is not None and not jwt_response:
-            active = json.loads(data).get("active")
-            if active is not expect_active:
-                self.unexpected.append(f"introspect: active={active}, expected {expect_active}")
-
-    def revoke_and_check(self) -> None:
-        if not self.tokens:
-            return
-        token = self.tokens.pop()
-        form = {"token": token, "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.assertion("soak-client", benchlib.ISSUER)}
-        status, _ = self.request("revoke", "POST", "/oauth2/revoke", urlencode(form).encode(), {200})
-        if status == 200:  # a 503 revoked nothing: the token is still active, correctly
-            self.introspect(token, expect_active=False)
-
     def hostile(self) -> None:
         if self.accepted and random.random() < 0.4:  # a replay of an assertion accepted earlier
             status, _ = self.request("hostile-replay", "POST", "/oauth2/token", random.choice(self.accepted), {401})

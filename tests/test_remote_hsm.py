@@ -374,45 +374,50 @@ def _check_answers(outcomes) -> None:
         assert o.elapsed < POOL_TIMEOUT + OPERATION_TIMEOUT + SLACK, o.elapsed
 
 
-def test_hsm_server_killed_under_load_then_restarted(as_env, server):
-    """Killed: 503 with Retry-After within the pool timeout, a red /ready; restarted: tokens again
-    in the same process."""
+def _through_a_fault(as_env, fault, threads: int = 4):
+    """Token traffic from ``threads`` threads through ``fault(app, traffic)``, which returns when
+    (monotonic) the HSM was back; every answer checked, tokens again after it. Returns the app."""
     app = _remote_app(as_env, OAUTH_HSM_POOL_SIZE="4", OAUTH_HSM_POOL_TIMEOUT=str(POOL_TIMEOUT),
                       OAUTH_HSM_OPERATION_TIMEOUT=str(OPERATION_TIMEOUT))
-    client = app.test_client()
-    traffic = ha_support.Traffic(app, lambda: _fresh_assertion(as_env)).start()
+    traffic = ha_support.Traffic(app, lambda: _fresh_assertion(as_env), threads=threads).start()
     try:
         traffic.wait_for(lambda o: o.status == 200, 10, 30, "tokens through the remote HSM")
-        server.kill()
-        killed = time.monotonic()
-        traffic.wait_for(lambda o: o.status == 503 and o.started > killed, 10, 30, "503 while the HSM is down")
-        ready = client.get("/oauth2/ready")
-        assert ready.status_code == 503 and ready.get_json()["hsm"] == "unavailable"
-        server.start()
-        restarted = time.monotonic()
-        traffic.wait_for(lambda o: o.status == 200 and o.started > restarted, 10, 30, "tokens after the restart")
+        back = fault(app, traffic)
+        traffic.wait_for(lambda o: o.status == 200 and o.started > back, 10, 30, "tokens once the HSM is back")
     finally:
         outcomes = traffic.stop()
     _check_answers(outcomes)
-    assert client.get("/oauth2/ready").status_code == 200
+    assert any(o.status == 503 for o in outcomes)
+    return app
+
+
+def test_hsm_server_killed_under_load_then_restarted(as_env, server):
+    """Killed: 503 with Retry-After within the pool timeout, a red /ready; restarted: tokens again
+    in the same process, and a green /ready."""
+
+    def kill_and_restart(app, traffic) -> float:
+        server.kill()
+        killed = time.monotonic()
+        traffic.wait_for(lambda o: o.status == 503 and o.started > killed, 10, 30, "503 while the HSM is down")
+        ready = app.test_client().get("/oauth2/ready")
+        assert ready.status_code == 503 and ready.get_json()["hsm"] == "unavailable"
+        server.start()
+        return time.monotonic()
+
+    app = _through_a_fault(as_env, kill_and_restart)
+    assert app.test_client().get("/oauth2/ready").status_code == 200
 
 
 def test_hsm_server_stopped_for_two_seconds(as_env, server):
     """SIGSTOP for 2 s: requests wait at most the deadline (or the pool timeout), answer 503
     meanwhile — no pile-up, no 5xx — and tokens flow again once it resumes."""
-    app = _remote_app(as_env, OAUTH_HSM_POOL_SIZE="4", OAUTH_HSM_POOL_TIMEOUT=str(POOL_TIMEOUT),
-                      OAUTH_HSM_OPERATION_TIMEOUT=str(OPERATION_TIMEOUT))
-    traffic = ha_support.Traffic(app, lambda: _fresh_assertion(as_env), threads=6).start()
-    try:
-        traffic.wait_for(lambda o: o.status == 200, 10, 30, "tokens through the remote HSM")
+
+    def stop_two_seconds(app, traffic) -> float:
         server.pause()
         try:
             time.sleep(2)
         finally:
             server.resume()
-        resumed = time.monotonic()
-        traffic.wait_for(lambda o: o.status == 200 and o.started > resumed, 10, 30, "tokens after SIGCONT")
-    finally:
-        outcomes = traffic.stop()
-    _check_answers(outcomes)
-    assert any(o.status == 503 for o in outcomes)
+        return time.monotonic()
+
+    _through_a_fault(as_env, stop_two_seconds, threads=6)

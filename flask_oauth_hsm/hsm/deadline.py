@@ -15,12 +15,14 @@ in the module's operation gate until it returns, so the module is never finalise
 that goes back to no pool, a login nobody installed) and the circuit closes.
 
 Cost: one thread hand-off per call (tens of µs, against ~0.4 ms for a remote ES256 signature);
-``0`` runs calls inline, without a deadline.
+``0`` runs calls inline, without a deadline. The workers are daemon threads: a call stuck in a
+hung HSM must not keep the process from exiting (``ThreadPoolExecutor`` joins its threads at exit).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import queue
 import threading
 from typing import Any, Callable, TypeVar
 
@@ -34,12 +36,46 @@ class Abandoned(errors.HSMUnavailable):
     """The HSM did not answer within the deadline (the call goes on without its caller)."""
 
 
+class _DaemonWorkers:
+    """Daemon threads running submitted calls, started on demand up to ``limit`` (an idle one is
+    reused first, as in ``ThreadPoolExecutor``)."""
+
+    def __init__(self, limit: int):
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._started = 0
+        self._limit = limit
+
+    def submit(self, fn: Callable[[], T]) -> "concurrent.futures.Future[T]":
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._tasks.put((fn, future))
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                start = self._started < self._limit
+                self._started += start
+            if start:
+                threading.Thread(target=self._work, name="oauth-hsm-token", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            fn, future = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                    future.set_exception(exc)
+            del fn, future
+            self._idle.release()
+
+
 class Deadlines:
     """One process's worker threads for token calls, and the count of abandoned calls."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: _DaemonWorkers | None = None
         self.abandoned = 0
 
     def after_fork_in_child(self) -> None:
@@ -80,11 +116,11 @@ class Deadlines:
             with self._lock:
                 self.abandoned -= 1
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _pool(self) -> _DaemonWorkers:
         executor = self._executor
         if executor is None:
             with self._lock:
                 if self._executor is None:
-                    self._executor = concurrent.futures.ThreadPoolExecutor(_MAX_WORKERS, thread_name_prefix="oauth-hsm-token")
+                    self._executor = _DaemonWorkers(_MAX_WORKERS)
                 executor = self._executor
         return executor

@@ -21,28 +21,27 @@ from redis.exceptions import NoPermissionError, ResponseError
 UNKNOWN = "unknown"
 
 
-def _infos(client: Any, cluster: bool, section: str) -> dict[str, dict[str, Any]]:
-    if cluster:
+def _infos(client: Any, cluster: bool, section: str) -> dict[str, dict[str, Any]] | None:
+    """``INFO <section>`` of the master (every master on a Cluster); None if INFO is refused."""
+    try:
+        if not cluster:
+            return {"the master": client.info(section)}
         answer = client.info(section, target_nodes=RedisCluster.PRIMARIES)
-        if isinstance(answer, dict) and answer and all(isinstance(v, dict) for v in answer.values()):
-            return dict(answer)
-        return {"the master": answer}
-    return {"the master": client.info(section)}
-
-
-def _refused(exc: ResponseError) -> bool:
-    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+    except ResponseError as exc:
+        if isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower():
+            return None
+        raise
+    if isinstance(answer, dict) and answer and all(isinstance(v, dict) for v in answer.values()):
+        return dict(answer)
+    return {"the master": answer}
 
 
 def eviction_risk(client: Any, cluster: bool) -> str | None:
     """What may evict our records (``maxmemory-policy … on …``), None if nothing, UNKNOWN if INFO
     is refused. Connection errors propagate (the caller maps them)."""
-    try:
-        infos = _infos(client, cluster, "memory")
-    except ResponseError as exc:
-        if _refused(exc):
-            return UNKNOWN
-        raise
+    infos = _infos(client, cluster, "memory")
+    if infos is None:
+        return UNKNOWN
     for node, info in sorted(infos.items()):
         policy = str(info.get("maxmemory_policy", "noeviction"))
         if int(info.get("maxmemory", 0)) > 0 and policy != "noeviction":
@@ -51,16 +50,9 @@ def eviction_risk(client: Any, cluster: bool) -> str | None:
 
 
 def replica_shortfall(client: Any, cluster: bool, wanted: int) -> str | None:
-    """A master with fewer connected replicas than ``wanted``, or None."""
-    if wanted == 0:
-        return None
-    try:
-        infos = _infos(client, cluster, "replication")
-    except ResponseError as exc:
-        if _refused(exc):
-            return None
-        raise
-    for node, info in sorted(infos.items()):
+    """A master with fewer connected replicas than ``wanted``, or None (also if INFO is refused)."""
+    infos = _infos(client, cluster, "replication") if wanted else None
+    for node, info in sorted((infos or {}).items()):
         connected = int(info.get("connected_slaves", 0))
         if connected < wanted:
             return f"{node} has {connected} connected replica{'s' if connected != 1 else ''}"

@@ -354,6 +354,7 @@ def main() -> int:
         for p in procs:
             p.start()
         print(f"chaos: {args.seconds:.0f} s, seed {seed}", flush=True)
+        load_before = os.getloadavg()[0]
         fault_loop(dep, rng, deadline, tuple(args.gap))
         collected = [results.get(timeout=args.seconds + 120) for _ in procs]
         for p in procs:
@@ -362,6 +363,8 @@ def main() -> int:
         checker.thread.join(timeout=60)
         dep.server.stop()
         report(out, args, seed, config, collected, dep.faults, checker, traffic_start)
+        out.line(f"load average (1 min) at the start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} on 2 cores "
+                 "(this run's own processes included: gunicorn, 6 redis-server, p11-kit, the clients)")
     finally:
         if sentinel is not None:
             sentinel.stop()

@@ -105,8 +105,10 @@ def sentinel(tmp_path):
 
 @pytest.fixture(scope="module")
 def quiet_sentinel(tmp_path_factory):
-    """A deployment no test kills: faults here are healed before the test ends."""
-    dep = ha_support.SentinelDeployment(tmp_path_factory.mktemp("quiet-sentinel")).start()
+    """A deployment no test kills: faults here are healed before the test ends. down-after 5 s: on a
+    busy machine a master that misses pings for 1 s could be failed over, and the replicas would
+    then no longer replicate through the partitionable links."""
+    dep = ha_support.SentinelDeployment(tmp_path_factory.mktemp("quiet-sentinel"), down_after_ms=5000).start()
     yield dep
     dep.stop()
 
@@ -265,6 +267,7 @@ def test_store_fails_closed_when_no_replica_acknowledges(quiet_sentinel):
     store = Store(quiet_sentinel.client(), "wait-test:", ResetRule(5))
     store.ensure_epoch()
     store.put("code", "c1", b"record", 60)
+    assert quiet_sentinel.master() is quiet_sentinel.nodes[0], "the replicas must replicate through the links"
     quiet_sentinel.partition_replicas()
     try:
         with pytest.raises(StoreUnavailable, match="replicas did not acknowledge"):

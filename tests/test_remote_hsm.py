@@ -297,6 +297,26 @@ def test_token_endpoint_on_the_remote_hsm(as_env, server):
     assert client.get("/oauth2/ready").status_code == 200
 
 
+def test_an_open_circuit_fails_fast_and_keeps_its_session(server):
+    """While an abandoned call has not returned, calls fail at once; the pooled session a refused
+    call had taken goes back to the pool (a leak would shrink the pool for good)."""
+    from flask_oauth_hsm.errors import HSMUnavailable
+
+    hsm = _remote_hsm(pool_size=1, pool_timeout=0.5)
+    try:
+        key = hsm.key("r-es256")
+        key.sign(b"warm")  # the pool's one session is idle now
+        hsm._module.deadlines.abandoned += 1  # as if a call were stuck in a hung HSM
+        try:
+            with pytest.raises(HSMUnavailable, match="an earlier call has not returned yet"):
+                key.sign(b"refused")
+        finally:
+            hsm._module.deadlines.abandoned -= 1
+        key.sign(b"after")  # the session is back: no wait for the pool timeout, no 503
+    finally:
+        hsm.close()
+
+
 def test_a_key_the_remote_token_cannot_use_is_refused_at_start_up(as_env, server):
     """p11-kit 0.24 does not forward CKM_ECDH1_DERIVE: an ECDH-ES key is a configuration error
     (one line at start-up), not a 503 on every request that needs it."""

@@ -267,6 +267,9 @@ class HSM:
                 result = self._bounded(lambda: op(ps.key(ref)), lambda _: state.discard(ps))
             except Abandoned as exc:
                 return "error", exc
+            except errors.HSMUnavailable as exc:  # the circuit is open (deadline.py): nothing ran
+                state.release(ps)
+                return "error", exc
             except _STALE:
                 state.discard(ps)
                 if not self._alive(state):

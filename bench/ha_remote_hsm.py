@@ -57,7 +57,7 @@ def signs_per_second(key, threads: int, seconds: float = 2.0) -> float:
 
 
 def exp_throughput(server) -> dict:
-    from flask_oauth_hsm import hsm as H
+    from flask_oauth_hsm.hsm import module as H
 
     out = {}
     for name, module in (("local", support.SOFTHSM_MODULE), ("remote", ha_support.P11KIT_CLIENT_MODULE)):
@@ -171,7 +171,7 @@ def main(argv: list[str]) -> None:
         local = make_hsm(support.SOFTHSM_MODULE, 2)
         local.generate_key("ES256", "sig", "es256")
         local.close()
-        from flask_oauth_hsm import hsm as H
+        from flask_oauth_hsm.hsm import module as H
 
         H._modules.clear()
         for name in names:

@@ -376,8 +376,31 @@ class SentinelDeployment:
 
     def partition_replicas(self) -> None:
         """The first master can no longer reach its replicas (nor they it); nothing is closed."""
+        self.route_through_links()
         for link in self.links.values():
             link.partition()
+
+    def route_through_links(self, timeout: float = 15) -> None:
+        """Make the replicas of the first master replicate through their links again. The sentinels
+        "fix" a replica whose master address is not the master's own (``+fix-slave-config``, once
+        ``failover-timeout`` has passed since they saw it change): a deployment older than a few
+        seconds replicates directly, and a partition of the links would hold nothing back. After
+        this, the links carry replication for at least ``failover-timeout`` again."""
+        master = self.nodes[0]
+        assert self.master() is master, "the links lead to the first master only"
+        replicas = self.nodes[1:]
+        for replica in replicas:
+            if replica.info("replication").get("master_port") != self.links[replica.name].port:
+                replica.client().execute_command("REPLICAOF", "127.0.0.1", self.links[replica.name].port)
+
+        def through_links():
+            for replica in replicas:
+                info = replica.info("replication")
+                if info.get("master_port") != self.links[replica.name].port or info.get("master_link_status") != "up":
+                    return False
+            return master.info("replication")["connected_slaves"] == len(replicas)
+
+        wait_until(through_links, timeout, "the replicas to replicate through their links")
 
     def cut_replica_links(self) -> None:
         for link in self.links.values():

@@ -106,8 +106,8 @@ def sentinel(tmp_path):
 @pytest.fixture(scope="module")
 def quiet_sentinel(tmp_path_factory):
     """A deployment no test kills: faults here are healed before the test ends. down-after 5 s: on a
-    busy machine a master that misses pings for 1 s could be failed over, and the replicas would
-    then no longer replicate through the partitionable links."""
+    busy machine a master that misses pings for 1 s could be failed over (and the links lead to the
+    first master only)."""
     dep = ha_support.SentinelDeployment(tmp_path_factory.mktemp("quiet-sentinel"), down_after_ms=5000).start()
     yield dep
     dep.stop()

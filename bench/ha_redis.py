@@ -37,9 +37,15 @@ import redis  # noqa: E402
 
 import ha_support  # noqa: E402
 from flask_oauth_hsm.errors import StoreUnavailable  # noqa: E402
-from flask_oauth_hsm.store import Replayed, Store  # noqa: E402
+from flask_oauth_hsm.store import Replayed, ResetRule, Store  # noqa: E402
 
 TIMEOUT = 0.25
+
+
+def _store(client, prefix: str) -> Store:
+    """The store as these experiments measured it: no replica acknowledgement (the failure modes
+    WAIT was then added for), one layout given by the prefix."""
+    return Store(client, prefix, ResetRule(5), wait_replicas=0)
 
 
 def sentinel_client(dep: ha_support.SentinelDeployment):
@@ -117,7 +123,7 @@ def exp_sentinel_kill(base: Path, raw: bool = False) -> dict:
     dep = ha_support.SentinelDeployment(base / ("skr" if raw else "sk")).start()
     try:
         client = sentinel_client(dep)
-        store = Store(client, "oauth:")
+        store = _store(client, "oauth:")
         store.ensure_epoch()
         with Load(store, client if raw else None) as load:
             time.sleep(1)
@@ -138,7 +144,7 @@ def exp_sentinel_stop(base: Path) -> dict:
     dep = ha_support.SentinelDeployment(base / "ss").start()
     try:
         client = sentinel_client(dep)
-        store = Store(client, "oauth:")
+        store = _store(client, "oauth:")
         store.ensure_epoch()
         with Load(store) as load:
             time.sleep(1)
@@ -161,7 +167,7 @@ def exp_cluster_kill(base: Path, replicas: int) -> dict:
     dep = ha_support.ClusterDeployment(base / f"ck{replicas}", replicas=replicas).start()
     try:
         client = cluster_client(dep)
-        store = Store(client, "{oauth}:")
+        store = _store(client, "{oauth}:")
         store.ensure_epoch()
         with Load(store) as load:
             time.sleep(1)
@@ -192,7 +198,7 @@ def exp_cluster_other_slots(base: Path) -> dict:
     dep = ha_support.ClusterDeployment(base / "co").start()
     try:
         client = cluster_client(dep)
-        store = Store(client, "{oauth}:")
+        store = _store(client, "{oauth}:")
         store.ensure_epoch()
         holder = dep.node_for_key("{oauth}:epoch")
         other = next(n for n in dep.nodes if n is not holder)
@@ -355,7 +361,7 @@ def exp_cluster_migration(base: Path, fill: int = 50000) -> dict:
     dep = ha_support.ClusterDeployment(base / "cm").start()
     try:
         client = cluster_client(dep)
-        store = Store(client, "{oauth}:")
+        store = _store(client, "{oauth}:")
         store.ensure_epoch()
         slot = redis.crc.key_slot(b"{oauth}:epoch")
         source = dep.node_for_slot(slot)

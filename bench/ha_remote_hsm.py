@@ -1,17 +1,12 @@
 """Remote-HSM experiments: flask_oauth_hsm.hsm.HSM through p11-kit-client.so (tests/ha_support.py).
 
-The current HSM class cannot log in through p11-kit-client.so (its ctypes shim reaches a second
-module instance: see /work/notes/ha.md). ``--shared-function-list`` applies the proposed fix for
-the duration of the experiment (the shim takes python-pkcs11's own CK_FUNCTION_LIST), so the rest
-can be measured:
-
 * ``throughput``: ES256 signatures per second, local SoftHSM vs remote, 1/2/4/8 threads, with the
   pool sized to the threads and with a pool of 2;
 * ``kill``: 4 threads signing; the server (and its per-connection processes) SIGKILLed, restarted
   2 s later: errors seen, time to the first success after the restart;
 * ``stop``: 4 threads signing; the server SIGSTOPped for 2 s: do calls block, how long, errors.
 
-    .venv/bin/python bench/ha_remote_hsm.py [--shared-function-list] [experiment ...]
+    .venv/bin/python bench/ha_remote_hsm.py [experiment ...]
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import support  # noqa: E402
 import ha_support  # noqa: E402
-from ha_shared_function_list import share_function_list  # noqa: E402
 
 BASE = Path(tempfile.mkdtemp(prefix="ha-hsm-"))
 os.environ["SOFTHSM2_CONF"] = str(support.write_softhsm_conf(BASE / "softhsm"))
@@ -63,7 +57,7 @@ def signs_per_second(key, threads: int, seconds: float = 2.0) -> float:
 
 
 def exp_throughput(server) -> dict:
-    from flask_oauth_hsm import hsm as H
+    from flask_oauth_hsm.hsm import module as H
 
     out = {}
     for name, module in (("local", support.SOFTHSM_MODULE), ("remote", ha_support.P11KIT_CLIENT_MODULE)):
@@ -168,25 +162,22 @@ def exp_stop(server) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    shared = "--shared-function-list" in argv
     names = [a for a in argv if not a.startswith("--")] or ["throughput", "kill", "stop"]
     support.init_token(TOKEN)
     server = ha_support.P11KitServer(BASE / "p11kit", os.environ["SOFTHSM2_CONF"], TOKEN)
     server.start()
     os.environ["P11_KIT_SERVER_ADDRESS"] = server.address
     try:
-        if shared:
-            share_function_list()
         local = make_hsm(support.SOFTHSM_MODULE, 2)
         local.generate_key("ES256", "sig", "es256")
         local.close()
-        from flask_oauth_hsm import hsm as H
+        from flask_oauth_hsm.hsm import module as H
 
         H._modules.clear()
         for name in names:
             t0 = time.monotonic()
             result = {"throughput": exp_throughput, "kill": exp_kill, "stop": exp_stop}[name](server)
-            print(json.dumps({"experiment": name, "shared_function_list": shared, "seconds": round(time.monotonic() - t0, 1),
+            print(json.dumps({"experiment": name, "seconds": round(time.monotonic() - t0, 1),
                               "result": result}), flush=True)
     finally:
         server.stop()

@@ -88,6 +88,10 @@ class StoreUnavailable(OAuthHSMError):
     """Redis unreachable, too slow, or its replay state cannot be trusted: endpoints answer 503."""
 
 
+class StoreUnsafe(StoreUnavailable):
+    """Redis answers but may drop live replay records (an eviction policy): not ready."""
+
+
 class RegistryUnavailable(OAuthHSMError):
     """A host app's client or resource-server loader failed (its database is down): 503."""
 

@@ -41,6 +41,7 @@ from .ratelimit import RateLimitExceeded, RateLimiter, limited_error
 from .server import EXTENSION_KEY, ServerContext, Urls, current
 from .settings import Settings, hsm_config_from, load_settings
 from .store import ResetRule, Store, connect, redacted
+from .store.health import UNKNOWN
 from .store.connection import REDIS_ERRORS
 from .web import error_response, json_response
 
@@ -143,11 +144,12 @@ def _features(settings: Settings, uses_loaders: bool) -> set[str]:
 
 
 def _store(settings: Settings, client: Any) -> Store:
-    rule = ResetRule(settings.reset_clock_tolerance)
-    if client is not None:
-        return Store(client, settings.redis_prefix, rule)
-    assert settings.redis_url is not None
-    return Store(connect(settings.redis_url, settings.redis_timeout), settings.redis_prefix, rule)
+    if client is None:
+        assert settings.redis_url is not None
+        client = connect(settings.redis_url, settings.redis_timeout)
+    return Store(client, settings.redis_prefix, ResetRule(settings.reset_clock_tolerance),
+                 wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout,
+                 allow_eviction=settings.redis_allow_eviction)
 
 
 def _assertion_policies(settings: Settings, endpoints: tuple[Endpoint, ...]) -> dict[str, AssertionPolicy]:
@@ -172,11 +174,21 @@ def _warn_about_legacy_audiences(settings: Settings, registry: ClientRegistry) -
 
 
 def _start_epoch(store: Store, settings: Settings) -> None:
+    """Start the epochs, and refuse a Redis that may evict replay records (docs/operations.md)."""
+    url = redacted(settings.redis_url) if settings.redis_url else "the injected client"
     try:
         store.ensure_epoch()
+        risk = store.eviction_risk()
+        shortfall = store.replica_shortfall()
     except StoreUnavailable:
-        url = redacted(settings.redis_url) if settings.redis_url else "the injected client"
         log.warning("Redis (%s) is unreachable at start-up: token requests answer 503 until it is back", url)
+        return
+    if risk not in (None, UNKNOWN) and not settings.redis_allow_eviction:
+        raise ConfigError(f"OAUTH_HSM_REDIS_URL: Redis may evict replay records ({risk}); set maxmemory-policy "
+                          "noeviction (or OAUTH_HSM_REDIS_ALLOW_EVICTION=true to run anyway)")
+    if shortfall is not None:
+        log.error("OAUTH_HSM_REDIS_WAIT_REPLICAS=%d but %s (%s): requests answer 503 until enough replicas "
+                  "acknowledge; set it to 0 for a Redis without replicas", store.wait_replicas, shortfall, url)
 
 
 # --- blueprints and their error handling ---------------------------------------------------------

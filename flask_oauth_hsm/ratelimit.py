@@ -11,7 +11,8 @@ Three kinds, each counted per endpoint (docs/configuration.md, "Rate limits"):
 * ``hsm``: private-key operations spent before authentication (an encrypted client assertion is
   decrypted in the token before we know it is genuine), per source address.
 
-A breach answers 429 with ``Retry-After``. Counters live in the same Redis as everything else;
+A breach answers 429 with ``Retry-After``. Counters live in the same Redis as everything else,
+through the store's own client (one Redis, a Sentinel master, or a Cluster: :class:`StoreClientStorage`);
 when it is down, the request fails closed with 503 like any other Redis failure. ``off``
 disables all of them (benchmarks, or a gateway that limits instead).
 """
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from flask import Flask, request
 from flask_limiter import Limiter, RateLimitExceeded
+from limits.storage import RedisStorage
 
 from .clients import IPNetwork
 from .errors import RateLimitedError
@@ -29,6 +31,26 @@ from .settings import RateLimits
 from .web import client_address
 
 __all__ = ["RateLimitExceeded", "RateLimiter", "retry_after_seconds"]
+
+
+class StoreClientStorage(RedisStorage):
+    """limits' Redis storage on a client we already have (limits' documented extension point: a
+    ``Storage`` subclass registers its ``STORAGE_SCHEME``). One Redis, a Sentinel master and a
+    Cluster all work: the fixed window is one key per counter (INCR and EXPIRE in one script), so
+    no operation spans slots; the counters share the store's timeouts, no-retry policy and pool."""
+
+    STORAGE_SCHEME = ["flask-oauth-hsm"]
+
+    def __init__(self, uri: str, client: Any = None, key_prefix: str = "LIMITS", wrap_exceptions: bool = False,
+                 **options: Any) -> None:
+        if client is None:
+            raise ValueError("StoreClientStorage needs the store's Redis client")
+        super(RedisStorage, self).__init__(uri, wrap_exceptions=wrap_exceptions)
+        self.key_prefix = key_prefix
+        self.target_server = "redis"
+        self.dependency = self.dependencies["redis"].module
+        self.storage = client
+        self.initialize_storage(uri)
 
 
 class RateLimiter:
@@ -39,8 +61,8 @@ class RateLimiter:
         self._limiter: Limiter | None = None
         if limits is not None:
             self._limiter = Limiter(
-                key_func=self.address, app=app, storage_uri="redis://",
-                storage_options={"connection_pool": redis_client.connection_pool, "key_prefix": prefix + "limits"},
+                key_func=self.address, app=app, storage_uri="flask-oauth-hsm://",
+                storage_options={"client": redis_client, "key_prefix": prefix + "limits"},
                 strategy="fixed-window", key_prefix="", swallow_errors=False, default_limits=[],
                 headers_enabled=False,
             )

@@ -95,8 +95,20 @@ def https_or_loopback(url: str) -> None:
 
 
 def _redis_url(url: str) -> None:
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ValidationError("must be a redis://, rediss:// or unix:// URL")
+    from .store.urls import parse_redis_url  # the forms are the store's (Sentinel, Cluster)
+
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _redis_prefix(prefix: str) -> None:
+    from .store.layout import prefix_problem
+
+    problem = prefix_problem(prefix)
+    if problem:
+        raise ValidationError(problem)
 
 
 def cidrs(values: tuple[str, ...]) -> None:
@@ -165,12 +177,29 @@ class Settings:
     registry: str | None = setting("OAUTH_HSM_REGISTRY", fields.String, load_default=None)
     # -- Redis -----------------------------------------------------------------------------------
     redis_url: str | None = setting("OAUTH_HSM_REDIS_URL", fields.String, load_default=None, validate=_redis_url)
-    redis_prefix: str = setting("OAUTH_HSM_REDIS_PREFIX", fields.String, load_default="oauth-hsm:", validate=validate.Length(1, 64))
+    redis_prefix: str = setting("OAUTH_HSM_REDIS_PREFIX", fields.String, load_default="oauth-hsm:",
+                                validate=[validate.Length(1, 64), _redis_prefix])
     # Short: a slow Redis must turn into a quick 503, not a hung worker.
     redis_timeout: float = setting("OAUTH_HSM_REDIS_TIMEOUT", fields.Float, load_default=0.25, validate=validate.Range(0.01, 10))
     # 5 s: after a Redis reset, clients whose clocks run up to this far behind are served at once;
     # the price is stated in docs/security.md (an id used just before the reset, once more).
     reset_clock_tolerance: int = setting("OAUTH_HSM_RESET_CLOCK_TOLERANCE", fields.Integer, load_default=5, validate=validate.Range(0, 60))
+    # -- high availability: replicated Redis, network HSM (docs/operations.md) --------------------
+    # None = by topology: 1 on Sentinel and Cluster (a write acknowledged by one replica survives
+    # the loss of its master), 0 on one Redis (no replica to wait for).
+    redis_wait_replicas: int | None = setting("OAUTH_HSM_REDIS_WAIT_REPLICAS", fields.Integer, load_default=None,
+                                              validate=validate.Range(0, 16))
+    # 100 ms: a healthy replica acknowledges in well under 1 ms on a LAN; at most half the Redis
+    # timeout, or the socket would time out before WAIT answers.
+    redis_wait_timeout: float = setting("OAUTH_HSM_REDIS_WAIT_TIMEOUT", fields.Float, load_default=0.1,
+                                        validate=validate.Range(0.001, 5))
+    # Off: a Redis that may evict live replay records reopens replay windows; start-up refuses it
+    # and /ready is red. On: run anyway (logged as an error), for operators who accept that.
+    redis_allow_eviction: bool = setting("OAUTH_HSM_REDIS_ALLOW_EVICTION", fields.Boolean, load_default=False)
+    # 2 s: far above a healthy network-HSM operation (~0.4 ms ES256), short enough that a hung
+    # HSM becomes a 503 instead of a pile-up of blocked threads; 0 runs calls inline (no deadline).
+    hsm_operation_timeout: float = setting("OAUTH_HSM_OPERATION_TIMEOUT", fields.Float, load_default=2.0,
+                                           validate=validate.Range(0, 60))
     # -- token and assertion policy ------------------------------------------------------------
     # 5 minutes: short enough that revocation matters little, long enough for one API session.
     access_token_lifetime: int = setting("OAUTH_HSM_ACCESS_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400))
@@ -271,6 +300,9 @@ def load_settings(
     _check_key_mode(data)
     if need_registry and data["registry"] is None:
         raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
+    if data["redis_wait_timeout"] > data["redis_timeout"] / 2:
+        raise ConfigError("OAUTH_HSM_REDIS_WAIT_TIMEOUT: must be at most half of OAUTH_HSM_REDIS_TIMEOUT "
+                          "(or the socket times out before WAIT answers)")
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
         raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
     return Settings(**data)
@@ -292,7 +324,8 @@ def _check_key_mode(data: dict[str, Any]) -> None:
                           "(docs/hsm-and-keys.md, migrating to key states)")
 
 
-HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout"})
+HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout",
+                        "hsm_operation_timeout"})
 
 
 def resolve_token_and_pin(data: dict[str, Any]) -> None:
@@ -311,7 +344,8 @@ def hsm_config_from(data: Mapping[str, Any]) -> Any:
     from .hsm import HSMConfig
 
     return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"],
-                     pool_size=data["hsm_pool_size"], pool_timeout=data["hsm_pool_timeout"])
+                     pool_size=data["hsm_pool_size"], pool_timeout=data["hsm_pool_timeout"],
+                     operation_timeout=data["hsm_operation_timeout"])
 
 
 def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Any:

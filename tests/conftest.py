@@ -5,6 +5,14 @@ Isolation: everything lives under one temporary directory removed at the end of 
 Tests that may crash or corrupt a token (no OS locking, a token store pulled away) get their own
 store through ``isolated_store`` and run against it in a child process: SoftHSM reads its store
 when the module initialises, once per process, so no test in this process can damage it.
+
+``OAUTH_HSM_TEST_REMOTE=1`` runs every test of the main token — the ``hsm`` fixture, every app
+``make_as`` builds, every gunicorn they start — against a network HSM: the token is served by
+``p11-kit server`` and reached through ``p11-kit-client.so`` (tests/ha_support.py). Keys are
+generated through SoftHSM before the server starts (p11-kit 0.24 cannot forward EdDSA or ECDH
+generation); a test that needs a mechanism p11-kit 0.24 does not forward is reported as skipped
+with the token's own refusal ("this token cannot do …"). Tests of other tokens (crash tests, test
+vectors, SoftHSM behaviour) stay on SoftHSM.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any, Callable
 
 import pytest
 
+import ha_support
 import support
 from as_app import build_as_app
 from scenarios import Scenario, default_scenario
@@ -48,8 +57,38 @@ ENCRYPTION_KEYS = {
 }
 
 
+# The module every test of the main token uses (OAUTH_HSM_TEST_REMOTE: the network HSM's client).
+TEST_MODULE = ha_support.P11KIT_CLIENT_MODULE if support.REMOTE_HSM else support.SOFTHSM_MODULE
+# The AS's decryption keys: ECDH-ES needs CKM_ECDH1_DERIVE, which p11-kit 0.24 does not forward.
+AS_ENCRYPTION_KEYS = "enc-rsa-oaep-256" if support.REMOTE_HSM else "enc-rsa-oaep-256,enc-ecdh-es"
+_CANNOT = "this token cannot do"
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     shutil.rmtree(_BASE, ignore_errors=True)
+
+
+def pytest_report_header(config: Any) -> str:
+    return f"HSM of the main test token: {TEST_MODULE}" + (" (OAUTH_HSM_TEST_REMOTE: p11-kit server)" if support.REMOTE_HSM else "")
+
+
+def local_token_only(why: str) -> None:
+    """Remote runs: skip a test (or a fixture) that needs the main token in this process's SoftHSM,
+    or a mechanism p11-kit 0.24 does not forward; ``why`` says which."""
+    if support.REMOTE_HSM:
+        pytest.skip(f"remote token: {why}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Remote runs: a test whose body failed only because the remote token lacks a mechanism is a
+    skip (the token's refusal is the reason). Fixtures call local_token_only() instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if (support.REMOTE_HSM and call.when == "call" and report.failed and call.excinfo is not None
+            and _CANNOT in str(call.excinfo.value)):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: remote token: {str(call.excinfo.value)[:160]}")
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +102,20 @@ def softhsm_conf() -> str:
 
 
 @pytest.fixture(scope="session")
-def hsm_config():
+def hsm_config(tmp_base, softhsm_conf):
     from flask_oauth_hsm.hsm import HSMConfig
 
     support.init_token(MAIN_TOKEN)
-    return HSMConfig(module=support.SOFTHSM_MODULE, token_label=MAIN_TOKEN, pin=support.USER_PIN)
+    if support.REMOTE_HSM:
+        support.generate_keys_in_child(MAIN_TOKEN, {**SIGNING_KEYS, **ENCRYPTION_KEYS})
+        server = ha_support.P11KitServer(tmp_base / "p11kit-main", softhsm_conf, MAIN_TOKEN)
+        server.start()
+        os.environ["P11_KIT_SERVER_ADDRESS"] = server.address  # inherited by every child process too
+        _REMOTE_SERVERS.append(server)
+    return HSMConfig(module=TEST_MODULE, token_label=MAIN_TOKEN, pin=support.USER_PIN)
+
+
+_REMOTE_SERVERS: list[Any] = []
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +124,13 @@ def hsm(hsm_config):
     from flask_oauth_hsm.hsm import HSM
 
     hsm = HSM(hsm_config)
-    for label, (alg, use) in {**SIGNING_KEYS, **ENCRYPTION_KEYS}.items():
-        hsm.generate_key(alg, use, label)
+    if not support.REMOTE_HSM:  # remote: generated before the server started (hsm_config)
+        for label, (alg, use) in {**SIGNING_KEYS, **ENCRYPTION_KEYS}.items():
+            hsm.generate_key(alg, use, label)
     yield hsm
     hsm.close()
+    for server in _REMOTE_SERVERS:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -112,12 +163,12 @@ def fake_clock():
 def as_settings(redis_url: str, registry_path: str, **overrides: Any) -> dict[str, Any]:
     settings = {
         "OAUTH_HSM_ISSUER": ISSUER,
-        "OAUTH_HSM_PKCS11_MODULE": support.SOFTHSM_MODULE,
+        "OAUTH_HSM_PKCS11_MODULE": TEST_MODULE,
         "OAUTH_HSM_TOKEN_LABEL": MAIN_TOKEN,
         "OAUTH_HSM_PIN": support.USER_PIN,
         "OAUTH_HSM_SIGNING_KEY": "sig-es256",
         "OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256",
-        "OAUTH_HSM_ENCRYPTION_KEYS": "enc-rsa-oaep-256,enc-ecdh-es",
+        "OAUTH_HSM_ENCRYPTION_KEYS": AS_ENCRYPTION_KEYS,
         "OAUTH_HSM_REDIS_URL": redis_url,
         "OAUTH_HSM_REGISTRY": registry_path,
         # Off for the functional tests: the rate-limit tests turn them on explicitly.

@@ -75,6 +75,16 @@ P11KIT_CLIENT_MODULE = next(
 )
 
 
+def private_client_module() -> str:
+    """A copy of p11-kit-client.so: loaded from another path, it is another module instance for
+    python-pkcs11 (one per path) and the dynamic loader (another file), with its own connection."""
+    base = Path(os.environ.get("OAUTH_HSM_TEST_BASE") or tempfile.mkdtemp())
+    copy = base / "p11-kit-client-copy.so"
+    if not copy.exists():
+        shutil.copyfile(P11KIT_CLIENT_MODULE, copy)
+    return str(copy)
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -366,8 +376,31 @@ class SentinelDeployment:
 
     def partition_replicas(self) -> None:
         """The first master can no longer reach its replicas (nor they it); nothing is closed."""
+        self.route_through_links()
         for link in self.links.values():
             link.partition()
+
+    def route_through_links(self, timeout: float = 15) -> None:
+        """Make the replicas of the first master replicate through their links again. The sentinels
+        "fix" a replica whose master address is not the master's own (``+fix-slave-config``, once
+        ``failover-timeout`` has passed since they saw it change): a deployment older than a few
+        seconds replicates directly, and a partition of the links would hold nothing back. After
+        this, the links carry replication for at least ``failover-timeout`` again."""
+        master = self.nodes[0]
+        assert self.master() is master, "the links lead to the first master only"
+        replicas = self.nodes[1:]
+        for replica in replicas:
+            if replica.info("replication").get("master_port") != self.links[replica.name].port:
+                replica.client().execute_command("REPLICAOF", "127.0.0.1", self.links[replica.name].port)
+
+        def through_links():
+            for replica in replicas:
+                info = replica.info("replication")
+                if info.get("master_port") != self.links[replica.name].port or info.get("master_link_status") != "up":
+                    return False
+            return master.info("replication")["connected_slaves"] == len(replicas)
+
+        wait_until(through_links, timeout, "the replicas to replicate through their links")
 
     def cut_replica_links(self) -> None:
         for link in self.links.values():
@@ -403,6 +436,10 @@ class SentinelDeployment:
                             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout})
         return sentinel.master_for(SERVICE, socket_timeout=timeout, socket_connect_timeout=timeout,
                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+    def url(self) -> str:
+        """``OAUTH_HSM_REDIS_URL`` for this deployment: every sentinel, the service."""
+        return "redis+sentinel://" + ",".join(f"{h}:{p}" for h, p in self.sentinel_addresses) + f"/{SERVICE}"
 
     # -- who is who ---------------------------------------------------------------------------------
 
@@ -523,6 +560,10 @@ class ClusterDeployment:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.startup_nodes], socket_timeout=timeout,
                             socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
+    def url(self) -> str:
+        """``OAUTH_HSM_REDIS_URL`` for this deployment: every node a startup node."""
+        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
+
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
         return [n.address for n in self.nodes]
@@ -635,3 +676,66 @@ class P11KitServer:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self._sockdir, ignore_errors=True)
+
+
+# --- steady traffic against an app -----------------------------------------------------------------
+
+
+class Outcome:
+    """One request of :class:`Traffic`: when, how long, what came back, and what it sent."""
+
+    __slots__ = ("started", "elapsed", "status", "retry_after", "body", "jti", "form")
+
+    def __init__(self, started: float, elapsed: float, status: int, retry_after: str | None, body: str, jti: str, form: dict):
+        self.started, self.elapsed, self.status = started, elapsed, status
+        self.retry_after, self.body, self.jti, self.form = retry_after, body, jti, form
+
+    @property
+    def finished(self) -> float:
+        return self.started + self.elapsed
+
+
+class Traffic:
+    """``threads`` threads posting fresh token requests to a Flask app (one test client each)
+    until :meth:`stop`. ``make()`` returns ``(jti, form)`` of a new assertion."""
+
+    def __init__(self, app, make, threads: int = 4, path: str = "/oauth2/token", pause: float = 0.0):
+        import threading
+
+        self.app, self.make, self.path, self.pause = app, make, path, pause
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self) -> None:
+        client = self.app.test_client()
+        while not self._stop.is_set():
+            jti, form = self.make()
+            started = time.monotonic()
+            r = client.post(self.path, data=form)
+            outcome = Outcome(started, time.monotonic() - started, r.status_code, r.headers.get("Retry-After"),
+                              r.get_data(as_text=True), jti, form)
+            with self._lock:
+                self.outcomes.append(outcome)
+            if self.pause:
+                time.sleep(self.pause)
+
+    def count(self, predicate) -> int:
+        with self._lock:
+            return sum(1 for o in self.outcomes if predicate(o))
+
+    def wait_for(self, predicate, n: int, timeout: float, what: str) -> None:
+        wait_until(lambda: self.count(predicate) >= n, timeout, what)
+
+    def stop(self, timeout: float = 30) -> list[Outcome]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self._threads), "a request thread never came back"
+        return list(self.outcomes)

@@ -73,7 +73,7 @@ def default_scenario(hsm: Any) -> Scenario:
     ]
     servers = [
         resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
-        resource_server("rs-2", RS2, [hsm.key("rs2-sig").public_jwk(), hsm.key("enc-ecdh-es-a256kw").public_jwk()],
+        resource_server("rs-2", RS2, [hsm.key("rs2-sig").public_jwk(), hsm.key_info("enc-ecdh-es-a256kw").public_jwk()],
                         scope="read", introspection_encrypted_response_alg="ECDH-ES+A256KW",
                         access_token_encrypted_response_alg="ECDH-ES+A256KW", access_token_encrypted_response_enc="A256GCM"),
         resource_server("rs-3", RS3, [keys["rs-3"].public_jwk, ec_enc_jwk(rs3_enc, "rs-3-enc")], aud_policy="endpoint",

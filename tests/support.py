@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 SOFTHSM_MODULE = os.environ.get("OAUTH_HSM_TEST_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+# OAUTH_HSM_TEST_REMOTE=1: the main test token is served by `p11-kit server` and reached through
+# p11-kit-client.so, the network-HSM path (conftest.py).
+REMOTE_HSM = os.environ.get("OAUTH_HSM_TEST_REMOTE", "") == "1"
 USER_PIN = "1234-test"
 SO_PIN = "5678-test-so"
 METADATA_APPLICATION = "flask-oauth-hsm"
@@ -65,15 +68,7 @@ class IsolatedStore:
     def create(cls, base: Path, keys: dict | None = None) -> "IsolatedStore":
         store = cls(write_softhsm_conf(base))
         init_token(ISOLATED_TOKEN, env=store.env())
-        code = (
-            "import json, sys\n"
-            "from flask_oauth_hsm.hsm import HSM, HSMConfig\n"
-            f"h = HSM(HSMConfig(module={SOFTHSM_MODULE!r}, token_label={ISOLATED_TOKEN!r}, pin={USER_PIN!r}))\n"
-            "for label, (alg, use) in json.loads(sys.argv[1]).items():\n"
-            "    h.generate_key(alg, use, label)\n"
-        )
-        subprocess.run([sys.executable, "-c", code, json.dumps(keys or ISOLATED_KEYS)], check=True,
-                       capture_output=True, env=store.env(), timeout=120)
+        generate_keys_in_child(ISOLATED_TOKEN, keys or ISOLATED_KEYS, env=store.env())
         return store
 
     def env(self, **extra: str) -> dict:
@@ -82,6 +77,26 @@ class IsolatedStore:
 
     def settings(self) -> dict:
         return {"OAUTH_HSM_PKCS11_MODULE": SOFTHSM_MODULE, "OAUTH_HSM_TOKEN_LABEL": ISOLATED_TOKEN, "OAUTH_HSM_PIN": USER_PIN}
+
+
+_GENERATE = (
+    "import json, sys\n"
+    "from flask_oauth_hsm.hsm import HSM, HSMConfig\n"
+    "args = json.loads(sys.argv[1])\n"
+    "h = HSM(HSMConfig(module=args['module'], token_label=args['token'], pin=args['pin']))\n"
+    "for label, (alg, use) in args['keys'].items():\n"
+    "    h.generate_key(alg, use, label)\n"
+)
+
+
+def generate_keys_in_child(token: str, keys: dict, env: dict | None = None) -> None:
+    """Generate ``keys`` (label -> (alg, use)) in ``token`` through SoftHSM, in a child process:
+    this process's module may have been initialised before the token existed."""
+    args = {"module": SOFTHSM_MODULE, "token": token, "pin": USER_PIN, "keys": keys}
+    result = subprocess.run([sys.executable, "-c", _GENERATE, json.dumps(args)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"generating keys in {token!r} failed: {result.stderr[-2000:]}")
 
 
 def free_port() -> int:

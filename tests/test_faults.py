@@ -17,7 +17,7 @@ import requests
 import support
 from as_helpers import RS1, assertion_form, claims_for
 from scenarios import pkjwt_client, resource_server
-from conftest import as_settings
+from conftest import as_settings, local_token_only
 from test_http_server import concurrent_posts, start_gunicorn, stop
 
 
@@ -35,6 +35,7 @@ def finalize_module_underneath() -> None:
 
 
 def test_module_failure_gives_503_then_recovers(as_env):
+    local_token_only("finalises SoftHSM in this process; test_remote_hsm.py kills the remote server instead")
     client = as_env.client()
     assert client.post("/oauth2/token", data=fresh_form(as_env)).status_code == 200
     finalize_module_underneath()

@@ -9,6 +9,7 @@ import requests
 from flask import g, jsonify
 
 from as_helpers import RS1, RS2, assertion_form, claims_for
+from conftest import local_token_only
 from flask_oauth_hsm import ResourceProtector
 from flask_oauth_hsm.jose import jwe, jwk, jwt as our_jwt
 from flask_oauth_hsm.rs.state import JWKSCache as _JWKSCache
@@ -26,6 +27,7 @@ def rs2_app(as_env):
     """AS and resource server rs-2 in one app; rs-2 decrypts its tokens in the HSM token."""
     from example_app import create_app
 
+    local_token_only("ECDH-ES+A256KW decryption (CKM_ECDH1_DERIVE)")
     app = create_app({**as_env.settings, **rs_settings(
         RS2, OAUTH_HSM_RS_DECRYPTION_KEY="enc-ecdh-es-a256kw", OAUTH_HSM_RS_REQUIRE_ENCRYPTED_TOKENS="true")})
     protector = ResourceProtector()  # the app already has one; this one only lends its decorator
@@ -175,6 +177,7 @@ def test_an_unusable_key_in_the_as_jwks_does_not_fail_every_token(as_env, hsm):
 def introspecting_server(as_env):
     import support
 
+    local_token_only("ECDH-ES+A256KW decryption (CKM_ECDH1_DERIVE)")
     port = support.free_port()
     base = f"http://127.0.0.1:{port}"
     settings = {**as_env.settings, **rs_settings(

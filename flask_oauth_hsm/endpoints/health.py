@@ -2,7 +2,8 @@
 
 ``/health``: the process answers (no dependency is touched, so a slow HSM never kills pods).
 ``/ready``: the HSM answers and we are logged in, and Redis runs the replay script (which also
-starts a new epoch after a Redis reset, so a probe rather than a client starts it).
+starts a new epoch after a Redis reset, so a probe rather than a client starts it) on every master
+and reports no eviction policy that could drop replay records (``"redis": "evicting"``).
 503 with the failing component named, never with an error message from PKCS#11 or redis-py.
 """
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from flask import Response
 
 from .. import events
-from ..errors import HSMError, StoreUnavailable
+from ..errors import HSMError, StoreUnavailable, StoreUnsafe
 from ..web import json_response
 from . import Endpoint, register
 
@@ -37,6 +38,8 @@ def readiness_endpoint(ctx: "ServerContext") -> Response:
 def _check(probe: Callable[[], None]) -> str:
     try:
         probe()
+    except StoreUnsafe:
+        return "evicting"  # Redis answers but may drop replay records (docs/operations.md)
     except (HSMError, StoreUnavailable):
         return "unavailable"
     return "ok"

@@ -9,6 +9,10 @@ Facts this is built around (docs/hsm-and-keys.md):
 * A stale session or handle gets a new session and one retry; a module failure marks the state
   broken and re-initialises on the next call, after a short back-off. A wrong PIN is never
   retried: tokens lock PINs after a few failures.
+* Every call into the library runs under ``operation_timeout`` (deadline.py): a network HSM that
+  stops answering costs a request that long, then fails fast until the stuck calls return.
+* A mechanism the token lacks is a configuration fact, not an outage: keys are checked against
+  the token's mechanism list when loaded, and a refusal at run time resets nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .inventory import (
     CURVES,
     REQUIRED,
     SECRET_KINDS,
+    USE_MECHANISMS,
     KeyInfo,
     KeyProblem,
     SecretKeyInfo,
@@ -41,6 +46,7 @@ from .inventory import (
     missing_mechanisms,
     write_metadata,
 )
+from .deadline import Abandoned
 from .module import Module, module
 from .operations import Rejected, TokenKey, TokenSecretKey
 from .pool import HSMConfig, KeyRef, TokenState, close_quietly
@@ -53,6 +59,8 @@ _STALE = (
     pkcs11.KeyHandleInvalid,
     pkcs11.UserNotLoggedIn,
 )
+# The token cannot do what we asked (a mechanism it lacks): no outage, nothing to reset.
+_UNSUPPORTED = (pkcs11.MechanismInvalid, pkcs11.FunctionNotSupported)
 # Caused by the data we were given (callers map these to one uniform failure).
 _INPUT = (
     pkcs11.DataInvalid,
@@ -65,6 +73,7 @@ _INPUT = (
 )
 
 log = logging.getLogger("flask_oauth_hsm.hsm")
+_FIRST_OPEN_TIMEOUT = 30.0  # seconds: the first open of a process that never reached the token
 _instances: "weakref.WeakSet[HSM]" = weakref.WeakSet()
 
 
@@ -129,8 +138,9 @@ class HSM:
                     self._pin_refused = f"{exc} (no further login attempts in this process: fix the PIN and restart)"
                     log.error("%s", self._pin_refused)
                 if self._opened_once and isinstance(exc, errors.HSMConfigError):
-                    # It worked before: a token that vanished is an outage, not a config error.
-                    raise errors.HSMUnavailable(f"HSM unavailable: {exc}") from None
+                    # It worked before: a token that vanished is an outage (a network HSM whose
+                    # server is down shows no token), not a configuration error.
+                    raise errors.HSMUnavailable(f"HSM unavailable: the token is not visible (server unreachable?): {exc}") from None
                 raise
             self._opened_once = True
             self._opened_pid = os.getpid()
@@ -143,28 +153,43 @@ class HSM:
         another holds a token's lock file sees no token, or fails to log in (several workers
         starting at once). So a failed attempt initialises the module again and retries, a few
         times at start-up, once when reconnecting (requests must not wait long). A wrong PIN is
-        never retried: tokens lock PINs after a few failures.
+        never retried: tokens lock PINs after a few failures. Each attempt runs under the
+        operation deadline; a hung HSM is not retried.
         """
         delays = (0.05,) if self._opened_pid == os.getpid() else (0.05, 0.1, 0.2, 0.4, 0.8)
         failure: errors.HSMError = errors.HSMUnavailable("HSM unavailable")
         for delay in (*delays, None):
-            generation = self._module.current()
             try:
-                assert self._module.cryptoki is not None
-                state = TokenState(self.config, self._module.cryptoki, self._find_token(), generation)
-                state.login()
+                state: TokenState = self._module.bounded(self._open_once, self._open_timeout(), _close_state, gated=False)
                 return state
-            except errors.WrongPin:
-                raise
-            except errors.HSMConfigError as exc:
-                failure = exc
-            except pkcs11.PKCS11Error:
-                failure = errors.HSMUnavailable("HSM unavailable: cannot open a session")
-            self._module.reset(generation)
+            except _RetryOpen as retry:
+                failure = retry.failure
             if delay is None:
                 break
             time.sleep(delay)
         raise failure
+
+    def _open_timeout(self) -> float:
+        """The operation deadline, once the configuration has worked (in this process or its
+        parent); before that, start-up is no request and a slow first C_Initialize may take longer."""
+        timeout = self.config.operation_timeout
+        return timeout if self._opened_once or timeout <= 0 else max(timeout, _FIRST_OPEN_TIMEOUT)
+
+    def _open_once(self) -> TokenState:
+        generation = self._module.current()
+        try:
+            assert self._module.cryptoki is not None
+            state = TokenState(self.config, self._module.cryptoki, self._find_token(), generation)
+            state.login()
+            return state
+        except errors.WrongPin:
+            raise
+        except errors.HSMConfigError as exc:
+            failure: errors.HSMError = exc
+        except pkcs11.PKCS11Error:
+            failure = errors.HSMUnavailable("HSM unavailable: cannot open a session")
+        self._module.reset(generation)
+        raise _RetryOpen(failure)
 
     def _find_token(self) -> Any:
         cfg, lib = self.config, self._module.lib
@@ -192,10 +217,7 @@ class HSM:
         except pkcs11.PKCS11Error:
             labels = []
         seen = f"tokens present: {', '.join(repr(x) for x in labels)}" if labels else "the module shows no initialised token"
-        if "softhsm" in os.path.basename(self.config.module).lower():
-            conf = os.environ.get("SOFTHSM2_CONF")
-            seen += f" (SoftHSM reads SOFTHSM2_CONF={conf})" if conf else " (SOFTHSM2_CONF is not set: SoftHSM uses its system-wide token directory)"
-        return seen
+        return seen + _where_tokens_come_from(self.config.module)
 
     def close(self) -> None:
         """Close this process's sessions (logging out when the last one closes)."""
@@ -207,9 +229,20 @@ class HSM:
     def check(self) -> None:
         """Readiness: raises HSMUnavailable unless the token answers and we are logged in."""
         state = self._token_state()
-        if not state.still_logged_in():
-            state.broken = True
-            raise errors.HSMUnavailable("HSM unavailable: not logged in")
+        with self._module.operation(self.config.pool_timeout):
+            if not self._bounded(state.still_logged_in):
+                state.broken = True
+                raise errors.HSMUnavailable("HSM unavailable: not logged in")
+
+    def _bounded(self, fn: Callable[[], Any], on_late: Callable[[Any], None] | None = None) -> Any:
+        """A call into the library, inside the operation gate, under the operation deadline."""
+        return self._module.bounded(fn, self.config.operation_timeout, on_late)
+
+    def _alive(self, state: TokenState) -> bool:
+        try:
+            return bool(self._bounded(state.still_logged_in))
+        except errors.HSMUnavailable:
+            return False
 
     # -- running operations ------------------------------------------------------------------
 
@@ -236,25 +269,35 @@ class HSM:
 
     def _attempt(self, state: TokenState, ref: KeyRef, op: Callable[[Any], Any], input_dependent: bool) -> tuple[str, Any]:
         with self._module.operation(self.config.pool_timeout):
-            ps = state.acquire()
+            ps = state.acquire(self._bounded)
             try:
-                result = op(ps.key(ref))
+                # Abandoned (the deadline passed): the call goes on; its session is closed when it
+                # returns, never put back into the pool. Nothing is reset under it.
+                result = self._bounded(lambda: op(ps.key(ref)), lambda _: state.discard(ps))
+            except Abandoned as exc:
+                return "error", exc
+            except errors.HSMUnavailable as exc:  # the circuit is open (deadline.py): nothing ran
+                state.release(ps)
+                return "error", exc
             except _STALE:
                 state.discard(ps)
-                if not state.still_logged_in():
+                if not self._alive(state):
                     state.broken = True  # everything was closed underneath: log in again
                 return "retry", errors.HSMUnavailable("HSM unavailable: session lost twice")
             except pkcs11.NoSuchKey:
                 state.release(ps)
-                if not state.still_logged_in():
+                if not self._alive(state):
                     state.broken = True
                     return "retry", errors.HSMUnavailable("HSM unavailable: not logged in")
                 return "error", errors.KeyNotFound(f"no key labelled {ref.label!r} in the token")
             except _INPUT:
                 state.release(ps)
                 return "error", Rejected()
+            except _UNSUPPORTED as exc:
+                state.release(ps)
+                return "error", errors.HSMError(f"the token cannot do this operation ({type(exc).__name__})")
             except pkcs11.PKCS11Error as exc:
-                if input_dependent and state.still_logged_in():
+                if input_dependent and self._alive(state):
                     state.release(ps)
                     return "error", Rejected()
                 state.discard(ps)
@@ -263,21 +306,15 @@ class HSM:
             state.release(ps)
             return "ok", result
 
-    def _with_session(self, fn: Callable[[Any], Any], *, rw: bool = False) -> Any:
-        """Run ``fn(session)`` on a fresh session: key management and lookups, not hot paths."""
+    def _with_session(self, fn: Callable[[Any], Any], *, rw: bool = False, deadline: bool = True) -> Any:
+        """Run ``fn(session)`` on a fresh session: key management and lookups, not hot paths.
+        ``deadline=False`` for key generation and deletion (an operator's command, not a request:
+        generating an RSA key takes seconds)."""
         state = self._token_state()
         with self._module.operation(self.config.pool_timeout):
-            try:
-                session = state.token.open(rw=rw)
-            except pkcs11.PKCS11Error:
-                state.broken = True
-                raise errors.HSMUnavailable("HSM unavailable: cannot open a session") from None
-            try:
-                return fn(session)
-            except pkcs11.PKCS11Error as exc:
-                raise errors.HSMError(f"token operation failed: {type(exc).__name__}") from None
-            finally:
-                close_quietly(session)
+            if not deadline:
+                return _in_new_session(state, fn, rw)
+            return self._bounded(lambda: _in_new_session(state, fn, rw))
 
     def random(self, nbytes: int) -> bytes:
         """``nbytes`` from the token's random generator (C_GenerateRandom)."""
@@ -287,25 +324,46 @@ class HSM:
 
     def mechanisms(self) -> set[str]:
         state = self._token_state()
-        try:
+
+        def listed() -> set[str]:
             return {m.name for m in state.token.slot.get_mechanisms() if hasattr(m, "name")}
+
+        try:
+            with self._module.operation(self.config.pool_timeout):
+                names: set[str] = self._bounded(listed)
+                return names
         except pkcs11.PKCS11Error:
             raise errors.HSMUnavailable("HSM unavailable: cannot list mechanisms") from None
 
-    def has_mechanism(self, name: str) -> bool:
+    def mechanism_names(self) -> set[str]:
         if self._mechanisms is None:  # a token's mechanism list does not change while we run
             self._mechanisms = self.mechanisms()
-        return name in self._mechanisms
+        return self._mechanisms
+
+    def has_mechanism(self, name: str) -> bool:
+        return name in self.mechanism_names()
 
     # -- keys -----------------------------------------------------------------------------------
 
     def key(self, label: str) -> TokenKey:
-        """The key pair labelled ``label``, checked safe (sensitive, never extractable)."""
+        """The key pair labelled ``label``, checked safe (sensitive, never extractable) and
+        usable: the token has the mechanisms its algorithm needs (refused here, at start-up,
+        rather than failing every request)."""
+        info = self._keys.get(label)
+        if info is None:
+            info = self.key_info(label)
+            missing = missing_mechanisms(self.mechanism_names(), USE_MECHANISMS[info.alg])
+            if missing:
+                raise errors.HSMConfigError(f"key {label!r}: this token cannot do {info.alg} (it lacks {', '.join(missing)})")
+            self._keys[label] = info
+        return TokenKey(self, info)
+
+    def key_info(self, label: str) -> KeyInfo:
+        """Public facts of the key pair labelled ``label`` (its JWK), whatever the token can do with it."""
         info = self._keys.get(label)
         if info is None:
             info = self._with_session(lambda s: load_key_info(s, label))
-            self._keys[label] = info
-        return TokenKey(self, info)
+        return info
 
     def secret_key(self, label: str) -> TokenSecretKey:
         """The AES or HMAC key labelled ``label``, checked safe."""
@@ -347,7 +405,7 @@ class HSM:
             write_metadata(session, label, {"alg": alg, "use": use})
             return load_key_info(session, label)
 
-        info: KeyInfo = self._with_session(generate, rw=True)
+        info: KeyInfo = self._with_session(generate, rw=True, deadline=False)
         self._keys[label] = info
         return info
 
@@ -365,7 +423,7 @@ class HSM:
             write_metadata(session, label, {"kind": kind})
             return load_secret_info(session, label)
 
-        info: SecretKeyInfo = self._with_session(generate, rw=True)
+        info: SecretKeyInfo = self._with_session(generate, rw=True, deadline=False)
         self._secrets[label] = info
         return info
 
@@ -379,9 +437,51 @@ class HSM:
             for obj in objs:
                 obj.destroy()
 
-        self._with_session(destroy, rw=True)
+        self._with_session(destroy, rw=True, deadline=False)
         self._keys.pop(label, None)
         self._secrets.pop(label, None)
 
 
+class _RetryOpen(Exception):
+    """An attempt to open the token failed in a way worth another attempt (``failure`` if not)."""
 
+    def __init__(self, failure: errors.HSMError):
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def _close_state(state: TokenState | None) -> None:
+    """A login that finished after its caller gave up: nobody will use it."""
+    if state is not None:
+        state.close()
+
+
+def _in_new_session(state: TokenState, fn: Callable[[Any], Any], rw: bool) -> Any:
+    try:
+        session = state.token.open(rw=rw)
+    except pkcs11.PKCS11Error:
+        state.broken = True
+        raise errors.HSMUnavailable("HSM unavailable: cannot open a session") from None
+    try:
+        return fn(session)
+    except pkcs11.PKCS11Error as exc:
+        raise errors.HSMError(f"token operation failed: {type(exc).__name__}") from None
+    finally:
+        close_quietly(session)
+
+
+def _where_tokens_come_from(module_path: str) -> str:
+    """Why a module may show no token, for the one-line start-up error."""
+    name = os.path.basename(module_path).lower()
+    if "softhsm" in name:
+        conf = os.environ.get("SOFTHSM2_CONF")
+        return f" (SoftHSM reads SOFTHSM2_CONF={conf})" if conf else " (SOFTHSM2_CONF is not set: SoftHSM uses its system-wide token directory)"
+    if "p11-kit-client" in name:
+        address = os.environ.get("P11_KIT_SERVER_ADDRESS")
+        if not address:
+            return " (P11_KIT_SERVER_ADDRESS is not set: p11-kit-client.so does not know where the server is)"
+        path = address.partition("unix:path=")[2]
+        if path and not os.path.exists(path):
+            return f" (no p11-kit server listens at P11_KIT_SERVER_ADDRESS={address})"
+        return f" (as exported by the p11-kit server at P11_KIT_SERVER_ADDRESS={address})"
+    return " (a network HSM's client library shows no token when it cannot reach its server)"

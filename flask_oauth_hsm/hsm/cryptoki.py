@@ -5,6 +5,12 @@ threaded; SoftHSM then uses no mutexes and two threads on two sessions crash the
 finalise and initialise again with ``CKF_OS_LOCKING_OK`` (PKCS#11 v2.40 §5.4) through the module's
 own function list. ``C_Login`` is also called here, on a session we own, so a wrong PIN cannot
 leak a handle and its return code can be told apart (incorrect vs locked).
+
+The function list must be *python-pkcs11's own*, not one from a second ``C_GetFunctionList``:
+proxy modules such as ``p11-kit-client.so`` return a new module instance, with its own connection
+and sessions, from every call (PKCS#11 v2.40 §5.2 allows it), and a login through another instance
+logs nothing in. python-pkcs11 does not expose its pointer; :func:`function_list_address` reads it
+from the object (checked against the layout of the pinned version, see pyproject.toml).
 """
 
 from __future__ import annotations
@@ -61,19 +67,34 @@ class _FunctionList(ctypes.Structure):
     _fields_ = [("version", ctypes.c_ubyte * 2)] + [(name, ctypes.c_void_p) for name in _FN_NAMES]
 
 
-class Cryptoki:
-    """The module's own function list, reached through ``C_GetFunctionList``.
+def function_list_address(lib: object) -> int:
+    """The ``CK_FUNCTION_LIST *`` a ``pkcs11.lib`` calls through.
 
-    dlopen of the same path returns the handle python-pkcs11 already holds, so these calls act on
-    the same library state.
+    python-pkcs11 0.10.1 declares ``cdef class HasFuncList`` (the base of ``pkcs11.lib``) with the
+    fields ``CK_FUNCTION_LIST *funclist``, ``funclist30``, ``funclist32`` right after the object
+    header: the first pointer sits at ``id(lib) + object.__basicsize__`` (CPython). A release
+    that changes that layout is refused here, never misread; an upgrade of the pin re-checks it.
     """
+    import pkcs11._pkcs11 as native
 
-    def __init__(self, path: str):
-        dll = ctypes.CDLL(path)
-        fl = ctypes.POINTER(_FunctionList)()
-        if dll.C_GetFunctionList(ctypes.byref(fl)) != CKR_OK:
-            raise errors.HSMConfigError(f"OAUTH_HSM_PKCS11_MODULE: {path}: C_GetFunctionList failed")
-        self._dll, self._fl = dll, fl.contents
+    has_funclist: type = getattr(native, "HasFuncList")  # not in python-pkcs11's stubs
+    pointer = ctypes.sizeof(ctypes.c_void_p)
+    if has_funclist.__basicsize__ != object.__basicsize__ + 3 * pointer or not isinstance(lib, has_funclist):
+        raise errors.HSMConfigError("python-pkcs11: unexpected object layout (flask-oauth-hsm supports 0.10.1 only)")
+    address = ctypes.c_void_p.from_address(id(lib) + object.__basicsize__).value
+    if not address:
+        raise errors.HSMConfigError("OAUTH_HSM_PKCS11_MODULE: the module returned no function list")
+    return int(address)
+
+
+class Cryptoki:
+    """The calls python-pkcs11 does not offer, on the function list of ``lib`` (a ``pkcs11.lib``)."""
+
+    def __init__(self, lib: object):
+        fl = ctypes.cast(function_list_address(lib), ctypes.POINTER(_FunctionList)).contents
+        if fl.version[0] not in (2, 3) or not all(getattr(fl, n) for n in ("C_Initialize", "C_Finalize", "C_Login", "C_GetSessionInfo")):
+            raise errors.HSMConfigError("OAUTH_HSM_PKCS11_MODULE: the module's function list is incomplete")
+        self._lib, self._fl = lib, fl  # the lib keeps the module (and so the list) loaded
         self._initialize = _FN(self._fl.C_Initialize)
         self._finalize = _FN(self._fl.C_Finalize)
         self._login = _FN_LOGIN(self._fl.C_Login)

@@ -43,7 +43,9 @@ _RSA_OAEP = ("RSA_X_509", "RSA_PKCS_OAEP")  # raw RSA + software OAEP, or native
 REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "ES256": (("EC_KEY_PAIR_GEN",), ("ECDSA",)),
     "ES384": (("EC_KEY_PAIR_GEN",), ("ECDSA",)),
-    "PS256": (("RSA_PKCS_KEY_PAIR_GEN",), ("SHA256_RSA_PKCS_PSS",)),
+    # PSS over a digest made here when the token lacks the combined mechanism (p11-kit 0.24 does not
+    # forward CKM_SHA256_RSA_PKCS_PSS; operations.py).
+    "PS256": (("RSA_PKCS_KEY_PAIR_GEN",), ("SHA256_RSA_PKCS_PSS", "RSA_PKCS_PSS")),
     "RS256": (("RSA_PKCS_KEY_PAIR_GEN",), ("SHA256_RSA_PKCS",)),
     "EdDSA": (("EC_EDWARDS_KEY_PAIR_GEN",), ("EDDSA",)),
     "RSA-OAEP": (("RSA_PKCS_KEY_PAIR_GEN",), _RSA_OAEP),
@@ -52,6 +54,9 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "ECDH-ES+A128KW": (("EC_KEY_PAIR_GEN",), ("ECDH1_DERIVE",)),
     "ECDH-ES+A256KW": (("EC_KEY_PAIR_GEN",), ("ECDH1_DERIVE",)),
 }
+
+# What using (not generating) a key of each algorithm needs: checked when a key is loaded.
+USE_MECHANISMS: dict[str, tuple[tuple[str, ...], ...]] = {alg: needs[1:] for alg, needs in REQUIRED.items()}
 
 # Secret keys: what each kind is for, and what the token needs to make and use it.
 SECRET_KINDS: dict[str, tuple[KeyType, int, tuple[tuple[str, ...], ...]]] = {

@@ -8,6 +8,8 @@
 * PKCS#11 leaves ``C_Finalize`` undefined while other threads are inside the library (v2.40
   §5.4). Every operation therefore runs inside :meth:`Module.operation`, and re-initialisation
   waits for the operations in flight to leave (bounded) and keeps new ones out meanwhile.
+* Calls into the library run under a deadline (:meth:`Module.bounded`, deadline.py): a hung
+  network HSM costs a request the deadline, not its thread.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pkcs11
 
 from .. import errors
 from .cryptoki import Cryptoki
+from .deadline import Deadlines
+
+T = TypeVar("T")
 
 
 class OperationGate:
@@ -40,9 +45,17 @@ class OperationGate:
         try:
             yield
         finally:
-            with self._cond:
-                self._inside -= 1
-                self._cond.notify_all()
+            self.release()
+
+    def hold(self) -> None:
+        """An abandoned call (deadline.py) keeps its place until it returns: never finalise under it."""
+        with self._cond:
+            self._inside += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._inside -= 1
+            self._cond.notify_all()
 
     @contextmanager
     def exclusive(self, timeout: float) -> Iterator[None]:
@@ -76,11 +89,21 @@ class Module:
         self.generation = 0
         self.lib: Any = None
         self.cryptoki: Cryptoki | None = None
+        self.deadlines = Deadlines()
 
     def after_fork_in_child(self) -> None:
         # Another thread may have held these at the fork: the child gets fresh ones.
         self.lock = threading.Lock()
         self.gate = OperationGate()
+        self.deadlines.after_fork_in_child()
+
+    def bounded(self, fn: Callable[[], T], timeout: float, on_late: Callable[[Any], None] | None = None,
+                *, gated: bool = True) -> T:
+        """``fn()`` (calls into the library) within ``timeout`` (deadline.py); ``gated``: the caller
+        is inside :meth:`operation`, and an abandoned call keeps that place until it returns."""
+        if gated:
+            return self.deadlines.call(fn, timeout, hold=self.gate.hold, release=self.gate.release, on_late=on_late)
+        return self.deadlines.call(fn, timeout, on_late=on_late)
 
     def current(self) -> int:
         """The live generation, initialising first if this process has not yet (or forked)."""
@@ -106,8 +129,8 @@ class Module:
         if not os.path.isfile(self.path):
             raise errors.HSMConfigError(f"OAUTH_HSM_PKCS11_MODULE: no such file: {self.path}")
         try:
-            self.lib = pkcs11.lib(self.path)
-            self.cryptoki = Cryptoki(self.path)
+            self.lib = pkcs11.lib(self.path)  # cached per path by python-pkcs11: one instance per process
+            self.cryptoki = Cryptoki(self.lib)
         except pkcs11.PKCS11Error as exc:
             if "loading" in str(exc):  # dlopen or C_GetFunctionList failed
                 raise errors.HSMConfigError(f"OAUTH_HSM_PKCS11_MODULE: {self.path} is not a loadable PKCS#11 module") from None

@@ -57,8 +57,15 @@ class TokenKey:
             self._sig_len = 2 * ((info.size + 7) // 8)
             mech: Mechanism | None = Mechanism.ECDSA
         elif spec.kind == "pss":  # python-pkcs11's default PSS parameters are wrong for JOSE
-            mech = Mechanism.SHA256_RSA_PKCS_PSS
-            param = (_HASH_MECH[spec.hash or ""], _MGF[spec.hash or ""], hashlib.new(spec.hash or "").digest_size)
+            hash_name = spec.hash or ""
+            param = (_HASH_MECH[hash_name], _MGF[hash_name], hashlib.new(hash_name).digest_size)
+            combined = f"{hash_name.upper()}_RSA_PKCS_PSS"
+            if hsm.has_mechanism(combined):
+                mech = Mechanism[combined]
+            else:  # CKM_RSA_PKCS_PSS signs a digest made here (PKCS#11 v2.40 §2.1.12), as ECDSA does
+                pss_digest = getattr(hashlib, hash_name)
+                self._prepare = lambda data: pss_digest(data).digest()
+                mech = Mechanism.RSA_PKCS_PSS
         elif spec.kind == "pkcs1":
             mech = Mechanism.SHA256_RSA_PKCS
         elif spec.kind == "eddsa":

@@ -11,13 +11,17 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pkcs11
 from pkcs11 import ObjectClass
 
 from .. import errors
 from .cryptoki import CKR_OK, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_USER_ALREADY_LOGGED_IN, Cryptoki
+from .deadline import Abandoned
+
+# Runs a call into the library under the operation deadline: (call, cleanup if abandoned) -> result.
+Bounded = Callable[[Callable[[], Any], Callable[[Any], None]], Any]
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class HSMConfig:
     pool_size: int = 16
     pool_timeout: float = 5.0
     reconnect_backoff: float = 1.0  # after a failed (re)connect, fail fast for this long
+    operation_timeout: float = 2.0  # deadline of each call into the library (deadline.py); 0: none
 
     @staticmethod
     def read_pin_file(path: str) -> str:
@@ -90,7 +95,9 @@ class TokenState:
             raise errors.HSMConfigError(f"OAUTH_HSM_PIN: login to token {self.token.label!r} failed")
         self.anchor = session
 
-    def acquire(self) -> PooledSession:
+    def acquire(self, bounded: Bounded) -> PooledSession:
+        """A pooled session: an idle one, a new one (opened through ``bounded``: under the
+        operation deadline), or one released within the pool timeout."""
         try:
             return self.pool.get_nowait()
         except queue.Empty:
@@ -101,10 +108,12 @@ class TokenState:
                 self.opened += 1
         if may_open:
             try:
-                return PooledSession(self.token.open())
+                opened: PooledSession = bounded(lambda: PooledSession(self.token.open()), self._opened_late)
+                return opened
+            except Abandoned:
+                raise  # still counted: _opened_late closes it and gives the place back
             except BaseException:
-                with self.lock:
-                    self.opened -= 1
+                self._uncount()
                 raise
         try:
             return self.pool.get(timeout=self.config.pool_timeout)
@@ -116,6 +125,14 @@ class TokenState:
 
     def discard(self, ps: PooledSession) -> None:
         close_quietly(ps.session)
+        self._uncount()
+
+    def _opened_late(self, ps: PooledSession | None) -> None:
+        if ps is not None:
+            close_quietly(ps.session)
+        self._uncount()
+
+    def _uncount(self) -> None:
         with self.lock:
             self.opened -= 1
 

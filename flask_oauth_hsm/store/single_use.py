@@ -67,6 +67,10 @@ class ResetRule:
         return issued_at < math.floor(epoch) - allowance
 
 
-def hashed_key(namespace: str, ident: str) -> str:
-    digest = hashlib.sha256(namespace.encode() + b"\0" + ident.encode("utf-8", "surrogatepass")).digest()
+def id_digest(namespace: str, ident: str) -> bytes:
+    """SHA-256 of the namespace and the id: a hostile 64 KB id costs a fixed-size key."""
+    return hashlib.sha256(namespace.encode() + b"\0" + ident.encode("utf-8", "surrogatepass")).digest()
+
+
+def hashed_key(namespace: str, digest: bytes) -> str:
     return namespace + ":" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -125,6 +126,17 @@ def _aud_policy(value: str) -> None:
         raise ValidationError(f"must be one of: {', '.join(AUD_POLICIES)}")
 
 
+# docs/proof-of-possession.md, "Server nonces": off (only clients registered with
+# dpop_nonce_required), optional (offered; once a client got one it must keep using them), required.
+DPOP_NONCE_MODES = ("off", "optional", "required")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def header_name(value: str) -> None:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValidationError("must be an HTTP header name (letters, digits and '-')")
+
+
 def setting(env: str, kind: type[fields.Field], **options: Any) -> Any:
     """Declare a setting: its variable and its marshmallow field options (default, validation)."""
     return dataclasses.field(metadata={"env": env, "kind": kind, "options": options})
@@ -185,6 +197,33 @@ class Settings:
     # deployments that limit at a gateway.
     rate_limits: RateLimits | None = setting(
         "OAUTH_HSM_RATE_LIMITS", RateLimitsField, load_default=lambda: RateLimits(**DEFAULT_RATE_LIMITS))
+
+    # -- proof of possession (docs/proof-of-possession.md: DPoP, PoP key distribution, mTLS) -----
+    # RFC 9449 §5.1 dpop_signing_alg_values_supported: asymmetric only (HS*, none are not in SIGNING);
+    # RS256 is left out as for client assertions (FAPI 2.0 SP §5.4).
+    dpop_algs: tuple[str, ...] = setting("OAUTH_HSM_DPOP_ALGS", CSV, load_default=("ES256", "ES384", "PS256", "EdDSA"),
+                                         validate=_assertion_algs)
+    # 60 s: a proof is made for one request; a short iat window bounds pre-computed proofs and the
+    # time their jti must be remembered (RFC 9449 §11.1).
+    dpop_proof_max_age: int = setting("OAUTH_HSM_DPOP_PROOF_MAX_AGE", fields.Integer, load_default=60, validate=validate.Range(5, 600))
+    # off: nonces only for clients registered with dpop_nonce_required (RFC 9449 §8 makes them optional).
+    dpop_nonce: str = setting("OAUTH_HSM_DPOP_NONCE", fields.String, load_default="off", validate=validate.OneOf(DPOP_NONCE_MODES))
+    # Label of an HMAC key in the token: stateless nonces that every worker and host can check.
+    dpop_nonce_key: str | None = setting("OAUTH_HSM_DPOP_NONCE_KEY", fields.String, load_default=None)
+    # 120 s: a new nonce every 60 s, each accepted for 60 to 120 s: one retry per minute at most.
+    dpop_nonce_lifetime: int = setting("OAUTH_HSM_DPOP_NONCE_LIFETIME", fields.Integer, load_default=120,
+                                       validate=validate.Range(10, 3600))
+    # Label of an AES key in the token that seals symmetric PoP keys kept in Redis; unset: no symmetric PoP.
+    pop_key_wrap_key: str | None = setting("OAUTH_HSM_POP_KEY_WRAP_KEY", fields.String, load_default=None)
+    # 60 s: the `created` window of RFC 9421 signatures on token requests (asymmetric req_cnf).
+    http_signature_max_age: int = setting("OAUTH_HSM_HTTP_SIGNATURE_MAX_AGE", fields.Integer, load_default=60,
+                                          validate=validate.Range(5, 600))
+    # Unset: no mTLS. The header a TLS-terminating proxy in OAUTH_HSM_TRUSTED_PROXIES sets to the
+    # URL-encoded PEM client certificate (nginx $ssl_client_escaped_cert), RFC 8705 §2.
+    mtls_cert_header: str | None = setting("OAUTH_HSM_MTLS_CERT_HEADER", fields.String, load_default=None, validate=header_name)
+    # The header carrying the proxy's chain verification result (nginx $ssl_client_verify); needed
+    # by tls_client_auth (RFC 8705 §2.1: the chain is validated), not by the self-signed method.
+    mtls_verify_header: str | None = setting("OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name)
 
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"
@@ -254,7 +293,18 @@ def load_settings(
         raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
         raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
+    check_binding_settings(data)
     return Settings(**data)
+
+
+def check_binding_settings(data: Mapping[str, Any]) -> None:
+    """Combinations of the proof-of-possession settings that could never work."""
+    if data["dpop_nonce"] != "off" and data["dpop_nonce_key"] is None:
+        raise ConfigError(f"OAUTH_HSM_DPOP_NONCE_KEY: required when OAUTH_HSM_DPOP_NONCE is {data['dpop_nonce']}")
+    if data["mtls_cert_header"] is not None and not data["trusted_proxies"]:
+        raise ConfigError("OAUTH_HSM_MTLS_CERT_HEADER: needs OAUTH_HSM_TRUSTED_PROXIES (the header is believed only from them)")
+    if data["mtls_verify_header"] is not None and data["mtls_cert_header"] is None:
+        raise ConfigError("OAUTH_HSM_MTLS_VERIFY_HEADER: needs OAUTH_HSM_MTLS_CERT_HEADER")
 
 
 HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout"})

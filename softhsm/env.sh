@@ -16,6 +16,10 @@ export OAUTH_HSM_PUBLISHED_KEYS=${OAUTH_HSM_PUBLISHED_KEYS:-as-sig-ps256}
 export OAUTH_HSM_ENCRYPTION_KEYS=${OAUTH_HSM_ENCRYPTION_KEYS:-as-enc-rsa}
 export OAUTH_HSM_REDIS_URL=${OAUTH_HSM_REDIS_URL:-redis://127.0.0.1:$DEV_REDIS_PORT/0}
 export OAUTH_HSM_REGISTRY=${OAUTH_HSM_REGISTRY:-$DEV_DIR/registry.json}
+# Proof of possession (docs/proof-of-possession.md): DPoP nonces and symmetric PoP keys, keys in the dev token.
+export OAUTH_HSM_DPOP_NONCE=${OAUTH_HSM_DPOP_NONCE:-optional}
+export OAUTH_HSM_DPOP_NONCE_KEY=${OAUTH_HSM_DPOP_NONCE_KEY:-as-dpop-nonce}
+export OAUTH_HSM_POP_KEY_WRAP_KEY=${OAUTH_HSM_POP_KEY_WRAP_KEY:-as-pop-wrap}
 export EXAMPLE_RESOURCE=${EXAMPLE_RESOURCE:-$OAUTH_HSM_ISSUER/api}
 # The example app is also a resource server (GET /api/items): these configure its helper.
 export OAUTH_HSM_RS_ISSUER=${OAUTH_HSM_RS_ISSUER:-$OAUTH_HSM_ISSUER}

@@ -43,6 +43,7 @@ registry = {
         "grant_types": ["client_credentials"],
         "scope": "read write",
         "resources": [resource],
+        "pop_keys": ["symmetric", "asymmetric"],
     }],
     "resource_servers": [{
         "resource": resource,
@@ -69,6 +70,11 @@ cat >&2 <<MSG
   In another terminal, get an access token with private_key_jwt (key in the dev token):
 
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client
+
+  and use a DPoP-bound or a symmetric PoP token against the API:
+
+    .venv/bin/flask --app example_app oauth-hsm demo-client --binding dpop --api $OAUTH_HSM_ISSUER/api/items
+    .venv/bin/flask --app example_app oauth-hsm demo-client --binding pop-symmetric --api $OAUTH_HSM_ISSUER/api/items
 
 MSG
 exec "$VENV/bin/gunicorn" --workers 2 --worker-class gthread --threads 8 \

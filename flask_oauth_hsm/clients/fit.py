@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import binding
 from ..errors import ConfigError
 from .model import Credentials, ResourceServer
 from .registry import Check
@@ -25,6 +26,7 @@ def fit_checker(settings: "Settings", ring: "KeyRing") -> Check:
                               f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring)
+        binding.fits(settings, entity)
 
     return check
 

@@ -14,9 +14,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..binding.mtls import CertificateSource
+from ..binding.nonces import NoncePolicy
 from ..clients import IPNetwork
 from ..hsm import HSM
 from ..jose import jwk
+from ..store import Store
 from .settings import RSSettings
 
 log = logging.getLogger("flask_oauth_hsm.resource")
@@ -92,6 +95,9 @@ class RSState:
     jwks: JWKSCache
     cache: ResultCache
     trusted_networks: tuple[IPNetwork, ...]
+    nonces: NoncePolicy = NoncePolicy("off", None, "")  # DPoP nonces (RFC 9449 §9)
+    store: Store | None = None  # replay state of proofs; None: no single-use checks (docs)
+    certificates: CertificateSource | None = None  # mTLS-bound tokens (RFC 8705 §3)
     _endpoints: dict[str, str] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> str:

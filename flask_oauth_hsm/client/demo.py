@@ -52,8 +52,9 @@ def _token_request(url: str, form: dict[str, str], client_auth: Callable[..., An
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         _, headers, body = client_auth(None, "POST", url, headers, urlencode(form))
         response = requests.post(url, data=body, headers=headers, timeout=TIMEOUT)
-        if dpop is None or not (dpop.remember(url, response.headers) and asks_for_nonce(response.status_code, response.headers)):
+        if dpop is None or not asks_for_nonce(response.status_code, response.headers):
             break
+        dpop.remember(url, response.headers)
     return response.status_code, response.json()
 
 

@@ -1,7 +1,8 @@
 """DPoP for clients (RFC 9449) with the proof key in a PKCS#11 token.
 
 * :class:`DPoPKey` makes proofs (signed in the token) and remembers the nonces servers send
-  (``DPoP-Nonce``, RFC 9449 §8 and §9), per origin.
+  (``DPoP-Nonce``, RFC 9449 §8 and §9), per origin and role: an authorization server and a
+  resource server on one origin (as in the example app) each have their own nonces.
 * :class:`DPoPClientAuth` wraps an Authlib client authentication method: the token request gets a
   proof too, so ``fetch_token`` returns a DPoP-bound token.
 * :class:`DPoPAuth` is the auth of resource requests, for ``requests`` (``auth=``) and ``httpx``
@@ -49,7 +50,7 @@ class DPoPKey:
         """RFC 9449 §4.2: a fresh proof for one request (``ath`` when it carries a token)."""
         claims: dict[str, Any] = {"jti": secrets.token_urlsafe(18), "htm": method.upper(), "htu": _htu(url),
                                   "iat": int(clock.now())}
-        nonce = self._nonces.get(_origin(url))
+        nonce = self._nonces.get(_slot(url, access_token is not None))
         if nonce is not None:
             claims["nonce"] = nonce
         if access_token is not None:
@@ -60,26 +61,23 @@ class DPoPKey:
                          + compact.b64url_encode(json.dumps(claims, separators=(",", ":")).encode()))
         return signing_input + "." + compact.b64url_encode(self.key.sign(signing_input.encode("ascii")))
 
-    def remember(self, url: str, headers: Mapping[str, str]) -> bool:
-        """Keep the ``DPoP-Nonce`` of a response from ``url``; True when it is a new one."""
+    def remember(self, url: str, headers: Mapping[str, str], resource: bool = False) -> None:
+        """Keep the ``DPoP-Nonce`` of a response from ``url`` (``resource``: a resource request)."""
         nonce = headers.get("DPoP-Nonce")
-        if not nonce:
-            return False
-        origin = _origin(url)
-        with self._lock:
-            changed = self._nonces.get(origin) != nonce
-            self._nonces[origin] = nonce
-        return changed
+        if nonce:
+            with self._lock:
+                self._nonces[_slot(url, resource)] = nonce
 
     def remember_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         """A ``requests`` response hook / ``httpx`` event hook: remember the nonce it carries."""
-        self.remember(str(response.request.url), response.headers)
+        authorization = str(response.request.headers.get("Authorization", ""))
+        self.remember(str(response.request.url), response.headers, authorization.lower().startswith("dpop "))
         return response
 
 
-def _origin(url: str) -> str:
+def _slot(url: str, resource: bool) -> tuple[str, bool]:
     parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}", resource
 
 
 def _htu(url: str) -> str:
@@ -134,8 +132,8 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
         return r
 
     def _retry_with_nonce(self, r: requests.Response, **kwargs: Any) -> requests.Response:
-        new = self.dpop.remember(str(r.request.url), r.headers)
-        if not (new and asks_for_nonce(r.status_code, r.headers)) or getattr(r.request, "dpop_retried", False):
+        self.dpop.remember(str(r.request.url), r.headers, resource=True)
+        if not asks_for_nonce(r.status_code, r.headers) or getattr(r.request, "dpop_retried", False):
             return r
         r.content  # noqa: B018 - release the connection before reusing it
         r.close()
@@ -151,6 +149,7 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
     def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
         self._sign(request.method, str(request.url), request.headers)
         response = yield request
-        if self.dpop.remember(str(request.url), response.headers) and asks_for_nonce(response.status_code, response.headers):
+        self.dpop.remember(str(request.url), response.headers, resource=True)
+        if asks_for_nonce(response.status_code, response.headers):  # once: RFC 9449 §9
             self._sign(request.method, str(request.url), request.headers)
             yield request

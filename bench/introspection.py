@@ -150,13 +150,9 @@ def main() -> int:
                     count = int(estimate * args.duration * 1.6) + 3000
                     benchlib.write_bodies(bench.bodies, bench.forms(rs_id, token, count))
                     gate.wait()
-                    system = benchlib.SystemMeter()
-                    system.start()
-                    r = benchlib.run_wrk(server, "/oauth2/introspect", bench.bodies, duration=args.duration,
-                                         connections=CONNECTIONS, headers={"Accept": accept} if accept else None,
-                                         redis_pid=bench.redis.proc.pid)
-                    window, busy = system.stop()
-                    r.foreign = max(0.0, busy - r.server_cpu - r.wrk_cpu - r.redis_cpu) / window
+                    r = benchlib.run_wrk_measured(server, "/oauth2/introspect", bench.bodies, duration=args.duration,
+                                                  connections=CONNECTIONS, headers={"Accept": accept} if accept else None,
+                                                  redis_pid=bench.redis.proc.pid)
                     bench.check(server, rs_id, token, accept)  # still correct after the run
                     estimate = max(estimate, r.rate)  # bodies never run short
                     results[(config.name, name)] = r

@@ -18,21 +18,17 @@ from joserfc.jwk import ECKey, OKPKey
 
 import support
 from as_helpers import assertion_form, claims_for
-from pop_helpers import NONCE_KEY, POP_SETTINGS, RSP, ensure_secret_keys, pop_scenario, rs_settings
+from pop_helpers import NONCE_KEY, POP_SETTINGS, RSP, pop_world, rs_settings
 from test_http_server import start_gunicorn, stop
 
-
-@pytest.fixture(scope="module")
-def world(hsm):
-    ensure_secret_keys(hsm)
-    return pop_scenario(hsm)
+__all__ = ["pop_world"]  # fixture
 
 
 @pytest.fixture(scope="module")
-def server(make_as, world):
+def server(make_as, pop_world):
     port = support.free_port()
     base = f"http://127.0.0.1:{port}"
-    env = make_as(world.scenario, OAUTH_HSM_ISSUER=base, OAUTH_HSM_DPOP_NONCE="required", **POP_SETTINGS,
+    env = make_as(pop_world.scenario, OAUTH_HSM_ISSUER=base, OAUTH_HSM_DPOP_NONCE="required", **POP_SETTINGS,
                   **rs_settings(RSP, OAUTH_HSM_RS_ISSUER=base, OAUTH_HSM_RS_PUBLIC_URL=base, OAUTH_HSM_RS_DPOP_NONCE="required",
                                 OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY))
     proc, url = start_gunicorn(env.settings, workers=3, port=port)
@@ -69,7 +65,7 @@ class JoserfcDPoP:
 
 
 @pytest.mark.parametrize("kind", ["EC", "OKP"])
-def test_independent_client_gets_and_uses_a_dpop_token(server, world, kind):
+def test_independent_client_gets_and_uses_a_dpop_token(server, kind):
     base, env = server
     client = JoserfcDPoP(ECKey.generate_key("P-256") if kind == "EC" else OKPKey.generate_key("Ed25519"))
     for _ in range(3):  # several requests, so that more than one worker answers and checks nonces

@@ -117,7 +117,7 @@ def _san_values(cert: x509.Certificate, kind: type) -> list[Any]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (x509.ExtensionNotFound, ValueError):
         return []
-    return list(san.get_values_for_type(kind))  # type: ignore[call-overload]
+    return list(san.get_values_for_type(kind))
 
 
 def registered_certificate(cert: ClientCertificate, entity: Credentials) -> bool:

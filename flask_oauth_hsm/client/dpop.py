@@ -43,7 +43,7 @@ class DPoPKey:
         self.key = key
         public: dict[str, Any] = key.public_jwk()  # type: ignore[attr-defined]
         self.jwk = {k: public[k] for k in _PUBLIC_MEMBERS if k in public}  # RFC 9449 §4.2: the public key only
-        self._nonces: dict[str, str] = {}
+        self._nonces: dict[tuple[str, bool], str] = {}
         self._lock = threading.Lock()
 
     def proof(self, method: str, url: str, access_token: str | None = None) -> str:
@@ -105,8 +105,9 @@ class DPoPClientAuth:
         if isinstance(inner, str):
             from authlib.oauth2.auth import ClientAuth
 
-            inner = ClientAuth.DEFAULT_AUTH_METHODS[inner]
-        self.inner = inner
+            self.inner: ClientAuthMethod | None = ClientAuth.DEFAULT_AUTH_METHODS[inner]
+        else:
+            self.inner = inner
 
     def __call__(self, auth: Any, method: str, uri: str, headers: Any, body: str | None) -> tuple[str, Any, str]:
         if self.inner is not None:
@@ -128,7 +129,7 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
     # requests ---------------------------------------------------------------------------------
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         self._sign(str(r.method), str(r.url), r.headers)
-        r.register_hook("response", self._retry_with_nonce)
+        r.register_hook("response", self._retry_with_nonce)  # type: ignore[no-untyped-call]
         return r
 
     def _retry_with_nonce(self, r: requests.Response, **kwargs: Any) -> requests.Response:
@@ -140,7 +141,7 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
         retry = r.request.copy()
         retry.dpop_retried = True  # type: ignore[attr-defined]
         self._sign(str(retry.method), str(retry.url), retry.headers)
-        again: requests.Response = r.connection.send(retry, **kwargs)  # type: ignore[attr-defined]
+        again: requests.Response = r.connection.send(retry, **kwargs)
         again.history.append(r)
         again.request = retry
         return again

@@ -16,7 +16,7 @@ from authlib.integrations.base_client import OAuthError
 from .dpop import ClientAuthMethod, DPoPAuth, DPoPClientAuth, DPoPKey
 
 
-class _DPoPTokenAuth(OAuth2Auth):
+class _DPoPTokenAuth(OAuth2Auth):  # type: ignore[misc]  # Authlib is untyped
     """Authlib's token auth for DPoP tokens (it knows Bearer only)."""
 
     def __call__(self, req: Any) -> Any:
@@ -27,7 +27,7 @@ class _DPoPTokenAuth(OAuth2Auth):
         return DPoPAuth(dpop, self.token["access_token"])(req)
 
 
-class DPoPOAuth2Session(OAuth2Session):
+class DPoPOAuth2Session(OAuth2Session):  # type: ignore[misc]
     """``OAuth2Session`` whose tokens are bound to ``dpop`` (RFC 9449)."""
 
     token_auth_class = _DPoPTokenAuth

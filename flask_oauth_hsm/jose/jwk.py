@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from cryptography import x509
@@ -284,7 +284,7 @@ class JWKSet:
             raise InvalidKey(f"key {kid!r} may not be used with {alg}")
         return key
 
-    def __iter__(self) -> Iterable[PublicJWK]:
+    def __iter__(self) -> Iterator[PublicJWK]:
         return iter(self.keys)
 
 

@@ -91,7 +91,7 @@ def check_sender(state: "RSState", req: Request, presented: Presented, claims: M
     if "x5t#S256" in cnf:
         _check_certificate(state, req, presented, cnf["x5t#S256"])
     elif "jwk" in cnf or "jwe" in cnf:
-        _check_signature(state, req, presented, cnf)
+        _check_signature(state, req, presented, claims, cnf)
     else:
         raise TokenRejected("invalid_token", 401, "the token is bound by a method this server does not know")
     return {}
@@ -133,11 +133,12 @@ def _check_dpop(state: "RSState", req: Request, presented: Presented, claims: Ma
 # --- PoP tokens (RFC 9421) ---------------------------------------------------------------------------
 
 
-def _check_signature(state: "RSState", req: Request, presented: Presented, cnf: Mapping[str, Any]) -> None:
+def _check_signature(state: "RSState", req: Request, presented: Presented, claims: Mapping[str, Any],
+                     cnf: Mapping[str, Any]) -> None:
     if presented.scheme != "pop":
         raise TokenRejected("invalid_token", 401, "a PoP token must be sent with the PoP scheme, signed (RFC 9421)")
     s = state.settings
-    key, alg, ids = _bound_key(state, cnf)
+    key, alg, ids = _bound_key(state, cnf, claims)
     if alg not in s.signature_algs:
         raise TokenRejected("invalid_token", 401, "this server does not verify signatures with the token's key type")
     if (req.content_length or 0) > MAX_SIGNED_BODY:
@@ -155,15 +156,22 @@ def _check_signature(state: "RSState", req: Request, presented: Presented, cnf: 
                             "@target-uri, authorization, content-digest, created, nonce)") from None
 
 
-def _bound_key(state: "RSState", cnf: Mapping[str, Any]) -> tuple[Any, str | None, frozenset[str]]:
+def _bound_key(state: "RSState", cnf: Mapping[str, Any], claims: Mapping[str, Any]) -> tuple[Any, str | None, frozenset[str]]:
     """The token's key, its RFC 9421 algorithm and the keyids naming it."""
     try:
         if "jwk" in cnf:
             public = jwk.load_jwk(cnf["jwk"])
             return public.key, http_signature_alg(public.kty, public.crv), key_ids(public)
-        if not isinstance(cnf["jwe"], str):
+        sealed = cnf["jwe"]
+        if not isinstance(sealed, str):
             raise JoseError("cnf.jwe is not a string")
-        symmetric = decrypt_key(cnf["jwe"], decrypter(state))  # RFC 7800 §3.3, in our token
+        hit = state.pop_keys.get(sealed)
+        if hit is not None:
+            symmetric = hit[1]
+        else:
+            symmetric = decrypt_key(sealed, decrypter(state))  # RFC 7800 §3.3, in our token
+            exp = claims.get("exp")
+            state.pop_keys.put(sealed, float(exp) if isinstance(exp, (int, float)) else 0.0, symmetric)
         return symmetric.secret, "hmac-sha256", frozenset({symmetric.kid})
     except (JoseError, InvalidKey):
         raise TokenRejected("invalid_token", 401, "the token's PoP key cannot be read here") from None

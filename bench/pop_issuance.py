@@ -2,7 +2,11 @@
 """Issue 13: tokens/s for bearer, DPoP, asymmetric PoP and symmetric PoP issuance side by side, and
 proof verifications/s at the resource-server helper.
 
-    .venv/bin/python bench/pop_issuance.py [--duration 8]
+    .venv/bin/python bench/pop_issuance.py [--duration 5] [--rounds 3]
+
+Every variant runs ``--rounds`` times, the variants interleaved (one round: every issuance variant,
+then every verification variant), so that each round compares them under the same machine load;
+the tables give medians, and ratios to bearer within each round.
 
 Issuance (POST /oauth2/token, client credentials, private_key_jwt ES256, ES256 access token signed
 in SoftHSM, gunicorn sync 2 workers, wrk 16 keep-alive connections; every request pre-built and used
@@ -10,14 +14,16 @@ once — its own client assertion, and its own DPoP proof or RFC 9421 signature)
 
 * bearer              the baseline
 * DPoP                an ES256 proof (RFC 9449 §4.3 checks, jti single use in Redis)
-* DPoP + nonce        the same with OAUTH_HSM_DPOP_NONCE=required (the nonce fetched once before)
+* DPoP + nonce        the same for a client registered with dpop_nonce_required (the nonce
+                      fetched before each run)
 * asymmetric PoP      req_cnf (ES256 public key) and the request signed with it (RFC 9421)
 * symmetric PoP       a key from C_GenerateRandom, JWE to the resource server, sealed (AES-GCM in
                       the token) into Redis for the token's lifetime
 
 Verification at the resource server (GET /api/items of the example app, local validation, same
 server): bearer, DPoP (proof + ath + replay in Redis), asymmetric PoP (ECDSA P-256 signature +
-nonce in Redis), symmetric PoP (cnf.jwe opened in the token with ECDH-ES+A256KW, HMAC + nonce).
+nonce in Redis), symmetric PoP (cnf.jwe opened in the token with ECDH-ES+A256KW once per token
+and process, then HMAC + nonce).
 Then the bare checks in one process, without HTTP: DPoP proof, and each RFC 9421 algorithm.
 
 Self-contained: throwaway SoftHSM2 token store, keys made in the token, private redis-server.
@@ -26,13 +32,10 @@ Self-contained: throwaway SoftHSM2 token store, keys made in the token, private 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import secrets
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,9 +66,10 @@ class Bench:
         self.pop_key = ClientKey.new("ES256")
         rs_enc = benchlib.public_jwk_of("rs-enc")
         registry = {
-            "clients": [{"client_id": "c", "token_endpoint_auth_method": "private_key_jwt", "scope": "read write",
+            "clients": [{"client_id": cid, "token_endpoint_auth_method": "private_key_jwt", "scope": "read write",
                          "jwks": {"keys": [self.client_key.public_jwk]}, "resources": [RS],
-                         "pop_keys": ["symmetric", "asymmetric"]}],
+                         "pop_keys": ["symmetric", "asymmetric"], "dpop_nonce_required": cid == "cn"}
+                        for cid in ("c", "cn")],  # cn: DPoP nonces required for it (RFC 9449 §8)
             "resource_servers": [{"resource": RS, "client_id": "rs", "token_endpoint_auth_method": "private_key_jwt",
                                   "jwks": {"keys": [ClientKey.new("ES256").public_jwk, rs_enc]}, "scope": "read write"}],
         }
@@ -97,7 +101,8 @@ class Bench:
             extra["token_type"] = "pop"
         if kind == "pop-asymmetric":
             extra["req_cnf"] = req_cnf(self.pop_key)
-        forms = benchlib.presign_forms(self.client_key, "c", benchlib.ISSUER, count, extra)
+        client_id = "cn" if kind == "dpop-nonce" else "c"
+        forms = benchlib.presign_forms(self.client_key, client_id, benchlib.ISSUER, count, extra)
         out = []
         for form in forms:
             headers: dict[str, str] = {}
@@ -125,8 +130,8 @@ class Bench:
         return benchlib.http_request(server.base, method, path, body or None, fields)
 
     def nonce(self, server) -> str:
-        """The current DPoP nonce: a request without one gets use_dpop_nonce and the nonce."""
-        status, headers, body = self.send(server, self.token_lines("dpop", 1)[0])
+        """The current DPoP nonce: a request of cn without one gets use_dpop_nonce and the nonce."""
+        status, headers, body = self.send(server, self.token_lines("dpop-nonce", 1)[0])
         value = {k.lower(): v for k, v in headers.items()}.get("dpop-nonce")
         if status != 400 or not value:
             raise RuntimeError(f"expected use_dpop_nonce, got {status} {body[:200]!r}")
@@ -171,10 +176,18 @@ def measure(bench: Bench, server, lines_fn, estimate: float, duration: float, ga
                                      redis_pid=bench.redis.proc.pid, whole_requests=True)
 
 
-def row(name: str, r: benchlib.LoadResult, base: benchlib.LoadResult | None) -> list[str]:
-    return [name, f"{r.rate:,.0f}", f"{r.rate / base.rate:.0%}" if base else "100%", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-            f"{r.errors}" + (f" ({r.exhausted} exhausted)" if r.exhausted else ""), f"{r.cpu_ms(r.server_cpu):.3f}",
-            f"{r.cpu_ms(r.redis_cpu):.3f}", f"{r.foreign:.2f}"]
+def summary(name: str, runs: list[benchlib.LoadResult], bases: list[benchlib.LoadResult]) -> list[str]:
+    """Medians over the rounds; ÷ bearer is the median of the per-round ratios (same load)."""
+    import statistics
+
+    med = statistics.median
+    rates = [r.rate for r in runs]
+    return [name, f"{med(rates):,.0f}", f"{min(rates):,.0f}–{max(rates):,.0f}",
+            f"{med(r.rate / b.rate for r, b in zip(runs, bases)):.0%}", f"{med(r.p50_ms for r in runs):.2f}",
+            f"{med(r.p99_ms for r in runs):.2f}", str(sum(r.errors for r in runs)),
+            f"{med(r.cpu_ms(r.server_cpu) for r in runs):.3f}",
+            f"{med(r.cpu_ms(r.server_cpu) for r in runs) / med(b.cpu_ms(b.server_cpu) for b in bases):.2f}",
+            f"{med(r.cpu_ms(r.redis_cpu) for r in runs):.3f}", f"{med(r.foreign for r in runs):.2f}"]
 
 
 def micro(bench: Bench, seconds: float = 2.0) -> list[list[str]]:
@@ -226,7 +239,8 @@ def micro(bench: Bench, seconds: float = 2.0) -> list[list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every variant, interleaved (default 3)")
     args = ap.parse_args()
     out = benchlib.Report("pop_issuance")
     started = time.monotonic()
@@ -234,50 +248,50 @@ def main() -> int:
     benchlib.print_facts(out)
     bench = Bench()
     config = benchlib.WorkerConfig("sync-2", "sync")
-    gate = benchlib.QuietGate(budget=15, per_wait=3)
+    gate = benchlib.QuietGate(budget=20, per_wait=2)
+    issued: dict[str, list[benchlib.LoadResult]] = {name: [] for name, _ in ISSUANCE}
+    verified: dict[str, list[benchlib.LoadResult]] = {name: [] for name, _ in VERIFICATION}
+    server = benchlib.start_gunicorn(bench.ws, "example_app:app", bench.settings, config, ready_path="/oauth2/jwks")
     try:
-        issue_rows, verify_rows, errors, first_bad = [], [], 0, []
+        benchlib.wait_for_epoch(bench.redis.url)
         estimate = 2500.0
-        for nonce_mode in ("off", "required"):
-            settings = {**bench.settings, "OAUTH_HSM_DPOP_NONCE": nonce_mode}
-            server = benchlib.start_gunicorn(bench.ws, "example_app:app", settings, config, ready_path="/oauth2/jwks")
-            try:
-                benchlib.wait_for_epoch(bench.redis.url)
-                kinds = [k for k in ISSUANCE if (k[1] == "dpop-nonce") == (nonce_mode == "required")]
-                nonce = bench.nonce(server) if nonce_mode == "required" else None
-                base = None
-                for name, kind in kinds:
-                    bench.one_token(server, kind, nonce)  # correct before the run
-                    r = measure(bench, server, lambda n, kind=kind: bench.token_lines(kind, n, nonce), estimate, args.duration, gate)
-                    bench.one_token(server, kind, nonce)  # and after
-                    base = base or r
-                    estimate, errors = max(estimate, r.rate), errors + r.errors
-                    first_bad += [(name, r.first_bad)] if r.first_bad else []
-                    issue_rows.append(row(name, r, base if nonce_mode == "off" else None))
-                if nonce_mode == "off":
-                    vbase = None
-                    for name, kind in VERIFICATION:
-                        token = bench.one_token(server, kind)
-                        r = measure(bench, server, lambda n, kind=kind, token=token: bench.resource_lines(kind, token, n),
-                                    estimate, args.duration, gate)
-                        vbase = vbase or r
-                        errors += r.errors
-                        first_bad += [(name, r.first_bad)] if r.first_bad else []
-                        verify_rows.append(row(name, r, vbase))
-            finally:
-                server.stop()
-        headers = ["", "req/s", "÷ bearer", "p50 ms", "p99 ms", "errors", "server CPU ms/req", "redis CPU ms/req", "other load"]
-        out.section(f"Issuance: POST /oauth2/token, gunicorn {config.describe()}, {CONNECTIONS} connections, {args.duration:g} s per run")
-        out.table(headers, issue_rows)
+        for _ in range(args.rounds):
+            # Variants interleaved, so that each round's ratios compare runs under the same load.
+            for name, kind in ISSUANCE:
+                nonce = bench.nonce(server) if kind == "dpop-nonce" else None
+                bench.one_token(server, kind, nonce)  # correct before the run
+                r = measure(bench, server, lambda n, kind=kind, nonce=nonce: bench.token_lines(kind, n, nonce), estimate,
+                            args.duration, gate)
+                bench.one_token(server, kind, nonce)  # and after
+                estimate = max(estimate, r.rate)
+                issued[name].append(r)
+            for name, kind in VERIFICATION:
+                token = bench.one_token(server, kind)
+                verified[name].append(measure(bench, server, lambda n, kind=kind, token=token: bench.resource_lines(kind, token, n),
+                                              estimate, args.duration, gate))
+    finally:
+        server.stop()
+    try:
+        headers = ["", "req/s (median)", "min–max", "÷ bearer", "p50 ms", "p99 ms", "errors", "server CPU ms/req",
+                   "CPU ÷ bearer", "redis CPU ms/req", "other load"]
+        runs = f"{args.rounds} rounds × {args.duration:g} s, variants interleaved"
+        out.section(f"Issuance: POST /oauth2/token, gunicorn {config.describe()}, {CONNECTIONS} connections, {runs}")
+        out.table(headers, [summary(name, issued[name], issued["bearer"]) for name, _ in ISSUANCE])
         out.line()
-        out.line("÷ bearer: of the bearer run on the same server (DPoP + nonce ran on a second server, nonces required). "
+        out.line("Medians over the rounds; ÷ bearer = median of each round's ratio to that round's bearer run. "
+                 "DPoP + nonce: a client registered with dpop_nonce_required, the nonce fetched before each run. "
                  "other load = CPU other programs used on this shared machine during the run, in cores (of 2).")
-        out.section(f"Verification at the resource server: GET /api/items (local validation), same server, {CONNECTIONS} connections")
-        out.table(headers, verify_rows)
+        out.section(f"Verification at the resource server: GET /api/items (local validation), same server, {runs}")
+        out.table(headers, [summary(name, verified[name], verified["bearer"]) for name, _ in VERIFICATION])
+        out.line()
+        out.line("Symmetric PoP: the key opened from cnf.jwe in the token once per token and process, then cached until "
+                 "the token expires (rs/state.py); the cost of opening it is in the next table.")
         out.section("The checks alone, one process, no HTTP (per second on one core)")
         out.table(["check", "per second", "µs each"], micro(bench))
+        everything = [r for runs_ in (*issued.values(), *verified.values()) for r in runs_]
+        bad = next((r.first_bad for r in everything if r.first_bad), "")
         out.line()
-        out.line(f"errors over all runs: {errors}" + "".join(f"; {name}: first {bad}" for name, bad in first_bad))
+        out.line(f"errors over all runs: {sum(r.errors for r in everything)}" + (f" (first: {bad})" if bad else ""))
         return benchlib.finish(out, started)
     finally:
         bench.close()

@@ -17,15 +17,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from as_helpers import RS1, ClientKey, assertion_form, b64, claims_for
 from conftest import ISSUER
-from pop_proofs import (  # noqa: F401  (re-exported for the test modules)
-    TOKEN_URL, ath, dpop_jwk, dpop_proof, jkt, req_cnf, signed_headers, symmetric_secret,
-)
+from pop_proofs import TOKEN_URL, ath, dpop_jwk, dpop_proof, jkt, req_cnf, signed_headers, symmetric_secret
 from scenarios import Scenario, pkjwt_client, resource_server, secret_client
 RSP = "https://rsp.example.test"  # a resource server whose keys are in the test token (symmetric PoP)
 RSN = "https://rsn.example.test"  # no encryption key: cannot receive symmetric keys
 RSH = "https://rsh.example.test"  # verifies ecdsa-p256-sha256 only
 NONCE_KEY, WRAP_KEY = "pop-nonce-hmac", "pop-wrap-aes"
 RS_ENC_KEY = "enc-ecdh-es-a256kw"  # rsp's decryption key in the test token
+__all__ = [  # the proofs are re-exported for the test modules
+    "NONCE_KEY", "POP_SETTINGS", "RS_ENC_KEY", "RSH", "RSN", "RSP", "SECRET", "TOKEN_URL", "WRAP_KEY", "ath", "dpop_jwk",
+    "dpop_proof", "ensure_secret_keys", "jkt", "pop_as", "pop_scenario", "pop_world", "post_token", "req_cnf", "rs_settings",
+    "signed_headers", "symmetric_secret", "token_form", "with_old_epoch",
+]
 SECRET = "d-secret-0123456789abcdef"
 POP_SETTINGS = {"OAUTH_HSM_DPOP_NONCE_KEY": NONCE_KEY, "OAUTH_HSM_POP_KEY_WRAP_KEY": WRAP_KEY}
 

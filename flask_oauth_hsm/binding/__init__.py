@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from ..store import Store
     from ..tokens.access import IssuedToken
 
-__all__ = ["BEARER", "Binding", "Bindings", "Confirmation", "Proofs", "bind", "describe", "fits", "forget", "metadata",
-           "read_proofs"]
+__all__ = ["BEARER", "Binding", "Bindings", "Confirmation", "Proofs", "accept_dpop_proof", "bind", "describe", "fits",
+           "forget", "metadata", "read_dpop_proof", "read_proofs"]
 
 DPOP_REPLAY_NAMESPACE = "dpop"
 SIGNATURE_NONCE_NAMESPACE = "httpsig-nonce"
@@ -128,19 +128,22 @@ class Proofs:
 
 def read_proofs(ctx: "ServerContext", request: Request, form: Form) -> Proofs:
     """Step 1 (module docstring): checks that need no client identity; raises OAuthError."""
-    proof = _dpop_proof(ctx.binding, request)
+    proof = read_dpop_proof(ctx, request, ctx.binding.token_url)
     pop, key = _pop_request(form)
     if proof is not None and pop:
         raise InvalidRequestError("use either DPoP or token_type=pop, not both")
     return Proofs(proof, pop, key)
 
 
-def _dpop_proof(b: Bindings, request: Request) -> dpop.Proof | None:
+def read_dpop_proof(ctx: "ServerContext", request: Request, url: str) -> dpop.Proof | None:
+    """The request's DPoP proof for our endpoint at ``url`` (the token endpoint; PAR, RFC 9449
+    §10.1, once it exists), its stateless checks passed; None without one. Raises OAuthError."""
+    b = ctx.binding
     try:
         value = dpop.read_header(request.headers.getlist("DPoP"))
         if value is None:
             return None
-        proof = dpop.verify_proof(value, method=request.method, url=b.token_url, algorithms=b.dpop_algs,
+        proof = dpop.verify_proof(value, method=request.method, url=url, algorithms=b.dpop_algs,
                                   max_age=b.dpop_max_age, leeway=b.leeway)
         b.nonces.check_presented(proof)  # RFC 9449 §4.3 step 10
         return proof
@@ -213,6 +216,13 @@ def bind(ctx: "ServerContext", request: Request, form: Form, proofs: Proofs, cli
 
 
 def _bind_dpop(ctx: "ServerContext", proof: dpop.Proof, client: Client) -> Binding:
+    headers = accept_dpop_proof(ctx, proof, client)
+    return Binding("dpop", {"jkt": proof.jkt}, "DPoP", headers=headers)
+
+
+def accept_dpop_proof(ctx: "ServerContext", proof: dpop.Proof, client: Client) -> dict[str, str]:
+    """Once the client is known: its nonce rules, then the proof used once; returns the headers of
+    the answer (a fresh DPoP-Nonce). Raises OAuthError."""
     b = ctx.binding
     try:
         b.nonces.check_client(ctx.store, proof, client.client_id, client.dpop_nonce_required)
@@ -222,7 +232,7 @@ def _bind_dpop(ctx: "ServerContext", proof: dpop.Proof, client: Client) -> Bindi
         use_proof_once(ctx.store, DPOP_REPLAY_NAMESPACE, proof, b.dpop_max_age, b.leeway, client.client_id)
     except dpop.ProofError as exc:
         raise InvalidDPoPProofError(f"invalid DPoP proof: {exc}") from None
-    return Binding("dpop", {"jkt": proof.jkt}, "DPoP", headers=b.nonces.offer(ctx.store, client.client_id, client.dpop_nonce_required))
+    return b.nonces.offer(ctx.store, client.client_id, client.dpop_nonce_required)
 
 
 def use_proof_once(store: "Store", namespace: str, proof: dpop.Proof, max_age: int, leeway: int, who: str | None) -> None:

@@ -306,6 +306,14 @@ def test_body_is_covered_by_the_digest(echo, symmetric):
     assert undigested.status_code == 401
 
 
+def test_the_target_uri_is_the_one_the_client_sent(echo, symmetric):
+    """RFC 9421 §2.2.2: the request target as written, percent-encoding and query included."""
+    token, secret, kid = symmetric
+    path = "/api/items?name=%7Ea%20b&x=1"
+    assert pop_call(echo, token, secret, "hmac", kid, path=path).status_code == 200
+    assert pop_call(echo, token, secret, "hmac", kid, path=path, send={"path": "/api/items?name=~a%20b&x=1"}).status_code == 401
+
+
 def test_a_signature_nonce_is_used_once_at_the_resource_server(echo, symmetric):
     token, secret, kid = symmetric
     assert pop_call(echo, token, secret, "hmac", kid, nonce="n-once-1").status_code == 200

@@ -69,7 +69,12 @@ def presented_token(req: Request) -> Presented:
 
 
 def target_uri(state: "RSState", req: Request) -> str:
-    """The URI the client addressed, from our configured origin (never the Host header)."""
+    """The URI the client addressed (RFC 9421 §2.2.2 @target-uri, RFC 9449 htu): our configured
+    origin (never the Host header) and the request target exactly as sent, when the server tells
+    it (``RAW_URI``: gunicorn, Werkzeug); else the path re-encoded."""
+    raw = req.environ.get("RAW_URI") or req.environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        return state.settings.origin + raw
     path = quote(req.script_root + req.path, safe="/:@!$&'()*+,;=-._~%")
     query = req.query_string.decode("latin-1")
     return state.settings.origin + path + (f"?{query}" if query else "")

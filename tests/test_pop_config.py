@@ -83,13 +83,17 @@ def _registry_error(doc) -> str:
     ("clients", "dpop_bound_access_tokens", "yes please", r"dpop_bound_access_tokens: Not a valid boolean"),
     ("clients", "dpop_nonce_required", [], r"dpop_nonce_required: Not a valid boolean"),
     ("resource_servers", "pop_signature_algs", ["hmac-sha1"], r"resource_servers\[0\] \(r\): pop_signature_algs: Must be one of"),
+    ("clients", "both bindings", True, r"dpop_bound_access_tokens: a client cannot require both DPoP and certificate-bound"),
 ])
 def test_registry_fields(kind, field, value, expected):
     key = ClientKey.new()
     doc = {"clients": [{"client_id": "c", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]}}],
            "resource_servers": [{"client_id": "r", "resource": RSP, "token_endpoint_auth_method": "private_key_jwt",
                                  "jwks": {"keys": [ClientKey.new().public_jwk]}}]}
-    doc[kind][0][field] = value
+    if field == "both bindings":
+        doc[kind][0].update(dpop_bound_access_tokens=True, tls_client_certificate_bound_access_tokens=True)
+    else:
+        doc[kind][0][field] = value
     assert re.search(expected, _registry_error(doc)), _registry_error(doc)
 
 

@@ -165,6 +165,12 @@ class ClientSchema(CredentialsSchema):
                 raise ValidationError(f"{v!r} is not an IP address or CIDR range") from None
 
     @validates_schema
+    def _one_binding(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # A token is bound one way (docs/proof-of-possession.md): such a client could get none.
+        if data.get("dpop_bound_access_tokens") and data.get("tls_client_certificate_bound_access_tokens"):
+            raise ValidationError("a client cannot require both DPoP and certificate-bound tokens", "dpop_bound_access_tokens")
+
+    @validates_schema
     def _public_clients(self, data: dict[str, Any], **kwargs: Any) -> None:
         # RFC 6749 §4.4: the client credentials grant is for confidential clients only.
         if data.get("token_endpoint_auth_method") == "none" and "client_credentials" in data.get("grant_types", []):

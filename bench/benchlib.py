@@ -564,6 +564,12 @@ def run_wrk_measured(server: Server, path: str, bodies_file: Path, **kwargs) -> 
     return result
 
 
+def errors_line(results: list[LoadResult]) -> str:
+    """The closing line of a script: every error over all runs, and the first bad answer."""
+    bad = next((r.first_bad for r in results if r.first_bad), "")
+    return f"errors over all runs: {sum(r.errors for r in results)}" + (f" (first: {bad})" if bad else "")
+
+
 def connections_per_pid(port: int) -> dict[int, int]:
     """Established TCP connections on the server's port, by owning process (ss -tnp)."""
     try:

@@ -183,10 +183,8 @@ def main() -> int:
                                f"+{ej.cpu_ms(ej.server_cpu) - js.cpu_ms(js.server_cpu):.3f}"])
         out.table(["gunicorn", "signed JWT ÷ JSON (req/s)", "encrypted JWT ÷ JSON (req/s)",
                    "signing: extra server CPU ms/req", "sign+encrypt: extra server CPU ms/req"], ratio_rows)
-        all_errors = sum(r.errors for r in results.values())
-        bad = [r.first_bad for r in results.values() if r.first_bad]
         out.line()
-        out.line(f"errors over all runs: {all_errors}" + (f" (first: {bad[0]})" if bad else ""))
+        out.line(benchlib.errors_line(list(results.values())))
         return benchlib.finish(out, started)
     finally:
         bench.close()

@@ -288,10 +288,8 @@ def main() -> int:
                  "the token expires (rs/state.py); the cost of opening it is in the next table.")
         out.section("The checks alone, one process, no HTTP (per second on one core)")
         out.table(["check", "per second", "µs each"], micro(bench))
-        everything = [r for runs_ in (*issued.values(), *verified.values()) for r in runs_]
-        bad = next((r.first_bad for r in everything if r.first_bad), "")
         out.line()
-        out.line(f"errors over all runs: {sum(r.errors for r in everything)}" + (f" (first: {bad})" if bad else ""))
+        out.line(benchlib.errors_line([r for runs_ in (*issued.values(), *verified.values()) for r in runs_]))
         return benchlib.finish(out, started)
     finally:
         bench.close()

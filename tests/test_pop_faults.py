@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-import support
 from as_helpers import ClientKey
 from pop_helpers import POP_SETTINGS, RSP, ath, dpop_proof, pop_world, post_token, rs_settings, token_form
+from test_redis_faults import own_redis
 
-__all__ = ["pop_world"]
-
-
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = support.RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+__all__ = ["own_redis", "pop_world"]  # fixtures
 
 
 @pytest.fixture()

@@ -486,16 +486,17 @@ def write_bodies(path: Path, bodies: list[str]) -> None:
 
 def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, connections: int = 16,
             threads: int = 1, cycle: bool = False, headers: dict | None = None, redis_pid: int | None = None,
-            timeout_s: int = 5, expect: str | None = None) -> LoadResult:
+            timeout_s: int = 5, expect: str | None = None, whole_requests: bool = False) -> LoadResult:
     """POST the lines of ``bodies_file`` to ``path``, each exactly once (unless ``cycle``), for
     ``duration`` seconds over ``connections`` keep-alive connections. With ``expect``, a 200
-    answer whose body lacks that string counts as non-200 (wrk_bodies.lua)."""
+    answer whose body lacks that string counts as non-200. ``whole_requests``: each line is a
+    whole request (method, path, body, headers), ``path`` is then unused (wrk_bodies.lua)."""
     header_args = []
     for k, v in (headers or {}).items():
         header_args += ["-H", f"{k}: {v}"]
     args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", f"{timeout_s}s",
             *header_args, "-s", str(WRK_LUA), server.base + path, "--", str(bodies_file), str(threads),
-            "1" if cycle else "0", *([expect] if expect else [])]
+            "1" if cycle else "0", "requests" if whole_requests else "bodies", *([expect] if expect else [])]
     server_meter = CpuMeter(server.pids)
     redis_meter = CpuMeter(lambda: [redis_pid] if redis_pid else [])
     workers = children(server.proc.pid)
@@ -552,6 +553,22 @@ def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, co
         cpu_split="/".join(f"{100 * c / total:.0f}" for c in worker_cpu.values())
         if (total := sum(worker_cpu.values())) > 0 else "?",
     )
+
+
+def run_wrk_measured(server: Server, path: str, bodies_file: Path, **kwargs) -> LoadResult:
+    """:func:`run_wrk`, and the CPU other programs used meanwhile (``result.foreign``, in cores)."""
+    system = SystemMeter()
+    system.start()
+    result = run_wrk(server, path, bodies_file, **kwargs)
+    window, busy = system.stop()
+    result.foreign = max(0.0, busy - result.server_cpu - result.wrk_cpu - result.redis_cpu) / window
+    return result
+
+
+def errors_line(results: list[LoadResult]) -> str:
+    """The closing line of a script: every error over all runs, and the first bad answer."""
+    bad = next((r.first_bad for r in results if r.first_bad), "")
+    return f"errors over all runs: {sum(r.errors for r in results)}" + (f" (first: {bad})" if bad else "")
 
 
 def connections_per_pid(port: int) -> dict[int, int]:

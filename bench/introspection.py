@@ -150,13 +150,9 @@ def main() -> int:
                     count = int(estimate * args.duration * 1.6) + 3000
                     benchlib.write_bodies(bench.bodies, bench.forms(rs_id, token, count))
                     gate.wait()
-                    system = benchlib.SystemMeter()
-                    system.start()
-                    r = benchlib.run_wrk(server, "/oauth2/introspect", bench.bodies, duration=args.duration,
-                                         connections=CONNECTIONS, headers={"Accept": accept} if accept else None,
-                                         redis_pid=bench.redis.proc.pid)
-                    window, busy = system.stop()
-                    r.foreign = max(0.0, busy - r.server_cpu - r.wrk_cpu - r.redis_cpu) / window
+                    r = benchlib.run_wrk_measured(server, "/oauth2/introspect", bench.bodies, duration=args.duration,
+                                                  connections=CONNECTIONS, headers={"Accept": accept} if accept else None,
+                                                  redis_pid=bench.redis.proc.pid)
                     bench.check(server, rs_id, token, accept)  # still correct after the run
                     estimate = max(estimate, r.rate)  # bodies never run short
                     results[(config.name, name)] = r
@@ -187,10 +183,8 @@ def main() -> int:
                                f"+{ej.cpu_ms(ej.server_cpu) - js.cpu_ms(js.server_cpu):.3f}"])
         out.table(["gunicorn", "signed JWT ÷ JSON (req/s)", "encrypted JWT ÷ JSON (req/s)",
                    "signing: extra server CPU ms/req", "sign+encrypt: extra server CPU ms/req"], ratio_rows)
-        all_errors = sum(r.errors for r in results.values())
-        bad = [r.first_bad for r in results.values() if r.first_bad]
         out.line()
-        out.line(f"errors over all runs: {all_errors}" + (f" (first: {bad[0]})" if bad else ""))
+        out.line(benchlib.errors_line(list(results.values())))
         return benchlib.finish(out, started)
     finally:
         bench.close()

@@ -105,13 +105,8 @@ class Bench:
 
     def load(self, server, count: int, duration: float, *, cycle: bool = False) -> benchlib.LoadResult:
         benchlib.write_bodies(self.bodies, self.forms(count))
-        system = benchlib.SystemMeter()
-        system.start()
-        result = benchlib.run_wrk(server, "/oauth2/token", self.bodies, duration=duration, connections=CONNECTIONS,
-                                  cycle=cycle, redis_pid=self.redis.proc.pid)
-        window, busy = system.stop()
-        result.foreign = max(0.0, busy - result.server_cpu - result.wrk_cpu - result.redis_cpu) / window
-        return result
+        return benchlib.run_wrk_measured(server, "/oauth2/token", self.bodies, duration=duration, connections=CONNECTIONS,
+                                         cycle=cycle, redis_pid=self.redis.proc.pid)
 
     def close(self) -> None:
         self.ws.close()

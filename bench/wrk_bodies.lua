@@ -1,6 +1,9 @@
 -- wrk script: POST one pre-built body per request, never reusing one.
---   wrk ... -s bench/wrk_bodies.lua URL -- <bodies file> <wrk thread count> <cycle: 0|1> [<expect>]
--- The bodies file has one urlencoded form body per line. Thread i of n takes lines i, i+n, ...
+--   wrk ... -s bench/wrk_bodies.lua URL -- <bodies file> <wrk thread count> <cycle: 0|1> [bodies|requests] [<expect>]
+-- The bodies file has one urlencoded form body per line. With "requests", each line is a whole
+-- request instead: METHOD <TAB> PATH <TAB> BODY <TAB> Header: value <TAB> ... (DPoP proofs and RFC
+-- 9421 signatures differ per request, so their headers travel with each line; bench/pop_issuance.py).
+-- Thread i of n takes lines i, i+n, ...
 -- so no two threads ever send the same body. With cycle=0 a thread that runs out sends
 -- "/__bench_bodies_exhausted" (a 404, counted as an error and reported): the run is then invalid
 -- and the caller must pre-build more bodies. cycle=1 (only for do-nothing baselines) wraps around.
@@ -17,16 +20,31 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local function prepared(line)
+  local p = {}
+  for field in string.gmatch(line .. "\t", "([^\t]*)\t") do
+    p[#p + 1] = field
+  end
+  local headers = {}
+  for k = 4, #p do
+    local name, value = string.match(p[k], "^([^:]+): (.*)$")
+    if name then headers[name] = value end
+  end
+  if p[3] ~= "" then headers["Content-Type"] = "application/x-www-form-urlencoded" end
+  return wrk.format(p[1], p[2], headers, p[3] ~= "" and p[3] or nil)
+end
+
 function init(args)
   local file, nthreads = args[1], tonumber(args[2])
   cycle = args[3] == "1"
-  expect = args[4]
+  whole = args[4] == "requests"
+  expect = args[5]
   if expect == "" then expect = nil end
   bodies = {}
   local i = 0
   for line in io.lines(file) do
     if i % nthreads == tid then
-      bodies[#bodies + 1] = line
+      bodies[#bodies + 1] = whole and prepared(line) or line
     end
     i = i + 1
   end
@@ -49,6 +67,9 @@ function request()
   if body == nil then
     exhausted = exhausted + 1
     return wrk.format("POST", "/__bench_bodies_exhausted", nil, "")
+  end
+  if whole then
+    return body
   end
   return wrk.format(nil, nil, nil, body)
 end

@@ -82,3 +82,17 @@ def default_alg(kty: str, crv: str | None, use: str) -> str | None:
     if use == "sig":
         return {"RSA": "PS256", "P-256": "ES256", "P-384": "ES384", "Ed25519": "EdDSA"}.get(crv or kty)
     return {"RSA": "RSA-OAEP-256", "P-256": "ECDH-ES", "P-384": "ECDH-ES", "P-521": "ECDH-ES"}.get(crv or kty)
+
+
+# RFC 9421 §6.2.2 HTTP Message Signatures algorithms we verify (proof of possession at resource
+# servers, docs/proof-of-possession.md): hmac-sha256 for the symmetric keys we distribute, the
+# others for asymmetric client keys, chosen from the key type (never from the message).
+HTTP_SIGNATURE_ALGS = ("hmac-sha256", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "ed25519", "rsa-pss-sha512")
+# What a resource server accepts unless its registry entry says otherwise.
+DEFAULT_POP_SIGNATURE_ALGS = ("hmac-sha256", "ecdsa-p256-sha256", "ed25519", "rsa-pss-sha512")
+
+
+def http_signature_alg(kty: str, crv: str | None) -> str | None:
+    """The RFC 9421 algorithm for an asymmetric key (RFC 9421 §3.3), or None when there is none."""
+    return {"RSA": "rsa-pss-sha512", "P-256": "ecdsa-p256-sha256", "P-384": "ecdsa-p384-sha384",
+            "Ed25519": "ed25519"}.get(crv or kty)

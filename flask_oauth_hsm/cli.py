@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-import time
-import urllib.error
-import urllib.parse
 import urllib.request
 
 import click
@@ -20,7 +17,7 @@ from flask.cli import with_appcontext
 
 from . import client_keys
 from .algorithms import ALGORITHMS
-from .client_auth import ASSERTION_TYPE, hash_secret
+from .client_auth import hash_secret
 from .clients import Registry
 from .clients.fit import fit_checker
 from .cli_keys import admin as _admin
@@ -131,33 +128,32 @@ def client_jwks(key_file: str, alg: str) -> None:
     click.echo(json.dumps(jwks_doc, indent=2))
 
 
+BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
+
+
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
-@click.option("--key-label", default="demo-client-sig", show_default=True,
-              help="the client's signing key (in the dev token)")
+@click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
+@click.option("--binding", type=click.Choice(BINDINGS), default="bearer", show_default=True,
+              help="what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)")
+@click.option("--pop-key-label", default="demo-client-dpop", show_default=True,
+              help="the DPoP / asymmetric PoP key (in the dev token)")
 @click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
 @click.option("--scope", default=None)
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
+@click.option("--api", default=None, help="then call this URL with the token (e.g. <issuer>/api/items)")
 @click.option("--token-only", is_flag=True, help="print only the access token (for ACCESS_TOKEN=$(...))")
 @with_appcontext
-def demo_client(client_id: str, key_label: str, resource: str | None, scope: str | None, url: str | None,
-                token_only: bool) -> None:
-    """Obtain an access token with private_key_jwt and show its verified, decoded claims."""
+def demo_client(client_id: str, key_label: str, binding: str, pop_key_label: str, resource: str | None, scope: str | None,
+                url: str | None, api: str | None, token_only: bool) -> None:
+    """Obtain an access token with private_key_jwt (signed in the token) and show its verified,
+    decoded claims; with --api, use it (DPoP proofs and RFC 9421 signatures made here too)."""
+    from .client.demo import obtain_and_call
+
     state = _state()
     token_url = url or state.endpoint_url("token")
-    key = state.hsm.key(key_label)
-    now = int(time.time())
-    assertion = jwt.sign_jwt(
-        {"iss": client_id, "sub": client_id, "aud": state.settings.issuer, "iat": now, "exp": now + 60,
-         "jti": secrets.token_urlsafe(16)},
-        key, "JWT",
-    )
-    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
-    if resource:
-        form["resource"] = resource
-    if scope:
-        form["scope"] = scope
-    status, body = _post(token_url, form)
+    params = {k: v for k, v in (("resource", resource), ("scope", scope)) if v}
+    status, body, answer = obtain_and_call(state, client_id, key_label, binding, pop_key_label, token_url, params, api)
     if token_only and status == 200:
         click.echo(body["access_token"])
         return
@@ -166,18 +162,11 @@ def demo_client(client_id: str, key_label: str, resource: str | None, scope: str
     if status != 200:
         sys.exit(1)
     _show_claims(body["access_token"], state.endpoint_url("jwks"))
-
-
-def _post(url: str, form: dict) -> tuple[int, dict]:
-    data = urllib.parse.urlencode(form).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+    if answer is not None:
+        click.echo(f"\nGET {api} -> {answer[0]}")
+        click.echo(answer[1])
+        if answer[0] != 200:
+            sys.exit(1)
 
 
 def _show_claims(token: str, jwks_url: str) -> None:

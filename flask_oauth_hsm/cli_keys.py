@@ -166,6 +166,25 @@ def _retired(r: KeyRecord) -> None:
                f"then `keys destroy --label {r.label} --yes`")
 
 
+@keys.command("generate-secret")
+@click.option("--kind", required=True, type=click.Choice(["aes", "hmac"]),
+              help="aes: seals PoP keys kept in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); hmac: DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY)")
+@click.option("--label", required=True, help="CKA_LABEL of the new secret key")
+@click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
+@with_appcontext
+def generate_secret(kind: str, label: str, if_missing: bool) -> None:
+    """Generate an AES-256 or HMAC-SHA-256 key inside the token (sensitive, never extractable)."""
+    hsm = admin().hsm
+    try:
+        if if_missing and label in {k.label for k in hsm.list_keys()}:
+            click.echo(f"{label}: exists")
+            return
+        info = hsm.generate_secret_key(kind, label)
+    except OAuthHSMError as exc:
+        fail(exc)
+    click.echo(f"{info.label}: generated {info.kind} secret key")
+
+
 @keys.command("list")
 @with_appcontext
 def list_keys() -> None:

@@ -175,6 +175,24 @@ class InvalidGrantError(OAuthError):
     error = "invalid_grant"
 
 
+class InvalidDPoPProofError(OAuthError):
+    """RFC 9449 §5 (token endpoint) and §7.1 (resource server): the DPoP proof is invalid."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(OAuthError):
+    """RFC 9449 §8: the proof must carry the server nonce sent in the ``DPoP-Nonce`` header."""
+
+    error = "use_dpop_nonce"
+
+
+class UnsupportedPoPKeyError(OAuthError):
+    """RFC 9200 §5.8.3: a proof-of-possession key the audience resource server cannot process."""
+
+    error = "unsupported_pop_key"
+
+
 class TemporarilyUnavailableError(OAuthError):
     error = "temporarily_unavailable"
     status_code = 503

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from . import events
+from .binding import Bindings
 from .client_auth import AssertionPolicy
 from .clients import ClientRegistry, LoaderRegistry, Registry
 from .clients.fit import fit_checker
@@ -95,14 +96,16 @@ class OAuthHSM:
         registry = self._registry(settings, lambda: holder.ring if holder.ready else ring, uses_loaders)
         store = _store(settings, client)
         endpoints = load_endpoints()
+        urls = Urls(settings.issuer, settings.url_prefix)
+        trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
         ctx = ServerContext(
             settings=settings, hsm=hsm, keys=holder, store=store, registry=registry,
-            urls=Urls(settings.issuer, settings.url_prefix), policies=_assertion_policies(settings, endpoints),
-            trusted_networks=tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies),
+            urls=urls, policies=_assertion_policies(settings, endpoints),
+            trusted_networks=trusted,
             hooks=self.hooks.freeze(_features(settings, uses_loaders)),
-            limits=RateLimiter(app, settings.rate_limits, store.client, settings.redis_prefix,
-                               tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)),
+            limits=RateLimiter(app, settings.rate_limits, store.client, settings.redis_prefix, trusted),
             endpoints=endpoints,
+            binding=Bindings.setup(settings, hsm, urls, trusted),
         )
         holder.publish(ring, lambda r: build_metadata(ctx, r))
         if settings.key_set is not None:
@@ -117,7 +120,9 @@ class OAuthHSM:
         if uses_loaders:
             from .client_auth import METHODS
 
-            methods = [m for m in METHODS if m != "none"]
+            # TLS methods only where a proxy passes certificates on (metadata shows what works).
+            tls = ("tls_client_auth", "self_signed_tls_client_auth")
+            methods = [m for m in METHODS if m != "none" and (settings.mtls_cert_header or m not in tls)]
             return LoaderRegistry(self.hooks.get("client_loader"), self.hooks.get("resource_server_loader"), methods, check)
         assert settings.registry is not None  # load_settings required it
         return Registry.from_file(settings.registry, check)

@@ -19,6 +19,7 @@ from .settings import Settings
 from .store import Store
 
 if TYPE_CHECKING:
+    from .binding import Bindings
     from .endpoints import Endpoint
 
 EXTENSION_KEY = "oauth_hsm"
@@ -57,6 +58,7 @@ class ServerContext:
     hooks: Mapping[str, Hook]
     limits: RateLimiter
     endpoints: tuple["Endpoint", ...]
+    binding: "Bindings"  # sender-constrained tokens: DPoP, PoP keys, mTLS (binding/)
 
     def endpoint_url(self, name: str) -> str:
         for endpoint in self.endpoints:

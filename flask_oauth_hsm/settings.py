@@ -143,6 +143,17 @@ def _key_set_name(value: str) -> None:
         raise ValidationError("must be 1 to 64 letters, digits, '.', '_' or '-'")
 
 
+# docs/proof-of-possession.md, "Server nonces": off (only clients registered with
+# dpop_nonce_required), optional (offered; once a client got one it must keep using them), required.
+DPOP_NONCE_MODES = ("off", "optional", "required")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def header_name(value: str) -> None:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValidationError("must be an HTTP header name (letters, digits and '-')")
+
+
 def setting(env: str, kind: type[fields.Field], **options: Any) -> Any:
     """Declare a setting: its variable and its marshmallow field options (default, validation)."""
     return dataclasses.field(metadata={"env": env, "kind": kind, "options": options})
@@ -233,6 +244,33 @@ class Settings:
     jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300,
                                    validate=validate.Range(0, 86400))
 
+    # -- proof of possession (docs/proof-of-possession.md: DPoP, PoP key distribution, mTLS) -----
+    # RFC 9449 §5.1 dpop_signing_alg_values_supported: asymmetric only (HS*, none are not in SIGNING);
+    # RS256 is left out as for client assertions (FAPI 2.0 SP §5.4).
+    dpop_algs: tuple[str, ...] = setting("OAUTH_HSM_DPOP_ALGS", CSV, load_default=("ES256", "ES384", "PS256", "EdDSA"),
+                                         validate=_assertion_algs)
+    # 60 s: a proof is made for one request; a short iat window bounds pre-computed proofs and the
+    # time their jti must be remembered (RFC 9449 §11.1).
+    dpop_proof_max_age: int = setting("OAUTH_HSM_DPOP_PROOF_MAX_AGE", fields.Integer, load_default=60, validate=validate.Range(5, 600))
+    # off: nonces only for clients registered with dpop_nonce_required (RFC 9449 §8 makes them optional).
+    dpop_nonce: str = setting("OAUTH_HSM_DPOP_NONCE", fields.String, load_default="off", validate=validate.OneOf(DPOP_NONCE_MODES))
+    # Label of an HMAC key in the token: stateless nonces that every worker and host can check.
+    dpop_nonce_key: str | None = setting("OAUTH_HSM_DPOP_NONCE_KEY", fields.String, load_default=None)
+    # 120 s: a new nonce every 60 s, each accepted for 60 to 120 s: one retry per minute at most.
+    dpop_nonce_lifetime: int = setting("OAUTH_HSM_DPOP_NONCE_LIFETIME", fields.Integer, load_default=120,
+                                       validate=validate.Range(10, 3600))
+    # Label of an AES key in the token that seals symmetric PoP keys kept in Redis; unset: no symmetric PoP.
+    pop_key_wrap_key: str | None = setting("OAUTH_HSM_POP_KEY_WRAP_KEY", fields.String, load_default=None)
+    # 60 s: the `created` window of RFC 9421 signatures on token requests (asymmetric req_cnf).
+    http_signature_max_age: int = setting("OAUTH_HSM_HTTP_SIGNATURE_MAX_AGE", fields.Integer, load_default=60,
+                                          validate=validate.Range(5, 600))
+    # Unset: no mTLS. The header a TLS-terminating proxy in OAUTH_HSM_TRUSTED_PROXIES sets to the
+    # URL-encoded PEM client certificate (nginx $ssl_client_escaped_cert), RFC 8705 §2.
+    mtls_cert_header: str | None = setting("OAUTH_HSM_MTLS_CERT_HEADER", fields.String, load_default=None, validate=header_name)
+    # The header carrying the proxy's chain verification result (nginx $ssl_client_verify); needed
+    # by tls_client_auth (RFC 8705 §2.1: the chain is validated), not by the self-signed method.
+    mtls_verify_header: str | None = setting("OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name)
+
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"
 
@@ -305,9 +343,22 @@ def load_settings(
                           "(or the socket times out before WAIT answers)")
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
         raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
+    check_binding_settings(data)
     return Settings(**data)
 
 
+def check_binding_settings(data: Mapping[str, Any]) -> None:
+    """Combinations of the proof-of-possession settings that could never work."""
+    if data["dpop_nonce"] != "off" and data["dpop_nonce_key"] is None:
+        raise ConfigError(f"OAUTH_HSM_DPOP_NONCE_KEY: required when OAUTH_HSM_DPOP_NONCE is {data['dpop_nonce']}")
+    if data["mtls_cert_header"] is not None and not data["trusted_proxies"]:
+        raise ConfigError("OAUTH_HSM_MTLS_CERT_HEADER: needs OAUTH_HSM_TRUSTED_PROXIES (the header is believed only from them)")
+    if data["mtls_verify_header"] is not None and data["mtls_cert_header"] is None:
+        raise ConfigError("OAUTH_HSM_MTLS_VERIFY_HEADER: needs OAUTH_HSM_MTLS_CERT_HEADER")
+
+
+HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout",
+                        "hsm_operation_timeout"})
 LABEL_SETTINGS = {"signing_key": "OAUTH_HSM_SIGNING_KEY", "published_keys": "OAUTH_HSM_PUBLISHED_KEYS",
                   "encryption_keys": "OAUTH_HSM_ENCRYPTION_KEYS"}
 
@@ -322,10 +373,6 @@ def _check_key_mode(data: dict[str, Any]) -> None:
     if mixed:
         raise ConfigError(f"OAUTH_HSM_KEY_SET: the key states decide the keys; unset {', '.join(mixed)} "
                           "(docs/hsm-and-keys.md, migrating to key states)")
-
-
-HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout",
-                        "hsm_operation_timeout"})
 
 
 def resolve_token_and_pin(data: dict[str, Any]) -> None:

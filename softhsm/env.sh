@@ -32,6 +32,10 @@ _dev_default OAUTH_HSM_ENCRYPTION_KEYS as-enc-rsa
 _dev_default OAUTH_HSM_REDIS_URL "redis://127.0.0.1:$DEV_REDIS_PORT/0"
 _dev_default OAUTH_HSM_REGISTRY "$DEV_DIR/registry.json"
 _dev_default EXAMPLE_RESOURCE "$OAUTH_HSM_ISSUER/api"
+# Proof of possession (docs/proof-of-possession.md): DPoP nonces and symmetric PoP keys, keys in the dev token.
+_dev_default OAUTH_HSM_DPOP_NONCE optional
+_dev_default OAUTH_HSM_DPOP_NONCE_KEY as-dpop-nonce
+_dev_default OAUTH_HSM_POP_KEY_WRAP_KEY as-pop-wrap
 # The example app is also a resource server (GET /api/items): these configure its helper.
 _dev_default OAUTH_HSM_RS_ISSUER "$OAUTH_HSM_ISSUER"
 _dev_default OAUTH_HSM_RS_RESOURCE "$EXAMPLE_RESOURCE"

@@ -48,6 +48,11 @@ cat >&2 <<MSG
 
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client
 
+  and use a DPoP-bound or a symmetric PoP token against the API:
+
+    .venv/bin/flask --app example_app oauth-hsm demo-client --binding dpop --api $OAUTH_HSM_ISSUER/api/items
+    .venv/bin/flask --app example_app oauth-hsm demo-client --binding pop-symmetric --api $OAUTH_HSM_ISSUER/api/items
+
   Ctrl-C stops the server$( [ -n "$started_redis" ] && echo " and its Redis" ).
 
 MSG

@@ -27,4 +27,8 @@ gen --alg PS256 --use sig --label as-sig-ps256            # for resource servers
 gen --alg RSA-OAEP-256 --use enc --label as-enc-rsa       # decrypts nested client assertions
 gen --alg ES256 --use sig --label demo-client-sig         # the demo client's own key
 gen --alg ES256 --use sig --label demo-rs-sig             # the demo resource server's key
-gen --alg ECDH-ES+A256KW --use enc --label demo-rs-enc    # receives encrypted introspection responses
+gen --alg ECDH-ES+A256KW --use enc --label demo-rs-enc    # receives encrypted introspection responses and PoP keys
+gen --alg ES256 --use sig --label demo-client-dpop        # the demo client's DPoP / PoP key
+secret() { "$FLASK" --app example_app oauth-hsm keys generate-secret --if-missing "$@" >&2; }
+secret --kind hmac --label as-dpop-nonce                  # stateless DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY)
+secret --kind aes --label as-pop-wrap                     # seals symmetric PoP keys in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY)

@@ -30,6 +30,7 @@ def demo_registry(resource: str) -> dict:
             "grant_types": ["client_credentials"],
             "scope": "read write",
             "resources": [resource],
+            "pop_keys": ["symmetric", "asymmetric"],
         }],
         "resource_servers": [{
             "resource": resource,

@@ -17,7 +17,7 @@ from .. import events
 from ..clients import Credentials
 from ..errors import InvalidClientError, InvalidRequestError
 from ..web import Form
-from . import client_secret, private_key_jwt, public
+from . import client_secret, private_key_jwt, public, tls
 from .base import AssertionPolicy, AuthFailure, Finder, Presented, audience_accepted
 from .private_key_jwt import ASSERTION_TYPE
 from .secrets import hash_secret, verify_secret
@@ -51,6 +51,8 @@ METHODS: dict[str, AuthMethod] = {
         AuthMethod("client_secret_basic", client_secret.verify, client_secret.present_basic),
         AuthMethod("client_secret_post", client_secret.verify, client_secret.present_post),
         AuthMethod("none", public.verify),
+        AuthMethod("tls_client_auth", tls.verify_pki),  # RFC 8705 §2.1: the certificate, not the form
+        AuthMethod("self_signed_tls_client_auth", tls.verify_self_signed),  # RFC 8705 §2.2
     )
 }
 
@@ -72,7 +74,7 @@ def present_credentials(request: Request, form: Form) -> Presented:
 def verify_presented(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     if presented.method != "implicit":
         return METHODS[presented.method].verify(ctx, presented, find, policy)
-    # No explicit credentials: the registered method decides (none, or a TLS method).
+    # No explicit credentials: the registered method decides (none, or a TLS method, RFC 8705 §2).
     entity = find(presented.client_id or "")
     method = METHODS.get(entity.token_endpoint_auth_method if entity else "none")
     if method is None or method.present is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from .. import binding
 from ..errors import ConfigError
 from .model import Credentials, ResourceServer
 from .registry import Check
@@ -27,6 +28,7 @@ def fit_checker(settings: "Settings", ring: "Callable[[], KeyRing]") -> Check:
                               f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring(), settings.key_set)
+        binding.fits(settings, entity)
 
     return check
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS
 from ..errors import InvalidKey
 from ..jose.jwk import JWKSet, PublicJWK
 
@@ -49,6 +50,12 @@ class Credentials:
     client_secret_hash: str | None
     client_assertion_encryption: str
     aud_policy: str | None
+    # RFC 8705 §2.1.2: the one certificate identity a tls_client_auth entity registered.
+    tls_client_auth_subject_dn: str | None = field(default=None, kw_only=True)
+    tls_client_auth_san_dns: str | None = field(default=None, kw_only=True)
+    tls_client_auth_san_uri: str | None = field(default=None, kw_only=True)
+    tls_client_auth_san_ip: str | None = field(default=None, kw_only=True)
+    tls_client_auth_san_email: str | None = field(default=None, kw_only=True)
 
     kind: ClassVar[str] = "entity"
 
@@ -60,6 +67,11 @@ class Client(Credentials):
     resources: tuple[str, ...]
     ip_ranges: tuple[IPNetwork, ...]  # RFC 7662 requester_ip checks
     cip_hash: bool
+    # Proof of possession (docs/proof-of-possession.md)
+    dpop_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 9449 §5.2
+    dpop_nonce_required: bool = field(default=False, kw_only=True)  # RFC 9449 §8, for this client
+    pop_keys: frozenset[str] = field(default=frozenset(), kw_only=True)  # token_type=pop: symmetric, asymmetric
+    tls_client_certificate_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 8705 §3.4
 
     kind: ClassVar[str] = "client"
 
@@ -73,6 +85,8 @@ class ResourceServer(Credentials):
     introspection_encrypted_response_enc: str | None
     access_token_encrypted_response_alg: str | None
     access_token_encrypted_response_enc: str | None
+    # RFC 9421 algorithms this resource server verifies on PoP tokens (RFC 9200 §5.8.3 otherwise).
+    pop_signature_algs: tuple[str, ...] = field(default=DEFAULT_POP_SIGNATURE_ALGS, kw_only=True)
 
     kind: ClassVar[str] = "resource_server"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates, validates_schema
 
-from ..algorithms import KEY_MANAGEMENT, SIGNING
+from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, KEY_MANAGEMENT, SIGNING
 from ..errors import ConfigError, InvalidKey
 from ..jose.jwk import JWKSet
 from .model import Client, ResourceServer, parse_scope, valid_resource_uri
@@ -17,6 +17,10 @@ ENCRYPTED_ASSERTIONS = ("none", "allowed", "required")
 PRODUCED_ENC = ("A128GCM", "A256GCM")
 AUD_POLICIES = ("issuer", "endpoint", "legacy")
 _IDENTIFIER = re.compile(r"[\x21-\x7E]{1,255}")
+POP_KEY_TYPES = ("symmetric", "asymmetric")
+# RFC 8705 §2.1.2: exactly one of these names the certificate of a tls_client_auth entity.
+TLS_IDENTITY_FIELDS = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns", "tls_client_auth_san_uri",
+                       "tls_client_auth_san_ip", "tls_client_auth_san_email")
 _SECRET_HASH = re.compile(r"sha256:[A-Za-z0-9_-]{43}|pbkdf2-sha256:\d{4,8}:[A-Za-z0-9_-]{16,64}:[A-Za-z0-9_-]{43}")
 
 
@@ -38,6 +42,28 @@ class _JWKS(fields.Field):
             return JWKSet.from_dict(value)
         except InvalidKey as exc:
             raise ValidationError(str(exc)) from None
+
+
+class _SubjectDN(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        from cryptography import x509
+
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            x509.Name.from_rfc4514_string(text)  # RFC 8705 §2.1.2: an RFC 4514 string
+        except ValueError:
+            raise ValidationError("must be a distinguished name in RFC 4514 form (CN=…,O=…)") from None
+        return text
+
+
+class _IPAddress(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise ValidationError("must be an IPv4 or IPv6 address") from None
+        return text
 
 
 class _Scope(fields.String):
@@ -69,6 +95,11 @@ class CredentialsSchema(Schema):
         _SECRET_HASH, error="must be 'sha256:…' or 'pbkdf2-sha256:…' (use `flask oauth-hsm registry hash-secret`)"))
     client_assertion_encryption = fields.String(load_default="none", validate=validate.OneOf(ENCRYPTED_ASSERTIONS))
     aud_policy = fields.String(load_default=None, validate=validate.OneOf(AUD_POLICIES))
+    tls_client_auth_subject_dn = _SubjectDN(load_default=None)
+    tls_client_auth_san_dns = fields.String(load_default=None, validate=validate.Length(1, 253))
+    tls_client_auth_san_uri = fields.String(load_default=None, validate=validate.Length(1, 2048))
+    tls_client_auth_san_ip = _IPAddress(load_default=None)
+    tls_client_auth_san_email = fields.String(load_default=None, validate=validate.Length(3, 254))
 
     @pre_load
     def _no_plain_secret(self, data: Any, **kwargs: Any) -> Any:
@@ -94,6 +125,18 @@ class CredentialsSchema(Schema):
                 raise ValidationError(f"{method} needs client_secret_hash", "client_secret_hash")
         if data.get("client_assertion_encryption", "none") != "none" and method != "private_key_jwt":
             raise ValidationError("only private_key_jwt clients can send encrypted assertions", "client_assertion_encryption")
+        _tls_identity_fits(data, method)
+
+
+def _tls_identity_fits(data: dict[str, Any], method: str | None) -> None:
+    """RFC 8705 §2.1.2 (one registered certificate identity) and §2.2 (certificates in jwks x5c)."""
+    named = [f for f in TLS_IDENTITY_FIELDS if data.get(f) is not None]
+    if method == "tls_client_auth" and len(named) != 1:
+        raise ValidationError(f"tls_client_auth needs exactly one of {', '.join(TLS_IDENTITY_FIELDS)}", "token_endpoint_auth_method")
+    if method != "tls_client_auth" and named:
+        raise ValidationError("only for token_endpoint_auth_method tls_client_auth", named[0])
+    if method == "self_signed_tls_client_auth" and not any(k.x5c for k in (data.get("jwks") or ())):
+        raise ValidationError("self_signed_tls_client_auth needs jwks with the client's certificate in x5c", "jwks")
 
 
 class ClientSchema(CredentialsSchema):
@@ -102,6 +145,10 @@ class ClientSchema(CredentialsSchema):
     resources = fields.List(_Resource(), load_default=list)
     ip_ranges = fields.List(fields.String(), load_default=list)
     cip_hash = fields.Boolean(load_default=False)
+    dpop_bound_access_tokens = fields.Boolean(load_default=False)
+    dpop_nonce_required = fields.Boolean(load_default=False)
+    pop_keys = fields.List(fields.String(validate=validate.OneOf(POP_KEY_TYPES)), load_default=list)
+    tls_client_certificate_bound_access_tokens = fields.Boolean(load_default=False)
 
     @validates("grant_types")
     def _known_grants(self, values: list[str], **kwargs: Any) -> None:
@@ -118,6 +165,12 @@ class ClientSchema(CredentialsSchema):
                 raise ValidationError(f"{v!r} is not an IP address or CIDR range") from None
 
     @validates_schema
+    def _one_binding(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # A token is bound one way (docs/proof-of-possession.md): such a client could get none.
+        if data.get("dpop_bound_access_tokens") and data.get("tls_client_certificate_bound_access_tokens"):
+            raise ValidationError("a client cannot require both DPoP and certificate-bound tokens", "dpop_bound_access_tokens")
+
+    @validates_schema
     def _public_clients(self, data: dict[str, Any], **kwargs: Any) -> None:
         # RFC 6749 §4.4: the client credentials grant is for confidential clients only.
         if data.get("token_endpoint_auth_method") == "none" and "client_credentials" in data.get("grant_types", []):
@@ -132,11 +185,14 @@ class ResourceServerSchema(CredentialsSchema):
     introspection_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
     access_token_encrypted_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
     access_token_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
+    pop_signature_algs = fields.List(fields.String(validate=validate.OneOf(HTTP_SIGNATURE_ALGS)),
+                                     load_default=lambda: list(DEFAULT_POP_SIGNATURE_ALGS))
 
     @validates("token_endpoint_auth_method")
     def _known_method(self, value: str, **kwargs: Any) -> None:
         if value == "none" or value not in _registered("auth"):
-            raise ValidationError("a resource server authenticates: private_key_jwt, client_secret_basic or client_secret_post")
+            raise ValidationError("a resource server authenticates: private_key_jwt, client_secret_basic, client_secret_post, "
+                                  "tls_client_auth or self_signed_tls_client_auth")
 
     @validates_schema
     def _encryption_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -169,10 +225,13 @@ def build_client(entry: Any) -> Client:
     data = ClientSchema().load(entry)
     data["ip_ranges"] = tuple(ipaddress.ip_network(v, strict=False) for v in data["ip_ranges"])
     data["grant_types"], data["resources"] = tuple(data["grant_types"]), tuple(data["resources"])
+    data["pop_keys"] = frozenset(data["pop_keys"])
     return Client(**data)
 
 
 def build_resource_server(entry: Any) -> ResourceServer:
-    return ResourceServer(**ResourceServerSchema().load(entry))
+    data = ResourceServerSchema().load(entry)
+    data["pop_signature_algs"] = tuple(data["pop_signature_algs"])
+    return ResourceServer(**data)
 
 

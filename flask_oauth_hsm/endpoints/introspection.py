@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
+from .. import binding, clock, events
 from .. import claims as claim_rules
-from .. import clock, events
 from ..algorithms import DEFAULT_ENC, KEY_MANAGEMENT
 from ..client_auth import authenticate_caller
 from ..clients import Client, Credentials, ResourceServer
@@ -90,8 +90,13 @@ def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_i
         return INACTIVE
     if not is_active(ctx, claims, rs, requester_ip):
         return INACTIVE
-    answer: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+    bound = binding.describe(ctx, claims, rs)  # RFC 9449 §6.2, RFC 8705 §3.2; a lost PoP key: inactive
+    if bound is None:
+        return INACTIVE
+    answer: dict[str, Any] = {"active": True, "token_type": bound[0]}
     answer.update({name: claims[name] for name in BASE_CLAIMS if name in claims})
+    if bound[1] is not None:
+        answer["cnf"] = dict(bound[1])
     return answer
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
+from .. import binding, events
 from .. import claims as claim_rules
-from .. import events
 from ..client_auth import authenticate_caller
 from ..errors import InvalidRequestError, JoseError, UnauthorizedClientError
 from ..tokens import access
@@ -49,6 +49,7 @@ def revoke_own_token(ctx: "ServerContext", token: str, client_id: str) -> None:
         # RFC 7009 §2.1: a client may revoke only the tokens issued to it.
         raise UnauthorizedClientError("the token was not issued to this client")
     ctx.store.revoke(claims["jti"], claims["exp"])
+    binding.forget(ctx, claims)  # a symmetric PoP key outlives its token nowhere
     events.emit(events.token_revoked, client_id=client_id, jti=claims["jti"])
 
 

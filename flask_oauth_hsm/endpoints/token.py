@@ -1,8 +1,9 @@
 """Token endpoint (RFC 6749 §3.2).
 
-Steps: bounded form → authenticate the client → count it against its rate limit → the grant
-type (registered in :mod:`flask_oauth_hsm.grants`) → the grant decides → RFC 9068 access token
-signed in the token → no-store JSON (RFC 6749 §5.1).
+Steps: bounded form → the proofs the request shows (DPoP, req_cnf: :mod:`flask_oauth_hsm.binding`)
+→ authenticate the client → count it against its rate limit → the grant type (registered in
+:mod:`flask_oauth_hsm.grants`) → the key the token is bound to → the grant decides → the binding
+confirmed for its audiences → RFC 9068 access token signed in the token → no-store JSON (RFC 6749 §5.1).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
-from .. import events
+from .. import binding, events
 from ..client_auth import authenticate_caller
 from ..clients import Client
 from ..errors import InvalidRequestError, UnauthorizedClientError, UnsupportedGrantTypeError
@@ -29,19 +30,24 @@ REPEATABLE = frozenset({"resource"})  # RFC 8707 §2
 
 def token_endpoint(ctx: "ServerContext") -> Response:
     form = read_form(request, ctx.settings.max_body_bytes, repeatable=REPEATABLE)
+    proofs = binding.read_proofs(ctx, request, form)
     client = authenticate_caller(ctx, request, form, "token", want="client")
     assert isinstance(client, Client)
     ctx.limits.count_client("token", client.client_id)
     grant_type = grant_type_for(form, client)
-    req = TokenRequest(form, client, grant_type.name, client_ip=_client_ip(ctx, client))
+    req = TokenRequest(form, client, grant_type.name, client_ip=_client_ip(ctx, client),
+                       binding=binding.bind(ctx, request, form, proofs, client))
     grant = grant_type.handle(ctx, req)
-    issued = access.issue(ctx, client, grant, client_ip=req.client_ip)
+    confirmation = req.binding.confirm(ctx, client, grant.audiences)
+    issued = access.issue(ctx, client, grant, client_ip=req.client_ip, cnf=dict(confirmation.cnf or {}))
+    confirmation.keep(ctx, issued)
     events.emit(events.token_issued, client_id=client.client_id, grant_type=grant_type.name, jti=issued.claims["jti"],
-                aud=issued.claims["aud"], scope=issued.claims["scope"])
-    body: dict[str, Any] = {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in}
+                aud=issued.claims["aud"], scope=issued.claims["scope"], binding=req.binding.method)
+    body: dict[str, Any] = {"access_token": issued.token, "token_type": confirmation.token_type, "expires_in": issued.expires_in,
+                            **confirmation.response}
     if issued.claims["scope"]:
         body["scope"] = issued.claims["scope"]
-    return json_response(body)
+    return json_response(body, headers=dict(confirmation.headers) or None)
 
 
 def grant_type_for(form: Form, client: Client) -> GrantType:
@@ -74,6 +80,7 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
     }
     if ring.decryption:
         meta["token_endpoint_auth_encryption_alg_values_supported"] = ring.decryption_algs
+    meta.update(binding.metadata(ctx))
     return meta
 
 

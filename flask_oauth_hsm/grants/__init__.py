@@ -11,6 +11,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..binding import BEARER, Binding
 from ..clients import Client, ResourceServer
 from ..web import Form
 
@@ -29,6 +30,7 @@ class TokenRequest:
     client: Client
     grant_type: str
     client_ip: str | None = None  # known only when something needs it (cip_hash)
+    binding: Binding = BEARER  # the key the token will be bound to (binding/: cnf, jkt), for every grant
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,15 @@ Keys become ``cryptography`` public-key objects; EC points are checked on the cu
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..algorithms import ALGORITHMS, CURVE_BITS
@@ -41,6 +44,7 @@ class PublicJWK:
     use: str | None = None
     key_ops: tuple[str, ...] | None = None
     thumbprint: str = ""
+    x5c: tuple[bytes, ...] = field(default=(), repr=False, compare=False)  # DER certificates (RFC 7517 §4.7)
 
     def allows(self, alg: str, use: str) -> bool:
         """Whether this key may be used with ``alg`` for ``use`` ("sig" or "enc")."""
@@ -166,7 +170,28 @@ def load_jwk(jwk: Any) -> PublicJWK:
             raise InvalidKey(f"JWK alg {alg[:20]!r} does not fit a {kty} {crv or ''} key".replace("  ", " "))
         if use is not None and use != spec.use:
             raise InvalidKey(f"JWK alg {alg!r} contradicts use {use!r}")
-    return PublicJWK(kty, key, crv, size, kid, alg, use, key_ops, thumbprint(key))
+    return PublicJWK(kty, key, crv, size, kid, alg, use, key_ops, thumbprint(key), _x5c(jwk, key))
+
+
+MAX_X5C = 8
+
+
+def _x5c(jwk: dict, key: Any) -> tuple[bytes, ...]:
+    """RFC 7517 §4.7: a chain of standard-base64 DER certificates whose first one holds this very
+    key (self_signed_tls_client_auth registers client certificates this way, RFC 8705 §2.2)."""
+    chain = jwk.get("x5c")
+    if chain is None:
+        return ()
+    if not isinstance(chain, list) or not chain or len(chain) > MAX_X5C or not all(isinstance(c, str) for c in chain):
+        raise InvalidKey(f"JWK x5c must be a list of 1 to {MAX_X5C} base64 certificates")
+    try:
+        ders = tuple(base64.b64decode(c, validate=True) for c in chain)
+        same = thumbprint(x509.load_der_x509_certificate(ders[0]).public_key()) == thumbprint(key)
+    except (binascii.Error, ValueError, TypeError):  # not base64 DER, or a key type we do not know
+        raise InvalidKey("JWK x5c holds something that is not a base64 DER certificate of a key we support") from None
+    if not same:
+        raise InvalidKey("JWK x5c: the first certificate does not hold the JWK's key")
+    return ders
 
 
 def _opt_str(jwk: dict, name: str) -> str | None:
@@ -259,7 +284,7 @@ class JWKSet:
             raise InvalidKey(f"key {kid!r} may not be used with {alg}")
         return key
 
-    def __iter__(self) -> Iterable[PublicJWK]:
+    def __iter__(self) -> Iterator[PublicJWK]:
         return iter(self.keys)
 
 

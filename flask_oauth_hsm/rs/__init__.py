@@ -11,7 +11,12 @@ The validated claims are in ``flask.g.oauth_token``.
   our token, requesting the JWT response (RFC 9701), decrypting it in our token when encrypted,
   verifying the AS signature; answers are cached briefly (never past the token's ``exp``).
 
-Errors are RFC 6750 §3 responses with a ``WWW-Authenticate: Bearer`` challenge.
+Sender-constrained tokens (``cnf``) need their proof (rs/proofs.py): DPoP (RFC 9449 §7),
+RFC 9421 signatures for PoP tokens, the bound client certificate (RFC 8705 §3).
+
+Errors are RFC 6750 §3 responses with a ``WWW-Authenticate`` challenge in the scheme the client
+used (``Bearer``, ``DPoP`` with ``algs``, RFC 9449 §7.1, or ``PoP``); without a token, both
+``Bearer`` and ``DPoP`` are offered.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import logging
 from functools import wraps
 from typing import Any, Callable
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, make_response, request
 
-from ..errors import HSMError, KeyNotFound
+from ..binding.mtls import CertificateSource
+from ..binding.nonces import NonceIssuer, NoncePolicy
+from ..errors import HSMError, KeyNotFound, StoreUnavailable
 from ..hsm import HSM
 from ..settings import load_hsm_settings
+from ..store import ResetRule, Store, connect
 from .settings import RSSettings, load_rs_settings, rs_defaults, rs_variable_names
 from .state import JWKSCache, ResultCache, RSState, Unavailable, get_json
 from .validation import TokenRejected, authorize
@@ -59,7 +67,9 @@ class ResourceProtector:
                     except KeyNotFound as exc:
                         raise KeyNotFound(f"{variable}: {exc}") from None
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
-        state = RSState(settings, hsm, _jwks_cache(app, settings), ResultCache(), networks)
+        certificates = CertificateSource(settings.mtls_cert_header, None, networks) if settings.mtls_cert_header else None
+        state = RSState(settings, hsm, _jwks_cache(app, settings), ResultCache(), networks, _nonces(settings, hsm),
+                        _store(app, settings), certificates)
         app.extensions[EXTENSION_KEY] = state
 
     def require_token(self, scope: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -71,15 +81,19 @@ class ResourceProtector:
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 state: RSState = current_app.extensions[EXTENSION_KEY]
                 try:
-                    g.oauth_token = authorize(state, request, needed)
+                    g.oauth_token, headers = authorize(state, request, needed)
                 except TokenRejected as exc:
-                    return _challenge(exc)
-                except (Unavailable, HSMError) as exc:
+                    return _challenge(exc, state)
+                except (Unavailable, HSMError, StoreUnavailable) as exc:
                     log.error("cannot validate access tokens: %s", exc)
                     body = {"error": "temporarily_unavailable"}
                     headers = {"Retry-After": str(state.settings.retry_after), "Cache-Control": "no-store"}
                     return Response(json.dumps(body), 503, headers, mimetype="application/json")
-                return view(*args, **kwargs)
+                if not headers:
+                    return view(*args, **kwargs)
+                response = make_response(view(*args, **kwargs))
+                response.headers.update(headers)  # a fresh DPoP-Nonce (RFC 9449 §9)
+                return response
 
             return wrapper
 
@@ -99,7 +113,7 @@ def _jwks_cache(app: Flask, settings: RSSettings) -> JWKSCache:
 
 
 def _rs_hsm(app: Flask, settings: RSSettings) -> HSM | None:
-    if settings.signing_key is None and settings.decryption_key is None:
+    if settings.signing_key is None and settings.decryption_key is None and settings.dpop_nonce_key is None:
         return None
     if "oauth_hsm" in app.extensions:  # the AS in the same app: one token, one HSM object
         hsm: HSM = app.extensions["oauth_hsm"].hsm
@@ -107,9 +121,31 @@ def _rs_hsm(app: Flask, settings: RSSettings) -> HSM | None:
     return HSM(load_hsm_settings(app.config))
 
 
-def _challenge(exc: TokenRejected) -> Response:
-    """RFC 6750 §3: WWW-Authenticate: Bearer with error, error_description (and scope)."""
-    parts = ['Bearer realm="api"']
+def _nonces(settings: RSSettings, hsm: HSM | None) -> NoncePolicy:
+    if settings.dpop_nonce_key is None or hsm is None:
+        return NoncePolicy("off", None, "")
+    try:
+        key = hsm.secret_key(settings.dpop_nonce_key)
+    except KeyNotFound as exc:
+        raise KeyNotFound(f"OAUTH_HSM_RS_DPOP_NONCE_KEY: {exc}") from None
+    issuer = NonceIssuer(key, settings.resource, settings.dpop_nonce_lifetime, settings.leeway)
+    return NoncePolicy(settings.dpop_nonce, issuer, "dpop-nonce-given-rs")
+
+
+def _store(app: Flask, settings: RSSettings) -> Store | None:
+    """Where proof replay state lives: our own Redis, or the AS's when it is in this app."""
+    if settings.redis_url is not None:
+        return Store(connect(settings.redis_url, 0.25), settings.redis_prefix, ResetRule(5))
+    as_ctx = app.extensions.get("oauth_hsm")
+    return as_ctx.store if as_ctx is not None else None
+
+
+def _challenge(exc: TokenRejected, state: RSState) -> Response:
+    """RFC 6750 §3 / RFC 9449 §7.1: WWW-Authenticate with error, error_description (and scope), in
+    the scheme the client used; DPoP challenges name the accepted algs. No token: both schemes."""
+    scheme = exc.scheme or "Bearer"
+    algs = f'algs="{" ".join(state.settings.dpop_algs)}"'
+    parts = ['realm="api"'] if scheme != "DPoP" else [algs]
     body: dict[str, Any] = {}
     if exc.error:
         parts.append(f'error="{exc.error}"')
@@ -117,6 +153,9 @@ def _challenge(exc: TokenRejected) -> Response:
         body = {"error": exc.error, "error_description": exc.description}
     if exc.scope:
         parts.append(f'scope="{exc.scope}"')
-    headers = {"WWW-Authenticate": ", ".join(parts), "Cache-Control": "no-store"}
-    return Response(json.dumps(body or {"error": "invalid_request", "error_description": exc.description}),
-                    exc.status, headers, mimetype="application/json")
+    response = Response(json.dumps(body or {"error": "invalid_request", "error_description": exc.description}),
+                        exc.status, {"Cache-Control": "no-store", **exc.headers}, mimetype="application/json")
+    response.headers.add("WWW-Authenticate", f"{scheme} " + ", ".join(parts))
+    if scheme != "DPoP" and (not exc.error or exc.offer_dpop):  # no credentials, or a DPoP token sent as Bearer
+        response.headers.add("WWW-Authenticate", f"DPoP {algs}")
+    return response

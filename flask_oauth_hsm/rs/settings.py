@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Any, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from ..algorithms import SIGNING
+from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, SIGNING
 from ..clients import valid_resource_uri
 from ..errors import ConfigError
-from ..settings import CSV, cidrs, first_error, https_or_loopback, raw_values
+from ..settings import CSV, DPOP_NONCE_MODES, header_name, _redis_url, cidrs, first_error, https_or_loopback, raw_values
 
 
 def _resource(value: str) -> None:
@@ -22,6 +23,17 @@ def _resource(value: str) -> None:
 def _algorithms(value: tuple[str, ...]) -> None:
     if not value or not set(value) <= set(SIGNING):
         raise ValidationError("must name JWS algorithms we support")
+
+
+def _signature_algs(value: tuple[str, ...]) -> None:
+    if not value or not set(value) <= set(HTTP_SIGNATURE_ALGS):
+        raise ValidationError(f"must name RFC 9421 algorithms among {', '.join(HTTP_SIGNATURE_ALGS)}")
+
+
+def _origin(value: str) -> None:
+    https_or_loopback(value)
+    if urlsplit(value).path not in ("", "/"):
+        raise ValidationError("must be an origin (scheme://host[:port]) without a path")
 
 
 class _RSSchema(Schema):
@@ -47,6 +59,22 @@ class _RSSchema(Schema):
     retry_after = fields.Integer(load_default=5, data_key="OAUTH_HSM_RS_RETRY_AFTER", validate=validate.Range(1, 3600))
     # The same variable as the AS's: caller addresses come from X-Forwarded-For only through these.
     trusted_proxies = CSV(load_default=(), data_key="OAUTH_HSM_TRUSTED_PROXIES", validate=cidrs)
+    # -- sender-constrained tokens (docs/proof-of-possession.md) --------------------------------
+    # The origin clients reach this API at (htu, @target-uri); default: that of OAUTH_HSM_RS_RESOURCE.
+    # Never the Host header: a proof made for another server must not pass here.
+    public_url = fields.String(load_default=None, data_key="OAUTH_HSM_RS_PUBLIC_URL", validate=_origin)
+    dpop_algs = CSV(load_default=("ES256", "ES384", "PS256", "EdDSA"), data_key="OAUTH_HSM_RS_DPOP_ALGS", validate=_algorithms)
+    # 60 s: DPoP iat and RFC 9421 created windows, as at the AS.
+    proof_max_age = fields.Integer(load_default=60, data_key="OAUTH_HSM_RS_PROOF_MAX_AGE", validate=validate.Range(5, 600))
+    dpop_nonce = fields.String(load_default="off", data_key="OAUTH_HSM_RS_DPOP_NONCE", validate=validate.OneOf(DPOP_NONCE_MODES))
+    dpop_nonce_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_DPOP_NONCE_KEY")
+    dpop_nonce_lifetime = fields.Integer(load_default=120, data_key="OAUTH_HSM_RS_DPOP_NONCE_LIFETIME",
+                                         validate=validate.Range(10, 3600))
+    signature_algs = CSV(load_default=DEFAULT_POP_SIGNATURE_ALGS, data_key="OAUTH_HSM_RS_SIGNATURE_ALGS", validate=_signature_algs)
+    # Replay state (DPoP jti, signature nonces); unset: the AS's Redis when the AS is in this app.
+    redis_url = fields.String(load_default=None, data_key="OAUTH_HSM_RS_REDIS_URL", validate=_redis_url)
+    redis_prefix = fields.String(load_default="oauth-hsm-rs:", data_key="OAUTH_HSM_RS_REDIS_PREFIX", validate=validate.Length(1, 64))
+    mtls_cert_header = fields.String(load_default=None, data_key="OAUTH_HSM_RS_MTLS_CERT_HEADER", validate=header_name)
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,22 @@ class RSSettings:
     check_cip: bool
     retry_after: int
     trusted_proxies: tuple[str, ...]
+    public_url: str | None
+    dpop_algs: tuple[str, ...]
+    proof_max_age: int
+    dpop_nonce: str
+    dpop_nonce_key: str | None
+    dpop_nonce_lifetime: int
+    signature_algs: tuple[str, ...]
+    redis_url: str | None
+    redis_prefix: str
+    mtls_cert_header: str | None
+
+    @property
+    def origin(self) -> str:
+        """scheme://host[:port] of this API as clients write it."""
+        parts = urlsplit(self.public_url or self.resource)
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 def rs_variable_names() -> list[str]:
@@ -91,4 +135,8 @@ def load_rs_settings(config: Mapping[str, Any]) -> RSSettings:
         raise ConfigError("OAUTH_HSM_RS_CLIENT_ID: introspection mode needs OAUTH_HSM_RS_CLIENT_ID and OAUTH_HSM_RS_SIGNING_KEY")
     if settings.require_encrypted and not settings.decryption_key:
         raise ConfigError("OAUTH_HSM_RS_DECRYPTION_KEY: required when OAUTH_HSM_RS_REQUIRE_ENCRYPTED_TOKENS is set")
+    if settings.dpop_nonce != "off" and not settings.dpop_nonce_key:
+        raise ConfigError(f"OAUTH_HSM_RS_DPOP_NONCE_KEY: required when OAUTH_HSM_RS_DPOP_NONCE is {settings.dpop_nonce}")
+    if settings.mtls_cert_header and not settings.trusted_proxies:
+        raise ConfigError("OAUTH_HSM_RS_MTLS_CERT_HEADER: needs OAUTH_HSM_TRUSTED_PROXIES (the header is believed only from them)")
     return settings

@@ -12,15 +12,19 @@ import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from .. import clock
+from ..binding.mtls import CertificateSource
+from ..binding.nonces import NoncePolicy
 from ..clients import IPNetwork
 from ..hsm import HSM
 from ..jose import jwk
+from ..store import Store
 from .settings import RSSettings
 
 log = logging.getLogger("flask_oauth_hsm.resource")
+V = TypeVar("V")
 
 
 class Unavailable(Exception):
@@ -71,24 +75,25 @@ class JWKSCache:
         return keys.select(header["alg"], "sig", kid)
 
 
-class ResultCache:
-    """Introspection answers by token hash, bounded in size (oldest out) and in time."""
+class ResultCache(Generic[V]):
+    """Values by the hash of a token (introspection answers, opened PoP keys), bounded in size
+    (oldest out) and in time."""
 
     MAX_ENTRIES = 10_000
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[bytes, tuple[float, dict[str, Any] | None]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, token: str) -> tuple[float, dict[str, Any] | None] | None:
+    def get(self, token: str) -> tuple[float, V] | None:
         hit = self._entries.get(hashlib.sha256(token.encode()).digest())
         if hit is not None and hit[0] > time.time():
             return hit
         return None
 
-    def put(self, token: str, until: float, claims: dict[str, Any] | None) -> None:
+    def put(self, token: str, until: float, value: V) -> None:
         with self._lock:
-            self._entries[hashlib.sha256(token.encode()).digest()] = (until, claims)
+            self._entries[hashlib.sha256(token.encode()).digest()] = (until, value)
             while len(self._entries) > self.MAX_ENTRIES:
                 self._entries.popitem(last=False)
 
@@ -98,8 +103,14 @@ class RSState:
     settings: RSSettings
     hsm: HSM | None
     jwks: JWKSCache
-    cache: ResultCache
+    cache: ResultCache[dict[str, Any] | None]
     trusted_networks: tuple[IPNetwork, ...]
+    nonces: NoncePolicy = NoncePolicy("off", None, "")  # DPoP nonces (RFC 9449 §9)
+    store: Store | None = None  # replay state of proofs; None: no single-use checks (docs)
+    certificates: CertificateSource | None = None  # mTLS-bound tokens (RFC 8705 §3)
+    # Symmetric PoP keys opened from cnf.jwe, until their token expires: an ECDH derivation in the
+    # token per request costs more than all the rest of the proof (docs/benchmarks.md).
+    pop_keys: ResultCache[Any] = field(default_factory=ResultCache)
     _endpoints: dict[str, str] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> str:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,61 +13,38 @@ from flask import Request
 from .. import claims as claim_rules
 from .. import clock
 from ..algorithms import SIGNING
-from ..client_auth import ASSERTION_TYPE
+from ..client.assertions import HSMPrivateKeyJWT
 from ..errors import JoseError
-from ..hsm import TokenKey
 from ..jose import compact, jwe, jws, jwt
 from ..tokens.access import AT_TYP, MAX_ACCESS_TOKEN_LEN, cip_hash
 from ..web import client_address
+from .proofs import SCHEMES, TokenRejected, check_sender, decrypter, presented_token
 from .state import RSState, Unavailable
+
+__all__ = ["TokenRejected", "authorize", "decrypter", "introspect_remotely", "validate_locally"]
 
 INTROSPECTION_JWT = "application/token-introspection+jwt"
 _INNER_ENCS = ["A128GCM", "A256GCM", "A128CBC-HS256"]
 
 
-class TokenRejected(Exception):
-    """RFC 6750 §3.1 error for the caller: ``error`` code, HTTP status, description."""
-
-    def __init__(self, error: str, status: int, description: str, scope: str | None = None):
-        super().__init__(description)
-        self.error, self.status, self.description, self.scope = error, status, description, scope
-
-
-def bearer_token(req: Request) -> str:
-    """RFC 6750 §2.1: the Authorization header only (no query or form parameters)."""
-    header = req.headers.get("Authorization")
-    if header is None:
-        raise TokenRejected("", 401, "access token required")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise TokenRejected("invalid_request", 400, "use Authorization: Bearer <token>")
-    if len(token) > MAX_ACCESS_TOKEN_LEN:
-        raise TokenRejected("invalid_token", 401, "token too large")
-    return token
-
-
-def authorize(state: RSState, req: Request, needed: frozenset[str]) -> dict[str, Any]:
-    token = bearer_token(req)
-    claims = validate_locally(state, token) if state.settings.mode == "local" else introspect_remotely(state, token)
-    if "cnf" in claims:
-        # A sender-constrained token (RFC 7800) is worth nothing without its proof of possession;
-        # this helper cannot check one yet, so it never treats such a token as a bearer token.
-        raise TokenRejected("invalid_token", 401, "sender-constrained token: its proof of possession cannot be checked here")
-    granted = frozenset(str(claims.get("scope", "")).split())
-    if not needed <= granted:
-        raise TokenRejected("insufficient_scope", 403, "the token lacks a required scope", " ".join(sorted(needed)))
-    if state.settings.check_cip and "cip_hash" in claims:
-        ip = client_address(req.remote_addr, req.headers.get("X-Forwarded-For"), state.trusted_networks)
-        if ip is None or cip_hash(ip) != claims["cip_hash"]:
-            raise TokenRejected("invalid_token", 401, "token used from another client address")
-    return claims
-
-
-def _decrypter(state: RSState) -> TokenKey:
-    if state.settings.decryption_key is None or state.hsm is None:
-        raise TokenRejected("invalid_token", 401, "encrypted token, but no decryption key is configured")
-    return state.hsm.key(state.settings.decryption_key)
+def authorize(state: RSState, req: Request, needed: frozenset[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The token's claims and the headers the answer carries (DPoP-Nonce); raises TokenRejected
+    whose challenge uses the scheme the client used."""
+    presented = presented_token(req)
+    try:
+        claims = validate_locally(state, presented.token) if state.settings.mode == "local" else introspect_remotely(state, presented.token)
+        headers = check_sender(state, req, presented, claims)  # a token with cnf is never a bearer token
+        granted = frozenset(str(claims.get("scope", "")).split())
+        if not needed <= granted:
+            raise TokenRejected("insufficient_scope", 403, "the token lacks a required scope", " ".join(sorted(needed)))
+        if state.settings.check_cip and "cip_hash" in claims:
+            ip = client_address(req.remote_addr, req.headers.get("X-Forwarded-For"), state.trusted_networks)
+            if ip is None or cip_hash(ip) != claims["cip_hash"]:
+                raise TokenRejected("invalid_token", 401, "token used from another client address")
+    except TokenRejected as exc:
+        exc.scheme = exc.scheme or SCHEMES[presented.scheme]
+        raise
+    return claims, headers
 
 
 def validate_locally(state: RSState, token: str) -> dict[str, Any]:
@@ -76,7 +52,7 @@ def validate_locally(state: RSState, token: str) -> dict[str, Any]:
     s = state.settings
     try:
         if jwt.is_encrypted(token):
-            key = _decrypter(state)
+            key = decrypter(state)
             inner = jwe.decrypt(token, lambda h: key, [key.alg], _INNER_ENCS, max_len=MAX_ACCESS_TOKEN_LEN)
             token = jwt.unnest(inner).decode("ascii", "replace")
         elif s.require_encrypted:
@@ -122,20 +98,19 @@ def introspect_remotely(state: RSState, token: str) -> dict[str, Any]:
     return answer
 
 
-def client_assertion(state: RSState, endpoint: str) -> str:
+def client_auth(state: RSState) -> HSMPrivateKeyJWT:
+    """Our private_key_jwt at introspection, signed in our token (the client-side helper)."""
     s = state.settings
-    assert state.hsm is not None and s.signing_key is not None  # introspection mode requires both
-    now = int(clock.now())
-    claims = {"iss": s.client_id, "sub": s.client_id, "aud": s.issuer if s.assertion_aud == "issuer" else endpoint,
-              "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(16)}
-    return jwt.sign_jwt(claims, state.hsm.key(s.signing_key), "JWT")
+    assert state.hsm is not None and s.signing_key is not None and s.client_id  # introspection mode requires them
+    return HSMPrivateKeyJWT(state.hsm.key(s.signing_key), client_id=s.client_id,
+                            audience=s.issuer if s.assertion_aud == "issuer" else None)
 
 
 def _ask_the_as(state: RSState, token: str) -> dict[str, Any]:
     endpoint = state.endpoint("introspection_endpoint")
-    form = {"token": token, "client_assertion_type": ASSERTION_TYPE, "client_assertion": client_assertion(state, endpoint)}
-    req = urllib.request.Request(endpoint, data=urllib.parse.urlencode(form).encode(), headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Accept": INTROSPECTION_JWT})
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": INTROSPECTION_JWT}
+    _, headers, body = client_auth(state)(None, "POST", endpoint, headers, urllib.parse.urlencode({"token": token}))
+    req = urllib.request.Request(endpoint, data=body.encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=state.settings.http_timeout) as resp:
             body, content_type = resp.read(MAX_ACCESS_TOKEN_LEN + 1), resp.headers.get("Content-Type", "")
@@ -157,7 +132,7 @@ def read_introspection_jwt(state: RSState, body: str) -> dict[str, Any]:
     """RFC 9701 §5: decrypt in our token if encrypted, verify the AS signature, check the claims."""
     s = state.settings
     if jwt.is_encrypted(body):
-        key = _decrypter(state)
+        key = decrypter(state)
         body = jwt.unnest(jwe.decrypt(body, lambda h: key, [key.alg], ["A128GCM", "A256GCM"], max_len=MAX_ACCESS_TOKEN_LEN)).decode("ascii")
     verified = jws.verify(body, state.jwks.key_for, tuple(SIGNING), max_len=MAX_ACCESS_TOKEN_LEN)
     if not compact.typ_is(verified.header, "token-introspection+jwt"):

@@ -123,6 +123,15 @@ class Store:
             value: bytes | None = self.client.get(self.key(namespace, ident))
         return value
 
+    def mark(self, namespace: str, ident: str, ttl: int) -> None:
+        """Remember a fact about ``ident`` for ``ttl`` seconds (set again: the TTL starts over)."""
+        with unavailable_on_error():
+            self.client.set(self.key(namespace, ident), 1, ex=max(1, int(ttl)))
+
+    def forget(self, namespace: str, ident: str) -> None:
+        with unavailable_on_error():
+            self.client.delete(self.key(namespace, ident))
+
     # -- revocation -----------------------------------------------------------------------------
 
     def revoke(self, jti: str, expires_at: float) -> None:

@@ -29,6 +29,7 @@ class Form(dict[str, str]):
     def __init__(self, single: dict[str, str], multi: dict[str, list[str]]):
         super().__init__(single)
         self.multi = multi
+        self.body = b""  # the raw body it was read from (RFC 9421 Content-Digest needs the bytes)
 
     def getlist(self, name: str) -> list[str]:
         return self.multi.get(name, [self[name]] if name in self else [])
@@ -72,4 +73,6 @@ def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = fro
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequestError("malformed form body") from None
-    return parse_params(text, repeatable)
+    form = parse_params(text, repeatable)
+    form.body = body
+    return form

@@ -57,6 +57,7 @@ class ServerContext:
     hooks: Mapping[str, Hook]
     limits: RateLimiter
     endpoints: tuple["Endpoint", ...]
+    features: frozenset[str] = frozenset()  # what the registry and the host's hooks turn on (extension._features)
 
     def endpoint_url(self, name: str) -> str:
         for endpoint in self.endpoints:

@@ -6,10 +6,10 @@ makes the entry count as unknown (one broken row must not take the server down).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Collection
 
 from ..errors import ConfigError
-from .model import Credentials, ResourceServer
+from .model import Client, Credentials, ResourceServer
 from .registry import Check
 
 if TYPE_CHECKING:
@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def fit_checker(settings: "Settings", ring: "KeyRing") -> Check:
+def fit_checker(settings: "Settings", ring: "KeyRing", features: Collection[str] | None = None) -> Check:
+    """``features``: what the host's hooks make possible (extension._features); None skips that check."""
+
     def check(entity: Credentials) -> None:
         alg = entity.token_endpoint_auth_signing_alg
         if alg and alg not in settings.assertion_algs:
@@ -25,8 +27,26 @@ def fit_checker(settings: "Settings", ring: "KeyRing") -> Check:
                               f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring)
+            if entity.introspection_claims and features is not None and "introspection_claims" not in features:
+                raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {entity.client_id!r}: introspection_claims needs "
+                                  "the @oauth.user_claims hook")
+        if isinstance(entity, Client):
+            _check_user_client(entity, ring, features)
 
     return check
+
+
+def _check_user_client(client: Client, ring: "KeyRing", features: Collection[str] | None) -> None:
+    if "authorization_code" in client.grant_types and features is not None and "users" not in features:
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: the authorization_code grant needs the "
+                          "@oauth.current_user and @oauth.login_url hooks")
+    if "refresh_token" in client.grant_types and not ring.decryption:
+        raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: client {client.client_id!r} may use refresh_token; refresh tokens "
+                          "are encrypted to our own key, so one is needed")
+    alg = client.id_token_signed_response_alg
+    if alg and alg not in ring.signing_algs:
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: no signing key for "
+                          f"id_token_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
 
 
 def _check_resource_server(rs: ResourceServer, ring: "KeyRing") -> None:

@@ -46,3 +46,44 @@ def scope_for(raw: str | None, client: Client, audiences: Sequence[ResourceServe
     if not scope <= accepted:
         raise InvalidScopeError("scope not accepted by the requested resource")
     return scope
+
+
+# --- a user's grant (authorization code, refresh token) ----------------------------------------------
+
+# OpenID Connect scopes are the authorization server's own (OIDC Core §5.4, §3.1.2.1): they ask
+# for the ID token and UserInfo, never for a resource server.
+OIDC_SCOPES = frozenset({"openid", "profile", "email", "address", "phone"})
+
+
+def user_resource_servers(ctx: "ServerContext", requested: Sequence[str], client: Client) -> tuple[ResourceServer, ...]:
+    """Like :func:`resource_servers`, but a client without resources may ask for OpenID only."""
+    if requested or client.resources:
+        return resource_servers(ctx, requested, client)
+    return ()
+
+
+def user_scope(raw: str | None, client: Client, audiences: Sequence[ResourceServer]) -> frozenset[str]:
+    """RFC 6749 §3.3 for a user's grant: within the client's scope; OpenID scopes need no
+    resource server, every other value must be accepted by one of the audiences. Without a
+    ``scope``, the default is what :func:`scope_for` gives (OpenID only when asked for)."""
+    if raw is None:
+        return scope_for(None, client, audiences)
+    try:
+        scope = parse_scope(raw)
+    except ValueError:
+        raise InvalidScopeError("malformed scope") from None
+    if not scope <= client.scope:
+        raise InvalidScopeError("scope exceeds what the client is registered for")
+    accepted = frozenset().union(*(rs.scope for rs in audiences))
+    if not (scope - OIDC_SCOPES) <= accepted:
+        raise InvalidScopeError("scope not accepted by the requested resource")
+    if not audiences and "openid" not in scope:
+        raise InvalidTargetError("no resource requested and the client has no default resource")
+    return scope
+
+
+def narrowed(scope: frozenset[str], audiences: Sequence[ResourceServer]) -> frozenset[str]:
+    """The part of a grant's ``scope`` that ``audiences`` (a subset of its resources) accept,
+    with its OpenID scopes: the default scope when a token request narrows the resources."""
+    accepted = frozenset().union(*(rs.scope for rs in audiences))
+    return frozenset(s for s in scope if s in OIDC_SCOPES or s in accepted)

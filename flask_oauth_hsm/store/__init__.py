@@ -17,15 +17,42 @@ from redis.exceptions import NoScriptError
 
 from .. import clock
 from .connection import connect, redacted, unavailable_on_error
-from .single_use import USE_ONCE_SCRIPT, Replayed, ResetRule, hashed_key
+from .single_use import (
+    CONSUME_SCRIPT, GRANT_CREATE_SCRIPT, GRANT_REVOKE_SCRIPT, ROTATE_SCRIPT, TOMBSTONE, USE_ONCE_SCRIPT, Replayed,
+    ResetRule, hashed_key,
+)
 
-__all__ = ["Replayed", "ResetRule", "RevocationState", "Store", "connect", "redacted"]
+__all__ = ["Consumed", "GrantState", "Replayed", "ResetRule", "RevocationState", "Store", "connect", "redacted"]
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What :meth:`Store.consume` found: the record (first use), or the tombstone of an earlier use."""
+
+    record: bytes | None = None
+    used_by: bytes | None = None  # the tombstone's content: the record was consumed before
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """A grant's record: whether it was revoked, and what the user agreed to release (JSON)."""
+
+    revoked: bool
+    release: bytes
 
 
 @dataclass(frozen=True)
 class RevocationState:
     revoked: bool
     epoch: float  # seconds
+
+
+_SCRIPT_SHAS: dict[str, str] = {}
+
+
+def _id_hash(ident: str) -> str:
+    """Refresh token ids are kept hashed: whoever reads Redis cannot make a token that rotates."""
+    return hashlib.sha256(ident.encode()).hexdigest()
 
 
 class Store:
@@ -90,6 +117,61 @@ class Store:
         with unavailable_on_error():
             value: bytes | None = self.client.get(self.key(namespace, ident))
         return value
+
+    def consume(self, namespace: str, ident: str, tombstone: bytes, ttl: int) -> Consumed:
+        """``take`` that leaves ``tombstone`` behind for ``ttl`` seconds: of concurrent consumers
+        exactly one gets the record, and every later one learns who used it (single_use.py)."""
+        with unavailable_on_error():
+            value = self._eval(CONSUME_SCRIPT, self.key(namespace, ident), TOMBSTONE + tombstone, max(1, int(ttl)))
+        return self.tombstone_or_record(value)
+
+    @staticmethod
+    def tombstone_or_record(value: bytes | None) -> Consumed:
+        if value is not None and value.startswith(TOMBSTONE):
+            return Consumed(used_by=value[len(TOMBSTONE):])
+        return Consumed(record=value)
+
+    def save(self, namespace: str, ident: str, value: bytes, ttl: int) -> None:
+        """Store (or replace) a record that is not single-use, e.g. a remembered consent."""
+        with unavailable_on_error():
+            self.client.set(self.key(namespace, ident), value, ex=max(1, int(ttl)))
+
+    # -- grants: refresh rotation and revocation (single_use.py) ----------------------------------
+
+    def grant_create(self, grant_id: str, refresh_id: str | None, release: bytes, ttl: int) -> bool:
+        """Record a new grant; False when it already exists (revoked before it was created)."""
+        current = _id_hash(refresh_id) if refresh_id else ""
+        with unavailable_on_error():
+            return bool(self._eval(GRANT_CREATE_SCRIPT, self.key("grant", grant_id), current, release, max(1, int(ttl))))
+
+    def grant_rotate(self, grant_id: str, presented: str, new: str, ttl: int) -> int:
+        """Replace the grant's current refresh token id; single_use.ROTATED/UNKNOWN/REVOKED/REUSED."""
+        with unavailable_on_error():
+            outcome: int = self._eval(ROTATE_SCRIPT, self.key("grant", grant_id), _id_hash(presented), _id_hash(new),
+                                      max(1, int(ttl)))
+        return outcome
+
+    def grant_revoke(self, grant_id: str, ttl: int) -> None:
+        """Mark the grant revoked (every token descended from it), kept at least ``ttl`` seconds."""
+        with unavailable_on_error():
+            self._eval(GRANT_REVOKE_SCRIPT, self.key("grant", grant_id), max(1, int(ttl)))
+
+    def grant_state(self, grant_id: str) -> GrantState | None:
+        """The grant's record, or None when it is unknown (expired, or lost in a Redis reset)."""
+        with unavailable_on_error():
+            rev, release = self.client.hmget(self.key("grant", grant_id), "rev", "rel")
+        if rev is None:
+            return None
+        return GrantState(revoked=rev == b"1", release=release or b"{}")
+
+    def _eval(self, script: str, key: str, *args: Any) -> Any:
+        """One single-key script (Cluster-safe), by SHA, loaded again after a Redis restart."""
+        sha = _SCRIPT_SHAS.get(script) or _SCRIPT_SHAS.setdefault(script, hashlib.sha1(script.encode()).hexdigest())
+        try:
+            return self.client.execute_command("EVALSHA", sha, 1, key, *args)
+        except NoScriptError:
+            self.client.script_load(script)
+            return self.client.execute_command("EVALSHA", sha, 1, key, *args)
 
     # -- revocation -----------------------------------------------------------------------------
 

@@ -88,8 +88,9 @@ def _complete(ug: UserGrant, ctx: "ServerContext", issued: "IssuedToken") -> dic
 def _record(ctx: "ServerContext", ug: UserGrant) -> None:
     ttl = record_ttl(ctx, ug.refresh.expires_at if ug.refresh else None)
     if ug.presented is None:
-        if not ctx.store.grant_create(ug.grant_id, ug.refresh.token_id if ug.refresh else None, ug.release.encode(), ttl):
-            raise InvalidGrantError("the authorization code was already used")  # revoked by a concurrent redemption
+        # False: a concurrent second redemption of the code revoked the grant first. This, the one
+        # successful redemption, still answers (RFC 6749 §4.1.2), with tokens that are already dead.
+        ctx.store.grant_create(ug.grant_id, ug.refresh.token_id if ug.refresh else None, ug.release.encode(), ttl)
         return
     assert ug.refresh is not None
     outcome = ctx.store.grant_rotate(ug.grant_id, ug.presented.token_id, ug.refresh.token_id, ttl)

@@ -139,7 +139,7 @@ class Store:
     # -- grants: refresh rotation and revocation (single_use.py) ----------------------------------
 
     def grant_create(self, grant_id: str, refresh_id: str | None, release: bytes, ttl: int) -> bool:
-        """Record a new grant; False when it already exists (revoked before it was created)."""
+        """Record a new grant; False when it was revoked before it was recorded (it stays revoked)."""
         current = _id_hash(refresh_id) if refresh_id else ""
         with unavailable_on_error():
             return bool(self._eval(GRANT_CREATE_SCRIPT, self.key("grant", grant_id), current, release, max(1, int(ttl))))

@@ -70,11 +70,15 @@ return value
 
 # Grant records are hashes: 'rt' the hash of the current refresh token id ('' when the grant has no
 # refresh token), 'rev' '1' once revoked, 'rel' what the user agreed to release (JSON).
-# CREATE: KEYS[1]; ARGV[1] rt, ARGV[2] rel, ARGV[3] ttl -> 1 created, 0 exists (revoked in a race).
+# CREATE: KEYS[1]; ARGV[1] rt, ARGV[2] rel, ARGV[3] ttl -> 1 created, 0 created already revoked (a
+# second redemption of the code revoked the grant before its first redemption recorded it: the
+# first still answers, with tokens that are dead from the start).
 GRANT_CREATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'rt', ARGV[1], 'rev', '0', 'rel', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+local revoked = redis.call('HGET', KEYS[1], 'rev') == '1'
+redis.call('HSET', KEYS[1], 'rt', ARGV[1], 'rel', ARGV[2])
+if not revoked then redis.call('HSET', KEYS[1], 'rev', '0') end
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if revoked then return 0 end
 return 1
 """
 # ROTATE: KEYS[1]; ARGV[1] presented rt, ARGV[2] new rt, ARGV[3] ttl

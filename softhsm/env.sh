@@ -24,3 +24,7 @@ export OAUTH_HSM_RS_MODE=${OAUTH_HSM_RS_MODE:-local}
 export OAUTH_HSM_RS_CLIENT_ID=${OAUTH_HSM_RS_CLIENT_ID:-demo-rs}
 export OAUTH_HSM_RS_SIGNING_KEY=${OAUTH_HSM_RS_SIGNING_KEY:-demo-rs-sig}
 export OAUTH_HSM_RS_DECRYPTION_KEY=${OAUTH_HSM_RS_DECRYPTION_KEY:-demo-rs-enc}
+# The example host's demo user and session key (./dev run prints the user and password; dev defaults only).
+export EXAMPLE_DEMO_USER=${EXAMPLE_DEMO_USER:-demo}
+export EXAMPLE_DEMO_PASSWORD=${EXAMPLE_DEMO_PASSWORD:-demo-password}
+export EXAMPLE_DEMO_CALLBACK=${EXAMPLE_DEMO_CALLBACK:-http://127.0.0.1:8765/callback}

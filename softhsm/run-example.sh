@@ -24,6 +24,12 @@ fi
 
 bash "$here/setup-dev-token.sh"
 
+# The example host's session key: one per dev directory, the same in every worker.
+if [ -z "${EXAMPLE_SECRET_KEY:-}" ]; then
+  [ -f "$DEV_DIR/example-secret-key" ] || (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$DEV_DIR/example-secret-key")
+  export EXAMPLE_SECRET_KEY=$(cat "$DEV_DIR/example-secret-key")
+fi
+
 
 # Demo registry: a client and a resource server whose keys are in the dev token too (a demo
 # shortcut: in real life each party has its own HSM).
@@ -34,14 +40,18 @@ def jwks(*labels):
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 resource = os.environ["EXAMPLE_RESOURCE"]
+issuer = os.environ["OAUTH_HSM_ISSUER"].rstrip("/")
 registry = {
     "clients": [{
         "client_id": "demo-client",
+        "client_name": "Demo client",
         "token_endpoint_auth_method": "private_key_jwt",
         "token_endpoint_auth_signing_alg": "ES256",
         "jwks": jwks("demo-client-sig"),
-        "grant_types": ["client_credentials"],
-        "scope": "read write",
+        # the code flow: example_app's /demo pages, and `demo-client --flow code` on a loopback port
+        "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+        "redirect_uris": [issuer + "/demo/callback", os.environ["EXAMPLE_DEMO_CALLBACK"]],
+        "scope": "openid profile email read write",
         "resources": [resource],
     }],
     "resource_servers": [{
@@ -53,6 +63,7 @@ registry = {
         "introspection_signed_response_alg": "ES256",
         "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
         "introspection_encrypted_response_enc": "A256GCM",
+        "introspection_claims": ["email", "username"],
     }],
 }
 with open(sys.argv[1], "w") as fh:
@@ -66,8 +77,14 @@ cat >&2 <<MSG
   metadata  $OAUTH_HSM_ISSUER/.well-known/oauth-authorization-server
   jwks      $OAUTH_HSM_ISSUER/oauth2/jwks
 
-  In another terminal, get an access token with private_key_jwt (key in the dev token):
+  In a browser, the authorization code flow (sign in as $EXAMPLE_DEMO_USER / $EXAMPLE_DEMO_PASSWORD):
 
+    $OAUTH_HSM_ISSUER/demo/start
+
+  In another terminal, the same flow from the command line (it prints a URL to open), or a
+  client-credentials token, both with private_key_jwt (the client's key is in the dev token):
+
+    source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client --flow code
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client
 
 MSG

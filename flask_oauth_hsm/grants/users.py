@@ -7,8 +7,8 @@ scope it is also meant for our UserInfo endpoint (``aud`` includes its URL), and
 with it. A client registered for ``refresh_token`` gets a refresh token (tokens/refresh.py).
 
 The grant's record (single_use.py) is written after everything is signed and before anything is
-returned: created by the code's redemption — refused if a second redemption revoked the grant
-first — and rotated by each refresh. Introspection and UserInfo read it: a revoked grant's
+returned: created by the code's redemption (already revoked when a concurrent second redemption
+got there first) and rotated by each refresh. Introspection and UserInfo read it: a revoked grant's
 access tokens are inactive, and it holds what the user agreed to release.
 """
 

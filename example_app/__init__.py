@@ -67,6 +67,8 @@ def _secret_key(app: Flask) -> str:
     key = app.config.get("SECRET_KEY") or os.environ.get("EXAMPLE_SECRET_KEY")
     if key:
         return str(key)
+    if "oauth_hsm" not in app.extensions:  # loaded by `flask oauth-hsm keys …`: serves no sessions
+        return secrets.token_hex(32)
     logging.getLogger("example_app").warning(
         "EXAMPLE_SECRET_KEY is not set: a random session key for this process (sign-ins do not survive a restart "
         "and do not work across several workers)")

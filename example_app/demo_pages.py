@@ -55,7 +55,8 @@ def callback() -> Any:
         steps[0]["claims"] = verified_claims(tokens["access_token"], jwks)[1]
         if "id_token" in tokens:
             id_claims = verified_claims(tokens["id_token"], jwks)[1]
-            steps.append({"title": "ID token", "status": 200, "body": id_claims, "nonce_ok": id_claims.get("nonce") == flow.nonce})
+            steps.append({"title": "ID token", "status": 200, "body": id_claims,
+                          "nonce_ok": id_claims.get("nonce") == flow.nonce})
         status, refreshed = flow.refresh(tokens["refresh_token"])
         steps.append({"title": "Refreshed once", "status": status, "body": refreshed})
         if status == 200:

@@ -119,5 +119,6 @@ def verified_claims(token: str, jwks_url: str) -> tuple[dict[str, Any], dict[str
     """Header and claims of a JWS signed by the server, checked with its JWKS."""
     with urllib.request.urlopen(jwks_url, timeout=10) as resp:
         keyset = JWKSet.from_dict(json.loads(resp.read()), skip_unusable=True)
-    verified = jws.verify(token, lambda h: keyset.select(h["alg"], "sig", h.get("kid")), ["ES256", "ES384", "PS256", "RS256", "EdDSA"])
+    algs = ["ES256", "ES384", "PS256", "RS256", "EdDSA"]
+    verified = jws.verify(token, lambda h: keyset.select(h["alg"], "sig", h.get("kid")), algs)
     return verified.header, jwt.decode_claims(verified.payload)

@@ -38,9 +38,6 @@ SPECS: dict[str, HookSpec] = {
     )
 }
 
-# Features (extension._features) and the hooks that make them work, for messages and the docs.
-USER_HOOKS = ("current_user", "login_url")
-
 
 class Hooks:
     """Registered hooks; frozen by ``init_app`` (registering afterwards is a programming error)."""

@@ -41,14 +41,17 @@ def changed(doc, kind, index, **fields):
 
 
 @pytest.mark.parametrize("kind,index,fields,expected", [
-    ("clients", 0, {"redirect_uris": ["https://web.example.test/cb#x"]}, r"clients\[0\] \(web\): redirect_uris: .*without fragment"),
+    ("clients", 0, {"redirect_uris": ["https://web.example.test/cb#x"]},
+     r"clients\[0\] \(web\): redirect_uris: .*without fragment"),
     ("clients", 0, {"redirect_uris": ["http://web.example.test/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
     ("clients", 0, {"redirect_uris": ["javascript:alert(1)"]}, r"clients\[0\] \(web\): redirect_uris"),
     ("clients", 0, {"redirect_uris": ["myapp:/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
     ("clients", 0, {"redirect_uris": []}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
     ("clients", 0, {"redirect_uris": None}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
-    ("clients", 0, {"grant_types": ["refresh_token"], "redirect_uris": None}, r"clients\[0\] \(web\): grant_types: refresh_token"),
-    ("clients", 3, {"redirect_uris": ["https://m.example.test/cb"]}, r"clients\[3\] \(machine\): redirect_uris: redirect URIs are for"),
+    ("clients", 0, {"grant_types": ["refresh_token"], "redirect_uris": None},
+     r"clients\[0\] \(web\): grant_types: refresh_token"),
+    ("clients", 3, {"redirect_uris": ["https://m.example.test/cb"]},
+     r"clients\[3\] \(machine\): redirect_uris: redirect URIs are for"),
     ("clients", 0, {"client_name": "x\n"}, r"clients\[0\] \(web\): client_name"),
     ("clients", 0, {"client_name": ""}, r"clients\[0\] \(web\): client_name"),
     ("clients", 0, {"grant_types": ["authorization_code", "device_code"]}, r"clients\[0\] \(web\): grant_types"),

@@ -4,10 +4,8 @@ tokens (access, refresh, ID), refresh, UserInfo, introspection claims, revocatio
 from __future__ import annotations
 
 import jwt as pyjwt
-import pytest
 
-from scenarios import RS4, WEB_REDIRECT
-from users_helpers import Flow, expect_error, introspect
+from users_helpers import Flow
 
 
 def decode(token: str) -> dict:

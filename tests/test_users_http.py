@@ -40,7 +40,8 @@ def server(hsm, redis_server, tmp_path_factory):
             {"client_id": "authlib-web", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]},
              "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [APP_REDIRECT],
              "scope": "openid email read", "resources": [api]},
-            {"client_id": "authlib-native", "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+            {"client_id": "authlib-native", "token_endpoint_auth_method": "none",
+             "grant_types": ["authorization_code", "refresh_token"],
              "redirect_uris": [APP_REDIRECT], "scope": "openid read", "resources": [api]},
             {"client_id": "demo-client", "token_endpoint_auth_method": "private_key_jwt",
              "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]}, "grant_types": ["authorization_code", "refresh_token"],
@@ -85,9 +86,9 @@ def approve_in_browser(session: requests.Session, url: str, stop_at: str) -> str
 def test_authlib_code_flow_with_pkce_and_refresh(server):
     key = server["key"]
     token_url = server["issuer"] + "/oauth2/token"
+    auth = ShortLivedPrivateKeyJWT(server["issuer"], alg="ES256", headers={"kid": key.kid})
     client = OAuth2Session("authlib-web", ECKey.import_key(pem(key)), scope="openid email read", redirect_uri=APP_REDIRECT,
-                           code_challenge_method="S256",
-                           token_endpoint_auth_method=ShortLivedPrivateKeyJWT(server["issuer"], alg="ES256", headers={"kid": key.kid}))
+                           code_challenge_method="S256", token_endpoint_auth_method=auth)
     verifier = "v" * 20 + os.urandom(24).hex()
     url, state = client.create_authorization_url(server["issuer"] + "/oauth2/authorize", code_verifier=verifier, nonce="n-1")
     assert "code_challenge=" in url and "code_challenge_method=S256" in url

@@ -224,13 +224,13 @@ def test_redis_losing_the_rotation_state_fails_closed(make_user_as, tmp_path):
 
 
 def test_forged_and_foreign_refresh_tokens(user_env):
-    from flask_oauth_hsm.jose import jwe, jwk
+    from flask_oauth_hsm.jose import jwe
     from flask_oauth_hsm.tokens.refresh import RT_TYP
 
     flow = Flow(user_env)
     tokens = flow.tokens()
     real = tokens["refresh_token"]
-    head, *rest = real.split(".")
+    _head, *_rest = real.split(".")
     for bad in (real[:-4] + "AAAA", "x.y.z.w.v", tokens["access_token"], tokens["id_token"], "", "a" * 9000):
         if bad:
             expect_error(flow.refresh(bad), 400, "invalid_grant")
@@ -271,7 +271,8 @@ def test_public_client(user_env):
     tokens = flow.tokens(scope="openid email read")
     refreshed = flow.refresh(tokens["refresh_token"])
     assert refreshed.status_code == 200
-    r = user_env.client().post("/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": refreshed.get_json()["refresh_token"]})
+    form = {"grant_type": "refresh_token", "refresh_token": refreshed.get_json()["refresh_token"]}
+    r = user_env.client().post("/oauth2/token", data=form)
     expect_error(r, 401, "invalid_client")
 
 

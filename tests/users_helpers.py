@@ -13,7 +13,8 @@ REDIRECTS = {"web": WEB_REDIRECT, "web-2": "https://web2.example.test/cb", "nati
              "oidc-only": "https://login.example.test/cb"}
 
 
-def auth_params(client_id: str = "web", *, challenge: str | None, scope: str | None = "openid read", **extra: Any) -> dict[str, Any]:
+def auth_params(client_id: str = "web", *, challenge: str | None, scope: str | None = "openid read",
+                **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECTS.get(client_id),
                               "state": secrets.token_urlsafe(12), "code_challenge": challenge, "code_challenge_method": "S256"}
     if scope is not None:

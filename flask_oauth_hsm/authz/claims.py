@@ -85,7 +85,8 @@ LABELS = {
     "name": "full name", "family_name": "family name", "given_name": "given name", "middle_name": "middle name",
     "nickname": "nickname", "preferred_username": "preferred user name", "profile": "profile page", "picture": "picture",
     "website": "web site", "gender": "gender", "birthdate": "date of birth", "zoneinfo": "time zone", "locale": "locale",
-    "updated_at": "when your profile changed", "email": "email address", "email_verified": "whether your email address is verified",
+    "updated_at": "when your profile changed", "email": "email address",
+    "email_verified": "whether your email address is verified",
     "address": "postal address", "phone_number": "phone number", "phone_number_verified": "whether your phone number is verified",
     "username": "user name",
 }

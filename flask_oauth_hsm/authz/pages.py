@@ -16,7 +16,6 @@ from flask import Response, render_template
 
 from ..clients import Client
 from ..errors import OAuthError
-from ..grants.targets import OIDC_SCOPES
 from ..users import User
 from ..web import page_response
 from .claims import LABELS
@@ -75,12 +74,17 @@ def consent_page(ctx: "ServerContext", pending: "Pending", client: Client, user:
     shown = sorted(asked.release.userinfo | asked.release.id_token)
     view = ConsentView(
         client_id=client.client_id, client_name=client.client_name or client.client_id, user=user,
-        scopes=[(s, SCOPE_DESCRIPTIONS.get(s, f"use “{s}” at the services below")) for s in sorted(req.scope)],
+        scopes=[(s, SCOPE_DESCRIPTIONS.get(s, f"use “{s}” at the services below")) for s in _in_order(req.scope)],
         resources=resources, client_claims=[(n, LABELS.get(n, n), user.claims.get(n)) for n in shown],
         action=f"{ctx.urls.route_prefix}/consent?id={pending.id}", csrf_token=csrf,
     )
-    html = render_template("oauth_hsm/consent.html", consent=view, oidc_scopes=OIDC_SCOPES)
+    html = render_template("oauth_hsm/consent.html", consent=view)
     return page_response(html, form_targets=(form_source(req.redirect_uri),))
+
+
+def _in_order(scope: frozenset[str]) -> list[str]:
+    """OpenID scopes first, in the order people read them (sign-in, then profile data), then the rest."""
+    return [s for s in SCOPE_DESCRIPTIONS if s in scope] + sorted(scope - SCOPE_DESCRIPTIONS.keys())
 
 
 def error_page(exc: OAuthError, status: int | None = None, headers: dict[str, str] | None = None) -> Response:

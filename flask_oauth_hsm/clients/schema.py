@@ -118,8 +118,8 @@ class ClientSchema(CredentialsSchema):
     ip_ranges = fields.List(fields.String(), load_default=list)
     cip_hash = fields.Boolean(load_default=False)
     redirect_uris = fields.List(_RedirectUri(), load_default=list)
-    client_name = fields.String(load_default=None, validate=validate.Regexp(r"\A[^\x00-\x1f\x7f]{1,200}\Z",
-                                                                            error="must be 1-200 characters, no control characters"))
+    client_name = fields.String(load_default=None, validate=validate.Regexp(
+        r"\A[^\x00-\x1f\x7f]{1,200}\Z", error="must be 1-200 characters, no control characters"))
     id_token_signed_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
 
     @validates("grant_types")

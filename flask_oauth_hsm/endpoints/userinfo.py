@@ -71,7 +71,8 @@ def _active_claims(ctx: "ServerContext", token: str) -> dict[str, Any]:
 
 def _invalid(description: str) -> InvalidTokenError:
     # RFC 6750 §3: the challenge names the error; the description is our own fixed sentence.
-    return InvalidTokenError(description, headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'})
+    challenge = f'Bearer error="invalid_token", error_description="{description}"'
+    return InvalidTokenError(description, headers={"WWW-Authenticate": challenge})
 
 
 def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:

@@ -35,7 +35,8 @@ def issue(ctx: "ServerContext", client: "Client", *, subject: str, auth_time: in
     signer = ctx.keys.ring.signer_for(client.id_token_signed_response_alg)
     now = int(clock.now())
     claims: dict[str, Any] = {**extra}  # released user claims first: protocol claims always win
-    claims.update({"iss": ctx.settings.issuer, "sub": subject, "aud": client.client_id, "exp": now + ctx.settings.id_token_lifetime,
+    claims.update({"iss": ctx.settings.issuer, "sub": subject, "aud": client.client_id,
+                   "exp": now + ctx.settings.id_token_lifetime,
                    "iat": now, "auth_time": auth_time, "azp": client.client_id, "at_hash": at_hash(access_token, signer.alg)})
     if nonce is not None:
         claims["nonce"] = nonce

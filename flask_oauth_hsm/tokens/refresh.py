@@ -15,7 +15,6 @@ The header's ``typ`` separates refresh tokens from every other JWE we decrypt.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any

@@ -328,3 +328,17 @@ def test_without_users_there_is_no_authorization_endpoint(as_env):
     assert doc["grant_types_supported"] == ["client_credentials"]
     assert as_env.client().get("/oauth2/authorize").status_code == 404
     assert as_env.client().get("/.well-known/openid-configuration").status_code == 404
+
+
+def test_max_age_zero_accepts_a_sign_in_of_this_second(user_env):
+    flow = Flow(user_env)
+    flow.browser = Browser(user_env.app)  # nobody signed in: the flow signs in, then max_age=0 holds
+    assert flow.authorize(max_age="0").code
+
+
+def test_prompt_login_needs_a_sign_in_after_the_request(user_env, fake_clock):
+    flow = Flow(user_env)
+    flow.browser.sign_in()
+    fake_clock.advance(5)
+    answer = flow.authorize(prompt="login")  # sends the user to the login page; signing in again satisfies it
+    assert answer.code

@@ -219,6 +219,8 @@ def test_redis_losing_the_rotation_state_fails_closed(make_user_as, tmp_path):
         redis.stop()
         r = flow.refresh(tokens["refresh_token"])
         assert r.status_code == 503 and r.headers["Retry-After"] and "access_token" not in r.get_json()
+        answer = flow.authorize(decision=None)  # the browser gets a page, not JSON, and no redirect
+        assert answer.status == 503 and "<h1>" in answer.page
     finally:
         redis.stop()
 

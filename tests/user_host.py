@@ -30,11 +30,9 @@ BY_SUBJECT = {u["subject"]: u for u in USERS.values()}
 
 def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (), acr: str | None = "urn:example:pwd",
                    with_user_claims: bool = True):
-    import time
-
     from flask import Flask, redirect, request, session, url_for
 
-    from flask_oauth_hsm import OAuthHSM, ResourceProtector, User
+    from flask_oauth_hsm import OAuthHSM, ResourceProtector, User, clock
 
     app = Flask("user_host")
     app.config.update(settings)
@@ -70,7 +68,8 @@ def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (
         if request.method == "POST":
             user = USERS.get(request.form.get("username", ""))
             if user is not None and secrets.compare_digest(user["password"], request.form.get("password", "")):
-                session["sub"], session["auth_time"] = user["subject"], int(time.time())
+                # The package's clock, so tests that move it (fake_clock) move the host's too.
+                session["sub"], session["auth_time"] = user["subject"], int(clock.now())
                 return redirect(request.args.get("next") or "/")
         return ('<form method="post"><input name="username"><input type="password" name="password">'
                 '<button type="submit">Sign in</button></form>')

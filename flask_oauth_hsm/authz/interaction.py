@@ -88,7 +88,8 @@ def _needs_login(ctx: "ServerContext", pending: Pending, user: User) -> bool:
     req = pending.request
     if req.prompt & {"login", "select_account"} and user.auth_time < math.floor(pending.created):
         return True
-    return req.max_age is not None and clock.now() - user.auth_time > req.max_age
+    # auth_time has one-second resolution: max_age=0 still accepts a sign-in this very second.
+    return req.max_age is not None and clock.now() - user.auth_time > req.max_age + 1
 
 
 def _consented(ctx: "ServerContext", client: Client, user: User, asked: Decision) -> bool:

@@ -43,17 +43,18 @@ def _check_user_client(client: Client, ring: "KeyRing", features: Collection[str
     if "refresh_token" in client.grant_types and not ring.decryption:
         raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: client {client.client_id!r} may use refresh_token; refresh tokens "
                           "are encrypted to our own key, so one is needed")
-    alg = client.id_token_signed_response_alg
-    if alg and alg not in ring.signing_algs:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: no signing key for "
-                          f"id_token_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
+    _signing_key_for(ring, client.id_token_signed_response_alg, f"client {client.client_id!r}", "id_token_signed_response_alg")
 
 
 def _check_resource_server(rs: ResourceServer, ring: "KeyRing") -> None:
     if rs.access_token_encrypted_response_alg and not ring.decryption:
         raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: resource server {rs.client_id!r} wants encrypted access "
                           "tokens; we need a decryption key to read them back (CEK escrow)")
-    alg = rs.introspection_signed_response_alg
+    _signing_key_for(ring, rs.introspection_signed_response_alg, f"resource server {rs.client_id!r}",
+                     "introspection_signed_response_alg")
+
+
+def _signing_key_for(ring: "KeyRing", alg: str | None, who: str, field: str) -> None:
+    """An entry that wants something signed with ``alg`` needs one of our signing keys of that alg."""
     if alg and alg not in ring.signing_algs:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {rs.client_id!r}: no signing key for "
-                          f"introspection_signed_response_alg {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: {who}: no signing key for {field} {alg} (add one to OAUTH_HSM_PUBLISHED_KEYS)")

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from .. import clock, events
 from ..authz import pkce
-from ..errors import InvalidGrantError, InvalidRequestError, InvalidScopeError, InvalidTargetError
+from ..errors import InvalidGrantError, InvalidRequestError
 from ..tokens import codes, refresh
 from ..tokens.codes import CodeRecord
 from . import Grant, TokenRequest, register
-from .targets import narrowed, user_resource_servers, user_scope
+from .targets import narrow
 from .users import UserGrant, as_grant, new_grant_id, revoke
 
 if TYPE_CHECKING:
@@ -67,13 +67,7 @@ def _check(req: TokenRequest, record: CodeRecord) -> None:
 
 
 def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CodeRecord, grant_id: str) -> UserGrant:
-    requested = req.form.getlist("resource")
-    if not set(requested) <= set(record.resources):  # RFC 8707 §2.2: a subset of what was authorized
-        raise InvalidTargetError("resource was not part of the authorization")
-    audiences = user_resource_servers(ctx, requested or list(record.resources), req.client) if record.resources else ()
-    scope = user_scope(req.form["scope"], req.client, audiences) if "scope" in req.form else narrowed(record.scope, audiences)
-    if not scope <= record.scope:
-        raise InvalidScopeError("scope exceeds what the user authorized")
+    audiences, scope = narrow(ctx, req.form, req.client, record.resources, record.scope)
     now = int(clock.now())
     rt = None
     if "refresh_token" in req.client.grant_types:

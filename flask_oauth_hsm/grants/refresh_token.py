@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import clock
-from ..errors import InvalidGrantError, InvalidRequestError, InvalidScopeError, InvalidTargetError, JoseError
+from ..errors import InvalidGrantError, InvalidRequestError, JoseError
 from ..release import Release
 from ..tokens import refresh
 from . import Grant, TokenRequest, register
-from .targets import narrowed, user_resource_servers, user_scope
+from .targets import narrow
 from .users import UserGrant, as_grant
 
 if TYPE_CHECKING:
@@ -34,13 +34,7 @@ def refresh_token(ctx: "ServerContext", req: TokenRequest) -> Grant:
     except JoseError:
         raise InvalidGrantError("the refresh token is not valid") from None
     _check(ctx, req, presented)
-    requested = req.form.getlist("resource")
-    if not set(requested) <= set(presented.resources):  # RFC 8707 §2.2
-        raise InvalidTargetError("resource was not part of the grant")
-    audiences = user_resource_servers(ctx, requested or list(presented.resources), req.client) if presented.resources else ()
-    scope = user_scope(req.form["scope"], req.client, audiences) if "scope" in req.form else narrowed(presented.scope, audiences)
-    if not scope <= presented.scope:  # RFC 6749 §6: a refresh never widens the grant
-        raise InvalidScopeError("scope exceeds what the user authorized")
+    audiences, scope = narrow(ctx, req.form, req.client, presented.resources, presented.scope)  # never wider
     release = _release(ctx, presented.grant_id) if "openid" in scope else Release()
     ug = UserGrant(grant_id=presented.grant_id, client=req.client, subject=presented.subject, scope=scope,
                    audiences=audiences, auth_time=presented.auth_time, acr=presented.acr, amr=presented.amr,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..clients import Client, ResourceServer, parse_scope, valid_resource_uri
 from ..errors import InvalidScopeError, InvalidTargetError
+from ..web import Form
 
 if TYPE_CHECKING:
     from ..server import ServerContext
@@ -80,6 +81,21 @@ def user_scope(raw: str | None, client: Client, audiences: Sequence[ResourceServ
     if not audiences and "openid" not in scope:
         raise InvalidTargetError("no resource requested and the client has no default resource")
     return scope
+
+
+def narrow(ctx: "ServerContext", form: Form, client: Client, resources: Sequence[str],
+           scope: frozenset[str]) -> tuple[tuple[ResourceServer, ...], frozenset[str]]:
+    """A token request under a user's grant (code or refresh): ``resource`` may name a subset of
+    the grant's resources (RFC 8707 §2.2), ``scope`` a subset of its scope (RFC 6749 §6); the
+    default is all of the resources and the part of the scope they accept."""
+    requested = form.getlist("resource")
+    if not set(requested) <= set(resources):
+        raise InvalidTargetError("resource was not part of the grant")
+    audiences = user_resource_servers(ctx, requested or list(resources), client) if resources else ()
+    narrowed_scope = user_scope(form["scope"], client, audiences) if "scope" in form else narrowed(scope, audiences)
+    if not narrowed_scope <= scope:
+        raise InvalidScopeError("scope exceeds what the user authorized")
+    return audiences, narrowed_scope
 
 
 def narrowed(scope: frozenset[str], audiences: Sequence[ResourceServer]) -> frozenset[str]:

@@ -22,7 +22,7 @@ import secrets
 from flask import Flask, g, jsonify
 
 from flask_oauth_hsm import OAuthHSM, ResourceProtector
-from flask_oauth_hsm.errors import ConfigError
+from flask_oauth_hsm.serving import stop_on_config_error
 
 from . import demo_pages, users
 
@@ -32,13 +32,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     oauth, api = OAuthHSM(), ResourceProtector()
     users.install(app, oauth)
-    try:
+    # A configuration error (a wrong PIN above all) prints one line and stops the whole server,
+    # whichever server runs us: no worker is booted again to retry the PIN (serving.py).
+    with stop_on_config_error():
         oauth.init_app(app)
         if _setting(app, "OAUTH_HSM_RS_RESOURCE"):
             api.init_app(app)
-    except ConfigError as exc:
-        # One clear line, never a traceback from deep inside PKCS#11 or redis-py.
-        raise SystemExit(f"flask-oauth-hsm: {exc}") from None
     app.secret_key = _secret_key(app)
     app.register_blueprint(demo_pages.bp)
 

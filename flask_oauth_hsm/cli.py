@@ -1,4 +1,4 @@
-"""``flask oauth-hsm …``: keys in the token, registry checks, and a demo client.
+"""``flask oauth-hsm …``: keys in the token, registry checks, client key pairs, and a demo client.
 
 Registered as a Flask CLI plugin (``flask.commands`` entry point), so it works with any host app:
 ``flask --app example_app oauth-hsm keys generate --alg ES256 --use sig --label as-sig-1``.
@@ -10,12 +10,15 @@ import json
 import secrets
 import sys
 import time
+import urllib.error
 import urllib.parse
+from typing import Any, Callable
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import client_keys
 from . import demo_client as demo
 from .algorithms import ALGORITHMS
 from .client_auth import ASSERTION_TYPE, hash_secret
@@ -32,7 +35,7 @@ from .server import EXTENSION_KEY, ServerContext
 
 @click.group("oauth-hsm")
 def cli() -> None:
-    """flask-oauth-hsm: keys in the HSM, the registry, a demo client."""
+    """flask-oauth-hsm: keys in the HSM, the registry, client key pairs, a demo client."""
 
 
 def _state() -> ServerContext:
@@ -61,9 +64,11 @@ def keys() -> None:
 
 @keys.command("generate")
 @click.option("--alg", required=True, type=click.Choice(sorted(ALGORITHMS)), help="JOSE algorithm the key is bound to")
-@click.option("--use", required=True, type=click.Choice(["sig", "enc"]))
+@click.option("--use", required=True, type=click.Choice(["sig", "enc"]),
+              help="sig: signs (JWS); enc: decrypts (JWE); must match --alg")
 @click.option("--label", required=True, help="CKA_LABEL of the new key pair")
-@click.option("--rsa-bits", default=2048, show_default=True, type=int)
+@click.option("--rsa-bits", default=2048, show_default=True, type=click.IntRange(2048, 8192),
+              help="RSA modulus size (RSA algs only)")
 @click.option("--crv", default="P-256", show_default=True, type=click.Choice(["P-256", "P-384", "P-521"]),
               help="curve for ECDH-ES keys")
 @click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
@@ -184,6 +189,51 @@ def hash_secret_cmd(pbkdf2: bool, from_stdin: bool) -> None:
     click.echo(f"client_secret_hash: {hash_secret(secret, 'pbkdf2-sha256' if pbkdf2 else 'sha256')}")
 
 
+@cli.group("client")
+def client() -> None:
+    """Key pairs for clients outside this server's HSM (private_key_jwt)."""
+
+
+@client.command("keygen")
+@click.option("--alg", default="ES256", show_default=True, type=click.Choice(client_keys.CLIENT_ALGS),
+              help="the client's token_endpoint_auth_signing_alg")
+@click.option("--out", "path", required=True, type=click.Path(dir_okay=False),
+              help="file for the private key: PKCS#8 PEM, mode 0600, never overwritten")
+@click.option("--rsa-bits", default=2048, show_default=True,
+              type=click.IntRange(*client_keys.RSA_BITS), help="RSA modulus size (PS256 only)")
+def client_keygen(alg: str, path: str, rsa_bits: int) -> None:
+    """Make a software key pair: the private key into a new file, its public JWKS to stdout.
+
+    The JWKS (kid = RFC 7638 thumbprint, alg, use=sig) is what goes into the client's registry
+    entry as "jwks"; the private key stays with the client.
+    """
+    if alg != "PS256" and click.get_current_context().get_parameter_source("rsa_bits").name != "DEFAULT":
+        _fail(ConfigError("--rsa-bits applies to PS256 only"))
+    try:
+        key = client_keys.generate(alg, rsa_bits)
+        jwks_doc = client_keys.public_jwks(key, alg)
+        client_keys.write_private_key(path, key)
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(f"{path}: {alg} private key written (mode 0600); keep it with the client. "
+               "The public JWKS for the registry entry follows.", err=True)
+    click.echo(json.dumps(jwks_doc, indent=2))
+
+
+@client.command("jwks")
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--alg", default="ES256", show_default=True, type=click.Choice(client_keys.CLIENT_ALGS),
+              help="the client's token_endpoint_auth_signing_alg")
+def client_jwks(key_file: str, alg: str) -> None:
+    """Print the public JWKS of a key file (PEM or DER; public, or an unencrypted private key),
+    e.g. a public key exported from the client's own PKCS#11 token."""
+    try:
+        jwks_doc = client_keys.public_jwks(client_keys.load_key_file(key_file), alg)
+    except OAuthHSMError as exc:
+        _fail(exc)
+    click.echo(json.dumps(jwks_doc, indent=2))
+
+
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
 @click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
@@ -195,9 +245,10 @@ def hash_secret_cmd(pbkdf2: bool, from_stdin: bool) -> None:
               help="code flow: a registered loopback redirect URI; the command listens on it")
 @click.option("--timeout", default=300, show_default=True, type=int, help="code flow: seconds to wait for the browser")
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
+@click.option("--token-only", is_flag=True, help="client-credentials: print only the access token (for ACCESS_TOKEN=$(...))")
 @with_appcontext
 def demo_client(client_id: str, key_label: str, flow: str, resource: str | None, scope: str | None, redirect_uri: str,
-                timeout: int, url: str | None) -> None:
+                timeout: int, url: str | None, token_only: bool) -> None:
     """Obtain tokens as the demo client (private_key_jwt, its key in the token) and show them.
 
     ``--flow client-credentials`` (default): one access token for the client itself.
@@ -217,12 +268,23 @@ def demo_client(client_id: str, key_label: str, flow: str, resource: str | None,
     if scope:
         form["scope"] = scope
     token_url = url or state.endpoint_url("token")
-    status, body = demo.post(token_url, {**form, "client_assertion_type": ASSERTION_TYPE, "client_assertion": client.assertion()})
-    click.echo(f"POST {token_url} -> {status}")
-    click.echo(json.dumps(body, indent=2))
+    status, body = _reach(token_url, lambda: demo.post(token_url, {**form, "client_assertion_type": ASSERTION_TYPE,
+                                                                    "client_assertion": client.assertion()}))
+    if token_only and status == 200:
+        click.echo(body["access_token"])
+        return
+    click.echo(f"POST {token_url} -> {status}", err=token_only)
+    click.echo(json.dumps(body, indent=2), err=token_only)
     if status != 200:
         sys.exit(1)
     _show_claims("access token", body["access_token"], jwks_url)
+
+
+def _reach(url: str, call: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+    try:
+        return call()
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
 
 
 def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
@@ -237,7 +299,7 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
         code = flow.code_from(params)
     except (OSError, TimeoutError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    status, body = flow.redeem(code)
+    status, body = _reach(flow.client.url("/token"), lambda: flow.redeem(code))
     click.echo(f"\ncode redeemed with PKCE -> {status}")
     click.echo(json.dumps(body, indent=2))
     if status != 200:
@@ -248,7 +310,7 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
     if "refresh_token" not in body:
         click.echo("\n(no refresh token: the client is not registered for refresh_token)")
         return
-    status, refreshed = flow.refresh(body["refresh_token"])
+    status, refreshed = _reach(flow.client.url("/token"), lambda: flow.refresh(body["refresh_token"]))
     click.echo(f"\nrefreshed once -> {status}")
     click.echo(json.dumps(refreshed, indent=2))
     if status != 200:

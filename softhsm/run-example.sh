@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command ends here: dev token and keys, demo registry, a local Redis, and the
-# example authorization server in the foreground (Ctrl-C stops it; Redis keeps running).
+# example authorization server in the foreground. Ctrl-C stops the server, and the Redis too if
+# this run started it; `./dev stop` stops whatever is left (a server run in the background, a Redis).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -12,15 +13,24 @@ cd "$root"
 # A Redis of our own on loopback (no persistence: replay state is short-lived by design).
 mkdir -p "$DEV_DIR/redis"
 pidfile="$DEV_DIR/redis/redis.pid"
+started_redis=
 if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
   echo "[redis] starting on 127.0.0.1:$DEV_REDIS_PORT" >&2
   redis-server --port "$DEV_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$DEV_DIR/redis" --daemonize yes --pidfile "$pidfile" --logfile "$DEV_DIR/redis/redis.log"
+  started_redis=1
   for _ in $(seq 50); do
     redis-cli -p "$DEV_REDIS_PORT" ping >/dev/null 2>&1 && break
     sleep 0.1
   done
 fi
+stop_redis() {
+  if [ -n "$started_redis" ]; then
+    echo "[redis] stopping (127.0.0.1:$DEV_REDIS_PORT)" >&2
+    bash "$here/stop-dev.sh" redis >/dev/null
+  fi
+}
+trap stop_redis EXIT
 
 bash "$here/setup-dev-token.sh"
 
@@ -30,46 +40,9 @@ if [ -z "${EXAMPLE_SECRET_KEY:-}" ]; then
   export EXAMPLE_SECRET_KEY=$(cat "$DEV_DIR/example-secret-key")
 fi
 
-
 # Demo registry: a client and a resource server whose keys are in the dev token too (a demo
-# shortcut: in real life each party has its own HSM).
-OAUTH_HSM_REGISTRY="$here/empty-registry.json" "$VENV/bin/python" - "$OAUTH_HSM_REGISTRY" <<'PY'
-import json, os, subprocess, sys
-def jwks(*labels):
-    out = subprocess.run([os.environ["FLASK"], "--app", "example_app", "oauth-hsm", "keys", "jwks", *labels],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
-resource = os.environ["EXAMPLE_RESOURCE"]
-issuer = os.environ["OAUTH_HSM_ISSUER"].rstrip("/")
-registry = {
-    "clients": [{
-        "client_id": "demo-client",
-        "client_name": "Demo client",
-        "token_endpoint_auth_method": "private_key_jwt",
-        "token_endpoint_auth_signing_alg": "ES256",
-        "jwks": jwks("demo-client-sig"),
-        # the code flow: example_app's /demo pages, and `demo-client --flow code` on a loopback port
-        "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
-        "redirect_uris": [issuer + "/demo/callback", os.environ["EXAMPLE_DEMO_CALLBACK"]],
-        "scope": "openid profile email read write",
-        "resources": [resource],
-    }],
-    "resource_servers": [{
-        "resource": resource,
-        "client_id": "demo-rs",
-        "token_endpoint_auth_method": "private_key_jwt",
-        "jwks": jwks("demo-rs-sig", "demo-rs-enc"),
-        "scope": "read write",
-        "introspection_signed_response_alg": "ES256",
-        "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
-        "introspection_encrypted_response_enc": "A256GCM",
-        "introspection_claims": ["email", "username"],
-    }],
-}
-with open(sys.argv[1], "w") as fh:
-    json.dump(registry, fh, indent=2)
-print(f"[registry] wrote {sys.argv[1]}", file=sys.stderr)
-PY
+# shortcut: in real life each party has its own HSM). The keys commands need no registry yet.
+OAUTH_HSM_REGISTRY="$here/empty-registry.json" "$VENV/bin/python" "$here/write-demo-registry.py" "$OAUTH_HSM_REGISTRY"
 
 cat >&2 <<MSG
 
@@ -87,6 +60,17 @@ cat >&2 <<MSG
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client --flow code
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client
 
+  Ctrl-C stops the server$( [ -n "$started_redis" ] && echo " and its Redis" ).
+
 MSG
-exec "$VENV/bin/gunicorn" --workers 2 --worker-class gthread --threads 8 \
-  --bind "$EXAMPLE_HOST:$EXAMPLE_PORT" --access-logfile - "example_app:app"
+# In the background so that a TERM sent to this script reaches the server too; Ctrl-C reaches
+# both anyway. The pid file lets `./dev stop` find a server whose terminal is gone.
+"$VENV/bin/gunicorn" --workers 2 --worker-class gthread --threads 8 --pid "$DEV_DIR/gunicorn.pid" \
+  --bind "$EXAMPLE_HOST:$EXAMPLE_PORT" --access-logfile - "example_app:app" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true' INT TERM
+status=0
+while kill -0 "$server" 2>/dev/null; do
+  wait "$server" || status=$?  # a trapped signal interrupts wait; go on until the server is gone
+done
+exit "$status"

@@ -49,3 +49,25 @@ def test_resource_server_override_applies_at_introspection(as_env):
     del form["grant_type"]
     response = as_env.client().post("/oauth2/introspect", data={**form, "token": token}, headers={"Accept": "application/token-introspection+jwt"})
     assert response.status_code == 200
+
+
+def test_the_docs_show_this_table():
+    """docs/endpoints.md's aud table says, cell by cell, what the tests above check."""
+    from pathlib import Path
+
+    from aud_table import TABLE
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "endpoints.md").read_text()
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0].startswith("`") and cells[0].split("`")[1] in ("issuer", "endpoint", "legacy") and len(cells) == 8:
+            rows[cells[0].split("`")[1]] = cells[1:]
+    shapes = ["issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL", "another endpoint's URL",
+              "other value", "array with two members"]
+    for policy, column in (("issuer", 0), ("endpoint", 2), ("legacy", 3)):
+        for shape, cell in zip(shapes, rows[policy]):
+            documented = cell.startswith("accept") or cell.startswith("only at the token endpoint")
+            expected = TABLE[shape][column] or (policy == "endpoint" and shape == "token endpoint URL")
+            assert documented == expected, (policy, shape, cell)
+    assert "accept with `OAUTH_HSM_AUD_ISSUER_ARRAY=true`" in rows["issuer"][1] and TABLE["issuer in array"][1]

@@ -130,9 +130,7 @@ class OAuthHSM:
         _mount(app, ctx)
 
     def _registry(self, settings: Settings, ring: KeyRing, uses_loaders: bool, hooked: frozenset[str]) -> ClientRegistry:
-        # Loader entries are checked against what the hooks make possible (an entry needing a
-        # missing hook is unknown); a file registry's needs are checked by Hooks.freeze instead.
-        check = fit_checker(settings, ring, hooked if uses_loaders else None)
+        check = fit_checker(settings, ring, hooked)
         if uses_loaders:
             from .client_auth import METHODS
 
@@ -143,25 +141,32 @@ class OAuthHSM:
 
 
 def _features_from_hooks(hooks: Hooks) -> frozenset[str]:
-    """Features the host's hooks make possible: users once it says who is signed in."""
-    features = set()
-    if hooks.get("current_user") is not None:
-        features.add("users")
-    if hooks.get("user_claims") is not None:
-        features.add("introspection_claims")
-    return frozenset(features)
+    """Users are on once the host says who is signed in (``@oauth.current_user``): the host owns
+    them, so its hooks, not the registry, decide (docs/users.md, host hooks)."""
+    return frozenset({"users"}) if hooks.get("current_user") is not None else frozenset()
 
 
 def _features(registry: ClientRegistry, uses_loaders: bool, hooked: frozenset[str]) -> frozenset[str]:
-    """Features the configuration turns on (hooks.py: which hooks each needs). A file registry
-    turns on what its entries use, so a missing hook stops start-up with a line naming it."""
+    """Features the configuration turns on (hooks.py: which hooks each needs). With users, a file
+    registry that lists ``introspection_claims`` needs ``@oauth.user_claims``: a missing hook
+    stops start-up with a line naming it."""
     features = set(hooked) | ({"loaders"} if uses_loaders else set())
     if isinstance(registry, Registry):
-        if any("authorization_code" in c.grant_types for c in registry.clients()):
-            features.add("users")
-        if any(rs.introspection_claims for rs in registry.resource_servers()):
+        if "users" in hooked and any(rs.introspection_claims for rs in registry.resource_servers()):
             features.add("introspection_claims")
+        _warn_about_user_clients_without_users(registry, hooked)
     return frozenset(features)
+
+
+def _warn_about_user_clients_without_users(registry: Registry, hooked: frozenset[str]) -> None:
+    """A registry shared by hosts with and without users is valid; without the hooks, the
+    authorization code flow is simply off here (no endpoint, the grant refused): say so once."""
+    if "users" in hooked:
+        return
+    waiting = sorted(c.client_id for c in registry.clients() if "authorization_code" in c.grant_types)
+    if waiting:
+        log.warning("clients with the authorization_code grant (%s), but no @oauth.current_user hook: the authorization "
+                    "code flow is off in this app (docs/users.md, host hooks)", ", ".join(waiting))
 
 
 def _store(settings: Settings, client: Any) -> Store:

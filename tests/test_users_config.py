@@ -87,7 +87,6 @@ def app_with(env_settings, registry_doc, tmp_path, **hooks):
 
 
 @pytest.mark.parametrize("hooks,expected", [
-    ({}, "OAuthHSM: users needs @oauth.current_user"),
     ({"current_user": lambda: None}, "OAuthHSM: users needs @oauth.login_url"),
     ({"current_user": lambda: None, "login_url": lambda n: "/login"}, "OAuthHSM: introspection_claims needs @oauth.user_claims"),
 ])
@@ -97,6 +96,19 @@ def test_missing_hooks_stop_start_up_with_one_line(as_env, doc, tmp_path, hooks,
     assert str(info.value).startswith(expected) and "\n" not in str(info.value)
 
 
+def test_a_registry_with_user_clients_in_a_host_without_users(as_env, doc, tmp_path, caplog):
+    """One registry may serve hosts with and without users: without the hooks the code flow is off
+    (said once at start-up), and everything else works."""
+    with caplog.at_level("WARNING", logger="flask_oauth_hsm"):
+        app = app_with(as_env.settings, doc, tmp_path)
+    assert "clients with the authorization_code grant (native, oidc-only, web, web-2)" in caplog.text
+    assert app.test_client().get("/oauth2/authorize?client_id=web").status_code == 404
+    doc_meta = app.test_client().get("/.well-known/oauth-authorization-server").get_json()
+    assert doc_meta["grant_types_supported"] == ["client_credentials"] and "authorization_endpoint" not in doc_meta
+    r = app.test_client().post("/oauth2/token", data={"grant_type": "refresh_token", "client_id": "native", "refresh_token": "x"})
+    assert r.status_code == 400 and r.get_json()["error"] == "unsupported_grant_type"
+
+
 def test_refresh_tokens_need_an_encryption_key(as_env, doc, tmp_path):
     settings = {**as_env.settings, "OAUTH_HSM_ENCRYPTION_KEYS": ""}
     hooks = {"current_user": lambda: None, "login_url": lambda n: "/login", "user_claims": lambda s: None}
@@ -104,7 +116,7 @@ def test_refresh_tokens_need_an_encryption_key(as_env, doc, tmp_path):
         app_with(settings, doc, tmp_path, **hooks)
 
 
-def test_loader_entries_needing_missing_hooks_are_unknown(as_env, doc):
+def test_loader_entries_in_a_host_without_users(as_env, doc):
     entries = {c["client_id"]: c for c in doc["clients"]}
     app = Flask("loaders-users")
     app.config.update({k: v for k, v in as_env.settings.items() if k != "OAUTH_HSM_REGISTRY"})
@@ -112,8 +124,7 @@ def test_loader_entries_needing_missing_hooks_are_unknown(as_env, doc):
     oauth.client_loader(lambda client_id: entries.get(client_id))
     oauth.init_app(app)
     registry = app.extensions["oauth_hsm"].registry
-    assert registry.client("web") is None  # it needs the user hooks this app has not registered
-    assert registry.client("machine") is not None
+    assert registry.client("web") is not None and registry.client("machine") is not None
     assert app.test_client().get("/oauth2/authorize?client_id=web").status_code == 404  # no users: no endpoint
 
 

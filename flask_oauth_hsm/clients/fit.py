@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def fit_checker(settings: "Settings", ring: "KeyRing", features: Collection[str] | None = None) -> Check:
-    """``features``: what the host's hooks make possible (extension._features); None skips that check."""
+def fit_checker(settings: "Settings", ring: "KeyRing", features: Collection[str] = frozenset()) -> Check:
+    """``features``: what the host's hooks turn on (extension._features_from_hooks): the user grants'
+    needs are checked only when the app serves users."""
 
     def check(entity: Credentials) -> None:
         alg = entity.token_endpoint_auth_signing_alg
@@ -27,19 +28,13 @@ def fit_checker(settings: "Settings", ring: "KeyRing", features: Collection[str]
                               f"{alg}, which OAUTH_HSM_ASSERTION_ALGS does not allow: it could never authenticate")
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring)
-            if entity.introspection_claims and features is not None and "introspection_claims" not in features:
-                raise ConfigError(f"OAUTH_HSM_REGISTRY: resource server {entity.client_id!r}: introspection_claims needs "
-                                  "the @oauth.user_claims hook")
-        if isinstance(entity, Client):
-            _check_user_client(entity, ring, features)
+        if isinstance(entity, Client) and "users" in features:
+            _check_user_client(entity, ring)
 
     return check
 
 
-def _check_user_client(client: Client, ring: "KeyRing", features: Collection[str] | None) -> None:
-    if "authorization_code" in client.grant_types and features is not None and "users" not in features:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: the authorization_code grant needs the "
-                          "@oauth.current_user and @oauth.login_url hooks")
+def _check_user_client(client: Client, ring: "KeyRing") -> None:
     if "refresh_token" in client.grant_types and not ring.decryption:
         raise ConfigError(f"OAUTH_HSM_ENCRYPTION_KEYS: client {client.client_id!r} may use refresh_token; refresh tokens "
                           "are encrypted to our own key, so one is needed")

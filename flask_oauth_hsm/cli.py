@@ -1,4 +1,4 @@
-"""``flask oauth-hsm …``: keys in the token, registry checks, client key pairs, and a demo client.
+"""``flask oauth-hsm …``: keys in the token (cli_keys.py), registry checks, client key pairs, and a demo client.
 
 Registered as a Flask CLI plugin (``flask.commands`` entry point), so it works with any host app:
 ``flask --app example_app oauth-hsm keys generate --alg ES256 --use sig --label as-sig-1``.
@@ -20,16 +20,17 @@ from flask.cli import with_appcontext
 
 from . import client_keys
 from . import demo_client as demo
-from .algorithms import ALGORITHMS
 from .client_auth import ASSERTION_TYPE, hash_secret
 from .clients import Registry
 from .clients.fit import fit_checker
+from .cli_keys import admin as _admin
+from .cli_keys import fail as _fail
+from .cli_keys import keys
 from .errors import ConfigError, OAuthHSMError
-from .extension import ADMIN_KEY, KEY_ADMIN, KeyAdmin
 from .demo_client import CodeFlow, DemoClient
-from .hsm import KeyProblem, SecretKeyInfo
+from .extension import KEY_ADMIN
 from .jose import jwt
-from .keys import KeyRing
+from .keys import configured_ring
 from .server import EXTENSION_KEY, ServerContext
 
 
@@ -43,110 +44,7 @@ def _state() -> ServerContext:
     return ctx
 
 
-def _admin() -> KeyAdmin:
-    """Settings and token of the app, loaded without requiring its keys to exist."""
-    admin: KeyAdmin | None = current_app.extensions.get(ADMIN_KEY)
-    if admin is None:
-        raise click.ClickException("the app did not initialise OAuthHSM")
-    return admin
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc))
-
-
-@cli.group("keys")
-def keys() -> None:
-    """Key pairs in the token (private halves never leave it)."""
-    # The app is loaded only to read its settings: the keys it names may not exist yet.
-    KEY_ADMIN.set(True)
-
-
-@keys.command("generate")
-@click.option("--alg", required=True, type=click.Choice(sorted(ALGORITHMS)), help="JOSE algorithm the key is bound to")
-@click.option("--use", required=True, type=click.Choice(["sig", "enc"]),
-              help="sig: signs (JWS); enc: decrypts (JWE); must match --alg")
-@click.option("--label", required=True, help="CKA_LABEL of the new key pair")
-@click.option("--rsa-bits", default=2048, show_default=True, type=click.IntRange(2048, 8192),
-              help="RSA modulus size (RSA algs only)")
-@click.option("--crv", default="P-256", show_default=True, type=click.Choice(["P-256", "P-384", "P-521"]),
-              help="curve for ECDH-ES keys")
-@click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
-@with_appcontext
-def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, if_missing: bool) -> None:
-    """Generate a key pair inside the token (sensitive, never extractable)."""
-    hsm = _admin().hsm
-    try:
-        if if_missing and label in {k.label for k in hsm.list_keys()}:
-            click.echo(f"{label}: exists")
-            return
-        info = hsm.generate_key(alg, use, label, rsa_bits=rsa_bits, crv=crv)
-    except OAuthHSMError as exc:
-        _fail(exc)
-    click.echo(f"{info.label}: generated {info.alg} ({info.kty} {info.crv or info.size}) kid={info.kid}")
-
-
-@keys.command("list")
-@with_appcontext
-def list_keys() -> None:
-    """Every key in the token: label, the role the settings give it, kid, alg, use, type/size.
-
-    ROLE: ``signs`` (OAUTH_HSM_SIGNING_KEY), ``published`` (OAUTH_HSM_PUBLISHED_KEYS: in the JWKS,
-    not signing tokens), ``decrypts`` (OAUTH_HSM_ENCRYPTION_KEYS), ``-`` (not used by this app).
-    """
-    admin = _admin()
-    try:
-        infos = admin.hsm.list_keys()
-    except OAuthHSMError as exc:
-        _fail(exc)
-    click.echo(f"{'LABEL':24} {'ROLE':9} {'KID':44} {'ALG':15} {'USE':4} KEY")
-    for i in infos:
-        role = _role(admin, i.label)
-        if isinstance(i, KeyProblem):
-            click.echo(f"{i.label:24} {role:9} {'-':44} {'UNUSABLE':15} {'-':4} {i.problem}")
-        elif isinstance(i, SecretKeyInfo):
-            click.echo(f"{i.label:24} {role:9} {'-':44} {i.kind.upper():15} {'-':4} secret")
-        else:
-            click.echo(f"{i.label:24} {role:9} {i.kid:44} {i.alg:15} {i.use:4} {i.kty} {i.crv or i.size}")
-
-
-def _role(admin: KeyAdmin, label: str) -> str:
-    s = admin.settings
-    if label == s.signing_key:
-        return "signs"
-    if label in s.encryption_keys:
-        return "decrypts"
-    return "published" if label in s.published_keys else "-"
-
-
-@keys.command("jwks")
-@click.argument("labels", nargs=-1, required=True)
-@with_appcontext
-def jwks(labels: tuple[str, ...]) -> None:
-    """Print the public JWKS of the given key labels (for a registry entry or a peer)."""
-    try:
-        doc = {"keys": [_admin().hsm.key(label).public_jwk() for label in labels]}
-    except OAuthHSMError as exc:
-        _fail(exc)
-    click.echo(json.dumps(doc, indent=2))
-
-
-@keys.command("destroy")
-@click.option("--label", required=True)
-@click.option("--yes", is_flag=True, help="confirm: the key is gone for good")
-@with_appcontext
-def destroy(label: str, yes: bool) -> None:
-    """Delete a retired key pair (the last step of a rotation)."""
-    settings = _admin().settings
-    if label == settings.signing_key or label in settings.published_keys + settings.encryption_keys:
-        _fail(ConfigError(f"{label!r} is still configured (OAUTH_HSM_SIGNING_KEY/PUBLISHED_KEYS/ENCRYPTION_KEYS)"))
-    if not yes:
-        _fail(ConfigError("add --yes to destroy the key"))
-    try:
-        _admin().hsm.destroy_key(label)
-    except OAuthHSMError as exc:
-        _fail(exc)
-    click.echo(f"{label}: destroyed")
+cli.add_command(keys)
 
 
 @cli.group("registry")
@@ -171,8 +69,8 @@ def validate(path: str | None) -> None:
     if path is None:
         _fail(ConfigError("give a registry path, or set OAUTH_HSM_REGISTRY"))
     try:
-        ring = KeyRing.load(admin.hsm, s.signing_key, s.published_keys, s.encryption_keys)
-        Registry.from_file(str(path), fit_checker(s, ring, {"users"}))  # as for an app with users: the strictest
+        ring = configured_ring(admin.hsm, s)
+        Registry.from_file(str(path), fit_checker(s, lambda: ring, {"users"}))  # as for an app with users: the strictest
     except OAuthHSMError as exc:
         _fail(exc)
     click.echo(f"{path}: valid")

@@ -47,6 +47,13 @@ class UnsupportedAlgorithm(OAuthHSMError):
     """An algorithm we never accept, or one this token cannot perform."""
 
 
+# --- key rotation (keys/states.py) ------------------------------------------------------------
+
+
+class KeyStateRefused(OAuthHSMError):
+    """A key command refused: the key may still be needed, or the change would be unsafe now."""
+
+
 # --- JOSE layer -------------------------------------------------------------------------------
 
 

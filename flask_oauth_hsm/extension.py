@@ -37,7 +37,7 @@ from .errors import (
 )
 from .hooks import Hook, Hooks
 from .hsm import HSM
-from .keys import KeyRing, KeyRingHolder
+from .keys import KeyRing, KeyRingHolder, configured_ring, load_ring
 from .ratelimit import RateLimitExceeded, RateLimiter, limited_error
 from .server import EXTENSION_KEY, ServerContext, Urls, current
 from .settings import Settings, hsm_config_from, load_settings
@@ -106,13 +106,13 @@ class OAuthHSM:
         if KEY_ADMIN.get():
             app.extensions[ADMIN_KEY] = KeyAdmin(settings, hsm)
             return
-        ring = KeyRing.load(hsm, settings.signing_key, settings.published_keys, settings.encryption_keys)
+        ring = configured_ring(hsm, settings)
+        holder = KeyRingHolder()
         hooked = _features_from_hooks(self.hooks)
-        registry = self._registry(settings, ring, uses_loaders, hooked)
+        registry = self._registry(settings, lambda: holder.ring if holder.ready else ring, uses_loaders, hooked)
         features = _features(registry, uses_loaders, hooked)
         store = _store(settings, client)
         endpoints = load_endpoints(features)
-        holder = KeyRingHolder()
         ctx = ServerContext(
             settings=settings, hsm=hsm, keys=holder, store=store, registry=registry,
             urls=Urls(settings.issuer, settings.url_prefix), policies=_assertion_policies(settings, endpoints),
@@ -124,12 +124,15 @@ class OAuthHSM:
             features=features,
         )
         holder.publish(ring, lambda r: build_metadata(ctx, r))
+        if settings.key_set is not None:
+            _follow_key_set(holder, hsm, settings, registry, features)
         _warn_about_legacy_audiences(settings, registry)
         _start_epoch(store, settings)
         app.extensions[EXTENSION_KEY] = ctx
         _mount(app, ctx)
 
-    def _registry(self, settings: Settings, ring: KeyRing, uses_loaders: bool, hooked: frozenset[str]) -> ClientRegistry:
+    def _registry(self, settings: Settings, ring: Callable[[], KeyRing], uses_loaders: bool,
+                  hooked: frozenset[str]) -> ClientRegistry:
         check = fit_checker(settings, ring, hooked)
         if uses_loaders:
             from .client_auth import METHODS
@@ -138,6 +141,22 @@ class OAuthHSM:
             return LoaderRegistry(self.hooks.get("client_loader"), self.hooks.get("resource_server_loader"), methods, check)
         assert settings.registry is not None  # load_settings required it
         return Registry.from_file(settings.registry, check)
+
+
+def _follow_key_set(holder: KeyRingHolder, hsm: HSM, settings: Settings, registry: ClientRegistry,
+                    features: frozenset[str]) -> None:
+    """Key-set mode: re-read the key states every OAUTH_HSM_KEYS_REFRESH seconds (no restart to
+    rotate); a new ring must still serve every entry of a registry file."""
+    name = settings.key_set
+    assert name is not None
+
+    def vet(ring: KeyRing) -> None:
+        if isinstance(registry, Registry):
+            check = fit_checker(settings, lambda: ring, features)
+            for entity in registry.entities():
+                check(entity)
+
+    holder.follow(lambda: load_ring(hsm, name), settings.keys_refresh, vet)
 
 
 def _features_from_hooks(hooks: Hooks) -> frozenset[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -125,6 +126,11 @@ def _aud_policy(value: str) -> None:
         raise ValidationError(f"must be one of: {', '.join(AUD_POLICIES)}")
 
 
+def _key_set_name(value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value):
+        raise ValidationError("must be 1 to 64 letters, digits, '.', '_' or '-'")
+
+
 def setting(env: str, kind: type[fields.Field], **options: Any) -> Any:
     """Declare a setting: its variable and its marshmallow field options (default, validation)."""
     return dataclasses.field(metadata={"env": env, "kind": kind, "options": options})
@@ -142,7 +148,8 @@ class Settings:
     slot: int | None = setting("OAUTH_HSM_SLOT", fields.Integer, load_default=None, validate=validate.Range(min=0))
     pin: str | None = setting("OAUTH_HSM_PIN", fields.String, load_default=None)
     pin_file: str | None = setting("OAUTH_HSM_PIN_FILE", fields.String, load_default=None)
-    signing_key: str = setting("OAUTH_HSM_SIGNING_KEY", fields.String, required=True)
+    # Required unless OAUTH_HSM_KEY_SET is set (load_settings): then the key states decide.
+    signing_key: str | None = setting("OAUTH_HSM_SIGNING_KEY", fields.String, load_default=None)
     # Public keys published in the JWKS besides the signing key: the next key before it signs,
     # the retired key until its tokens expired (docs/hsm-and-keys.md, rotation).
     published_keys: tuple[str, ...] = setting("OAUTH_HSM_PUBLISHED_KEYS", CSV, load_default=())
@@ -185,6 +192,17 @@ class Settings:
     # deployments that limit at a gateway.
     rate_limits: RateLimits | None = setting(
         "OAUTH_HSM_RATE_LIMITS", RateLimitsField, load_default=lambda: RateLimits(**DEFAULT_RATE_LIMITS))
+    # -- key rotation: key states in the token (docs/hsm-and-keys.md, "Key rotation") ------------
+    # Unset: the three label settings fix the keys until a restart, as before. Set: the key states
+    # recorded in the token for this key set decide what signs, is published and decrypts.
+    key_set: str | None = setting("OAUTH_HSM_KEY_SET", fields.String, load_default=None, validate=_key_set_name)
+    # 30 s: a state change reaches every process within this (one re-read of a few small objects
+    # per process per period); it is part of every rotation wait, so keep it well below max-age.
+    keys_refresh: int = setting("OAUTH_HSM_KEYS_REFRESH", fields.Integer, load_default=30, validate=validate.Range(1, 3600))
+    # 300 s: how long a peer may keep our JWKS after fetching it, whatever max-age says; the
+    # bundled ResourceProtector keeps it 300 s. A next key waits for it before it signs.
+    jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300,
+                                   validate=validate.Range(0, 86400))
     # -- users: authorization code flow, refresh tokens, OpenID Connect (docs/users.md) ------------
     # 60 s: a code travels one redirect and one back-channel request; RFC 6749 §4.1.2 allows up to
     # 10 minutes, and every second more is a second a stolen code is worth something.
@@ -267,6 +285,7 @@ def load_settings(
     resolve_token_and_pin(data)
     if need_redis_url and data["redis_url"] is None:
         raise ConfigError("OAUTH_HSM_REDIS_URL: is required but not set (or pass redis_client= to init_app)")
+    _check_key_mode(data)
     if need_registry and data["registry"] is None:
         raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
@@ -282,6 +301,22 @@ def _check_user_lifetimes(data: dict[str, Any]) -> None:
     if data["refresh_token_idle_lifetime"] < data["access_token_lifetime"]:
         # A grant's record must outlive the access tokens it vouches for at introspection.
         raise ConfigError("OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must be at least OAUTH_HSM_ACCESS_TOKEN_LIFETIME")
+
+
+LABEL_SETTINGS = {"signing_key": "OAUTH_HSM_SIGNING_KEY", "published_keys": "OAUTH_HSM_PUBLISHED_KEYS",
+                  "encryption_keys": "OAUTH_HSM_ENCRYPTION_KEYS"}
+
+
+def _check_key_mode(data: dict[str, Any]) -> None:
+    """Label mode (OAUTH_HSM_SIGNING_KEY, …) or key-set mode (OAUTH_HSM_KEY_SET), never both."""
+    if data["key_set"] is None:
+        if data["signing_key"] is None:
+            raise ConfigError("OAUTH_HSM_SIGNING_KEY: is required but not set (or set OAUTH_HSM_KEY_SET for key states)")
+        return
+    mixed = [variable for name, variable in LABEL_SETTINGS.items() if data[name]]
+    if mixed:
+        raise ConfigError(f"OAUTH_HSM_KEY_SET: the key states decide the keys; unset {', '.join(mixed)} "
+                          "(docs/hsm-and-keys.md, migrating to key states)")
 
 
 HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout"})

@@ -23,9 +23,9 @@ from as_helpers import RS1
 
 
 def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gthread", preload: bool = True,
-                   port: int | None = None):
-    """gunicorn serving example_app with ``settings`` in its environment; its log goes to a file
-    (a pipe nobody reads would fill up under load and block the workers)."""
+                   port: int | None = None, app: str = "example_app:app"):
+    """gunicorn serving ``app`` (example_app) with ``settings`` in its environment; its log goes to a
+    file (a pipe nobody reads would fill up under load and block the workers)."""
     port = port or support.free_port()
     env = {**os.environ, **settings}
     args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class,
@@ -34,7 +34,7 @@ def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gth
         args.append("--preload")
     log_path = support.log_file("gunicorn-")  # under the session's temporary directory
     log = open(log_path, "wb")
-    proc = subprocess.Popen([*args, "example_app:app"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*args, app], env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     proc.log_path = str(log_path)
     base = f"http://127.0.0.1:{port}"

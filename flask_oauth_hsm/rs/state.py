@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import clock
 from ..clients import IPNetwork
 from ..hsm import HSM
 from ..jose import jwk
@@ -30,7 +31,9 @@ class JWKSCache:
     """The AS's public keys; refetched after ``ttl``, or once on an unknown kid (rate-limited).
 
     Keys we cannot use (an algorithm or curve we do not support, added during a rotation) are
-    left out rather than failing every token (RFC 7517 §5).
+    left out rather than failing every token (RFC 7517 §5). Time is ``clock.now()``; a clock set
+    back counts as expired, so it can never hold the cache (or the refetch limit) for long.
+    An unknown kid is logged: after a rotation that followed the runbook it never happens.
     """
 
     MIN_REFETCH_INTERVAL = 10.0
@@ -41,25 +44,30 @@ class JWKSCache:
         self._fetched_at = 0.0
         self._lock = threading.Lock()
 
+    def _age(self) -> float:
+        age = clock.now() - self._fetched_at
+        return age if age >= 0 else float("inf")
+
     def _refresh(self) -> jwk.JWKSet:
         with self._lock:
-            if self._keys is not None and time.monotonic() - self._fetched_at < self.MIN_REFETCH_INTERVAL:
+            if self._keys is not None and self._age() < self.MIN_REFETCH_INTERVAL:
                 return self._keys
             doc = self._fetch()
             self._keys = jwk.JWKSet.from_dict(doc, skip_unusable=True)
             skipped = len(doc.get("keys", [])) - len(self._keys.keys)
             if skipped:
                 log.warning("the AS JWKS has %d key(s) this resource server cannot use; ignoring them", skipped)
-            self._fetched_at = time.monotonic()
+            self._fetched_at = clock.now()
             return self._keys
 
     def key_for(self, header: dict[str, Any]) -> jwk.PublicJWK:
         keys = self._keys
-        if keys is None or time.monotonic() - self._fetched_at > self._ttl:
+        if keys is None or self._age() > self._ttl:
             keys = self._refresh()
         kid = header.get("kid")
         if kid is not None and not any(k.kid == kid for k in keys):
-            keys = self._refresh()  # rotation: the AS may have published a new key since
+            log.info("kid %.64r is not in the cached AS JWKS: refetching it", kid)  # rotation without the wait?
+            keys = self._refresh()
         return keys.select(header["alg"], "sig", kid)
 
 

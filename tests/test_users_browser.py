@@ -80,15 +80,25 @@ def press(driver, label: str) -> None:
     driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']").click()
 
 
+def arrive(driver, url_prefix: str) -> None:
+    """Wait until the browser has followed the redirects to ``url_prefix`` (a click returns before
+    the navigation it starts has finished; bounded, not a timing assertion)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60).until(lambda d: d.current_url.startswith(url_prefix) and
+                                    d.execute_script("return document.readyState") == "complete")
+
+
 def test_sign_in_approve_redeem_refresh_and_call_the_api(example, browser):
     from selenium.webdriver.common.by import By
 
     browser.get(example + "/demo/start")
     sign_in(browser)
+    arrive(browser, example + "/oauth2/consent?")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Allow Demo client access?"
     assert "Erin" in browser.find_element(By.TAG_NAME, "main").text  # the signed-in user's name
     press(browser, "Approve")
-    assert browser.current_url.startswith(example + "/demo/callback?")
+    arrive(browser, example + "/demo/callback?")
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "Code redeemed (PKCE) — HTTP 200" in page, page
     assert "nonce matches: True" in page
@@ -102,7 +112,8 @@ def test_denied_consent(example, browser):
 
     browser.get(example + "/demo/start")
     sign_in(browser)
+    arrive(browser, example + "/oauth2/consent?")
     press(browser, "Deny")
-    assert browser.current_url.startswith(example + "/demo/callback?")
+    arrive(browser, example + "/demo/callback?")
     assert "error=access_denied" in browser.current_url
     assert "access_denied" in browser.find_element(By.ID, "error").text

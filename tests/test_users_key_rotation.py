@@ -18,7 +18,7 @@ from users_helpers import Flow
 
 
 @pytest.fixture()
-def users_key_set(hsm, redis_server, tmp_path) -> tuple[KeySetEnv, ASEnv]:
+def users_key_set(hsm, redis_server, tmp_path) -> tuple[KeySetEnv, ASEnv, str]:
     name = "ks-users-" + uuid.uuid4().hex[:8]
     scenario = user_scenario()
     registry = tmp_path / "registry.json"
@@ -27,8 +27,9 @@ def users_key_set(hsm, redis_server, tmp_path) -> tuple[KeySetEnv, ASEnv]:
                            OAUTH_HSM_PUBLISHED_KEYS="", OAUTH_HSM_ENCRYPTION_KEYS="", OAUTH_HSM_REDIS_PREFIX=f"{name}:",
                            OAUTH_HSM_CONSENT_LIFETIME="0")
     ks = KeySetEnv(hsm, scenario, settings, name)
-    ks.start()
-    return ks, ASEnv(build_user_app(settings), scenario.keys, None, settings)
+    old_enc = ks.generate("enc", "active")
+    ks.generate("sig", "active")
+    return ks, ASEnv(build_user_app(settings), scenario.keys, None, settings), old_enc
 
 
 def sealed_to(token: str) -> str:
@@ -36,8 +37,8 @@ def sealed_to(token: str) -> str:
 
 
 def test_a_refresh_token_outlives_the_rotation_of_its_key(users_key_set, fake_clock):
-    ks, env = users_key_set
-    old_enc = ks.kid(next(line.split()[0] for line in ks.cli("list").output.splitlines()[1:] if "-enc-" in line.split()[0]))
+    ks, env, old_label = users_key_set
+    old_enc = ks.kid(old_label)
     flow = Flow(env)
     tokens = flow.tokens()
     assert sealed_to(tokens["refresh_token"]) == old_enc

@@ -202,6 +202,9 @@ def make_user_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
             scenario = shared.get("users") or shared.setdefault("users", user_scenario())
         path = tmp_base / f"user-registry-{next(count)}.json"
         path.write_text(json.dumps(scenario.registry))
+        # These tests are about flows, not timeouts: a starved thread on a busy machine must not
+        # turn a Redis answer into a 503 (the timeout itself is tested in test_redis_faults.py).
+        overrides.setdefault("OAUTH_HSM_REDIS_TIMEOUT", "2")
         settings = as_settings(redis_url or redis_server.url, str(path), **overrides)
         return ASEnv(build_user_app(settings, **(host or {})), scenario.keys, scenario.rs_enc_key, settings)
 

@@ -38,7 +38,7 @@ def example(hsm, redis_server, tmp_path_factory):
     from conftest import as_settings
 
     settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_CONSENT_LIFETIME="0",
-                           OAUTH_HSM_REDIS_PREFIX="browser-test:")
+                           OAUTH_HSM_REDIS_PREFIX="browser-test:", OAUTH_HSM_REDIS_TIMEOUT="2")
     settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "OAUTH_HSM_RS_MODE": "local",
                      "EXAMPLE_SECRET_KEY": "browser-test-session-key", "EXAMPLE_DEMO_USER": USER,
                      "EXAMPLE_DEMO_PASSWORD": PASSWORD, "EXAMPLE_DEMO_CLIENT_KEY": "sig-eddsa"})

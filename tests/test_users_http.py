@@ -52,7 +52,8 @@ def server(hsm, redis_server, tmp_path_factory):
     }))
     from conftest import as_settings
 
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX="http-users:")
+    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX="http-users:",
+                           OAUTH_HSM_REDIS_TIMEOUT="2")  # about flows, not timeouts (busy machines)
     settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "EXAMPLE_SECRET_KEY": "http-users-key",
                      "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD})
     proc, base = start_gunicorn(settings, workers=2, port=port)

@@ -3,6 +3,7 @@
 from .extension import OAuthHSM
 from .rs import ResourceProtector
 from .server import ServerContext, current
+from .users import User
 
-__all__ = ["OAuthHSM", "ResourceProtector", "ServerContext", "current"]
+__all__ = ["OAuthHSM", "ResourceProtector", "ServerContext", "User", "current"]
 __version__ = "0.1.0"

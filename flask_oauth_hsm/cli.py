@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from typing import Any, Callable
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from . import client_keys
-from .algorithms import ALGORITHMS
+from . import demo_client as demo
 from .client_auth import hash_secret
 from .clients import Registry
 from .clients.fit import fit_checker
@@ -24,8 +28,9 @@ from .cli_keys import admin as _admin
 from .cli_keys import fail as _fail
 from .cli_keys import keys
 from .errors import ConfigError, OAuthHSMError
+from .demo_client import CodeFlow, DemoClient
 from .extension import KEY_ADMIN
-from .jose import jwk, jws, jwt
+from .jose import jwt
 from .keys import configured_ring
 from .server import EXTENSION_KEY, ServerContext
 
@@ -66,7 +71,7 @@ def validate(path: str | None) -> None:
         _fail(ConfigError("give a registry path, or set OAUTH_HSM_REGISTRY"))
     try:
         ring = configured_ring(admin.hsm, s)
-        Registry.from_file(str(path), fit_checker(s, lambda: ring))
+        Registry.from_file(str(path), fit_checker(s, lambda: ring, {"users"}))  # as for an app with users: the strictest
     except OAuthHSMError as exc:
         _fail(exc)
     click.echo(f"{path}: valid")
@@ -134,26 +139,45 @@ BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
 @click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
+@click.option("--flow", type=click.Choice(["client-credentials", "code"]), default="client-credentials", show_default=True,
+              help="code: the authorization code flow with PKCE through your browser, then one refresh")
 @click.option("--binding", type=click.Choice(BINDINGS), default="bearer", show_default=True,
-              help="what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)")
+              help="client-credentials: what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)")
 @click.option("--pop-key-label", default="demo-client-dpop", show_default=True,
               help="the DPoP / asymmetric PoP key (in the dev token)")
 @click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
-@click.option("--scope", default=None)
+@click.option("--scope", default=None, help="default: the client's (client-credentials); 'openid profile email read' (code)")
+@click.option("--redirect-uri", default="http://127.0.0.1:8765/callback", show_default=True,
+              help="code flow: a registered loopback redirect URI; the command listens on it")
+@click.option("--timeout", default=300, show_default=True, type=int, help="code flow: seconds to wait for the browser")
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
-@click.option("--api", default=None, help="then call this URL with the token (e.g. <issuer>/api/items)")
-@click.option("--token-only", is_flag=True, help="print only the access token (for ACCESS_TOKEN=$(...))")
+@click.option("--api", default=None, help="client-credentials: then call this URL with the token (e.g. <issuer>/api/items)")
+@click.option("--token-only", is_flag=True, help="client-credentials: print only the access token (for ACCESS_TOKEN=$(...))")
 @with_appcontext
-def demo_client(client_id: str, key_label: str, binding: str, pop_key_label: str, resource: str | None, scope: str | None,
-                url: str | None, api: str | None, token_only: bool) -> None:
-    """Obtain an access token with private_key_jwt (signed in the token) and show its verified,
-    decoded claims; with --api, use it (DPoP proofs and RFC 9421 signatures made here too)."""
+def demo_client(client_id: str, key_label: str, flow: str, binding: str, pop_key_label: str, resource: str | None,
+                scope: str | None, redirect_uri: str, timeout: int, url: str | None, api: str | None, token_only: bool) -> None:
+    """Obtain tokens as the demo client (private_key_jwt, its key in the token) and show them.
+
+    ``--flow client-credentials`` (default): one access token for the client itself, bound to a
+    key with ``--binding``, and used with ``--api`` (DPoP proofs and RFC 9421 signatures made in
+    the token too). ``--flow code``: prints an authorization URL to open in a browser, listens on
+    the loopback redirect URI for the answer, redeems the code with its PKCE verifier, shows the
+    tokens, and refreshes once.
+    """
     from .client.demo import obtain_and_call
 
     state = _state()
+    jwks_url = state.endpoint_url("jwks")
+    if flow == "code":
+        client = DemoClient(client_id, state.settings.issuer, state.hsm.key(key_label), state.settings.url_prefix)
+        _code_flow(CodeFlow(client, redirect_uri, scope or "openid profile email read", resource), jwks_url, timeout)
+        return
     token_url = url or state.endpoint_url("token")
     params = {k: v for k, v in (("resource", resource), ("scope", scope)) if v}
-    status, body, answer = obtain_and_call(state, client_id, key_label, binding, pop_key_label, token_url, params, api)
+    try:
+        status, body, answer = obtain_and_call(state, client_id, key_label, binding, pop_key_label, token_url, params, api)
+    except OSError as exc:  # requests' ConnectionError is an OSError
+        raise click.ClickException(f"cannot reach {token_url}: {exc}") from None
     if token_only and status == 200:
         click.echo(body["access_token"])
         return
@@ -161,7 +185,7 @@ def demo_client(client_id: str, key_label: str, binding: str, pop_key_label: str
     click.echo(json.dumps(body, indent=2), err=token_only)
     if status != 200:
         sys.exit(1)
-    _show_claims(body["access_token"], state.endpoint_url("jwks"))
+    _show_claims("access token", body["access_token"], jwks_url)
     if answer is not None:
         click.echo(f"\nGET {api} -> {answer[0]}")
         click.echo(answer[1])
@@ -169,14 +193,84 @@ def demo_client(client_id: str, key_label: str, binding: str, pop_key_label: str
             sys.exit(1)
 
 
-def _show_claims(token: str, jwks_url: str) -> None:
-    if jwt.is_encrypted(token):
-        click.echo("\n(the access token is encrypted to its resource server; claims not shown)")
+def _reach(url: str, call: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+    try:
+        return call()
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+
+
+def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
+    parts = urllib.parse.urlsplit(flow.redirect_uri)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+        raise click.ClickException("--redirect-uri must be a loopback http URI with a port, e.g. http://127.0.0.1:8765/callback")
+    click.echo("Open this URL in a browser, sign in and approve:\n")
+    click.echo("  " + flow.authorization_url() + "\n")
+    click.echo(f"Waiting for the answer on {flow.redirect_uri} (at most {timeout} s) ...")
+    try:
+        params = wait_for_redirect(parts.hostname, parts.port, parts.path or "/", timeout)
+        code = flow.code_from(params)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    status, body = _reach(flow.client.url("/token"), lambda: flow.redeem(code))
+    click.echo(f"\ncode redeemed with PKCE -> {status}")
+    click.echo(json.dumps(body, indent=2))
+    if status != 200:
+        sys.exit(1)
+    _show_claims("access token", body["access_token"], jwks_url)
+    if "id_token" in body:
+        _show_claims("ID token", body["id_token"], jwks_url)
+    if "refresh_token" not in body:
+        click.echo("\n(no refresh token: the client is not registered for refresh_token)")
         return
-    with urllib.request.urlopen(jwks_url, timeout=10) as resp:
-        keyset = jwk.JWKSet.from_dict(json.loads(resp.read()))
-    verified = jws.verify(token, lambda h: keyset.select(h["alg"], "sig", h.get("kid")), list(ALGORITHMS))
-    click.echo(f"\naccess token header (signature verified with {jwks_url}):")
-    click.echo(json.dumps(verified.header, indent=2))
+    status, refreshed = _reach(flow.client.url("/token"), lambda: flow.refresh(body["refresh_token"]))
+    click.echo(f"\nrefreshed once -> {status}")
+    click.echo(json.dumps(refreshed, indent=2))
+    if status != 200:
+        sys.exit(1)
+
+
+def wait_for_redirect(host: str, port: int, path: str, timeout: float) -> dict[str, str]:
+    """Serve one loopback request to ``path`` (RFC 8252 §7.3) and return its query parameters."""
+    import http.server
+
+    answer: dict[str, str] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            parts = urllib.parse.urlsplit(self.path)
+            if parts.path != path:
+                self.send_error(404)
+                return
+            answer.update({k: v[0] for k, v in urllib.parse.parse_qs(parts.query).items()})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><html lang=en><title>Done</title><p>You can close this window and go back "
+                             b"to the terminal.</p></html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer((host, port), Handler)
+    server.timeout = 1.0
+    deadline = time.monotonic() + timeout
+    try:
+        while not answer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer from the browser in time")
+            server.handle_request()
+    finally:
+        server.server_close()
+    return answer
+
+
+def _show_claims(what: str, token: str, jwks_url: str) -> None:
+    if jwt.is_encrypted(token):
+        click.echo(f"\n(the {what} is encrypted to its resource server; claims not shown)")
+        return
+    header, claims = demo.verified_claims(token, jwks_url)
+    click.echo(f"\n{what} header (signature verified with {jwks_url}):")
+    click.echo(json.dumps(header, indent=2))
     click.echo("claims:")
-    click.echo(json.dumps(jwt.decode_claims(verified.payload), indent=2))
+    click.echo(json.dumps(claims, indent=2))

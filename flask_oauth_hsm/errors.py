@@ -203,3 +203,60 @@ class RateLimitedError(OAuthError):
 
     error = "temporarily_unavailable"
     status_code = 429
+
+
+# --- authorization endpoint and OpenID Connect (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) ---------
+
+
+class UnsupportedResponseTypeError(OAuthError):
+    error = "unsupported_response_type"
+
+
+class LoginRequiredError(OAuthError):
+    """OIDC Core §3.1.2.6: prompt=none, or a fresh login was needed, and the user is not signed in."""
+
+    error = "login_required"
+
+
+class ConsentRequiredError(OAuthError):
+    error = "consent_required"
+
+
+class RequestNotSupportedError(OAuthError):
+    """OIDC Core §6: the ``request`` parameter (a request object) is not supported yet."""
+
+    error = "request_not_supported"
+
+
+class RequestUriNotSupportedError(OAuthError):
+    error = "request_uri_not_supported"
+
+
+class UserDeniedError(OAuthError):
+    """RFC 6749 §4.1.2.1: the resource owner denied the request (redirected, never a 403 page)."""
+
+    error = "access_denied"
+
+
+class InvalidTokenError(OAuthError):
+    """RFC 6750 §3.1: the access token presented to UserInfo is not valid (401 with a challenge)."""
+
+    error = "invalid_token"
+    status_code = 401
+
+
+class InsufficientScopeError(OAuthError):
+    error = "insufficient_scope"
+    status_code = 403
+
+
+class BrowserError(OAuthError):
+    """An authorization request that cannot be answered at the client's redirect URI (unknown
+    client, unregistered redirect URI, an expired or foreign pending request): the user sees an
+    error page, and nothing is redirected (RFC 6749 §4.1.2.1, RFC 9700 §4.11)."""
+
+    error = "invalid_request"
+
+
+class HostHookFailed(OAuthHSMError):
+    """A host hook (current user, user claims) raised: the host's user store is down, 503."""

@@ -22,6 +22,10 @@ replay_detected = _signals.signal("oauth-hsm-replay-detected")
 token_revoked = _signals.signal("oauth-hsm-token-revoked")
 token_introspected = _signals.signal("oauth-hsm-token-introspected")
 service_unavailable = _signals.signal("oauth-hsm-service-unavailable")
+# users (docs/users.md): a code issued after consent, a denied authorization, a revoked grant
+authorization_granted = _signals.signal("oauth-hsm-authorization-granted")
+authorization_denied = _signals.signal("oauth-hsm-authorization-denied")
+grant_revoked = _signals.signal("oauth-hsm-grant-revoked")
 
 _LEVELS = {
     token_issued: logging.INFO,
@@ -31,6 +35,9 @@ _LEVELS = {
     token_revoked: logging.INFO,
     token_introspected: logging.INFO,
     service_unavailable: logging.ERROR,
+    authorization_granted: logging.INFO,
+    authorization_denied: logging.INFO,
+    grant_revoked: logging.WARNING,
 }
 
 

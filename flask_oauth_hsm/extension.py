@@ -27,6 +27,7 @@ from .endpoints.metadata import build as build_metadata
 from .errors import (
     AccessDeniedError,
     ConfigError,
+    HostHookFailed,
     HSMError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -79,6 +80,22 @@ class OAuthHSM:
         """Register ``fn(client_id=None, resource=None) -> dict | None`` (one argument given)."""
         return self.hooks.register("resource_server_loader", fn)
 
+    def current_user(self, fn: Hook) -> Hook:
+        """Register ``fn() -> flask_oauth_hsm.User | None``: who is signed in at the host (docs/users.md)."""
+        return self.hooks.register("current_user", fn)
+
+    def login_url(self, fn: Hook) -> Hook:
+        """Register ``fn(next_url) -> str``: the host's login page, which sends the user to ``next_url`` after."""
+        return self.hooks.register("login_url", fn)
+
+    def skip_consent(self, fn: Hook) -> Hook:
+        """Register ``fn(client_id, user) -> bool``: True for first-party clients that need no consent page."""
+        return self.hooks.register("skip_consent", fn)
+
+    def user_claims(self, fn: Hook) -> Hook:
+        """Register ``fn(subject) -> dict | None``: a user's claims, for those they agreed to release."""
+        return self.hooks.register("user_claims", fn)
+
     # -- wiring ------------------------------------------------------------------------------
 
     def init_app(self, app: Flask, *, redis_client: Any = None) -> None:
@@ -93,30 +110,34 @@ class OAuthHSM:
             return
         ring = configured_ring(hsm, settings)
         holder = KeyRingHolder()
-        registry = self._registry(settings, lambda: holder.ring if holder.ready else ring, uses_loaders)
+        hooked = _features_from_hooks(self.hooks)
+        registry = self._registry(settings, lambda: holder.ring if holder.ready else ring, uses_loaders, hooked)
+        features = _features(registry, uses_loaders, hooked)
         store = _store(settings, client)
-        endpoints = load_endpoints()
+        endpoints = load_endpoints(features)
         urls = Urls(settings.issuer, settings.url_prefix)
         trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
         ctx = ServerContext(
             settings=settings, hsm=hsm, keys=holder, store=store, registry=registry,
             urls=urls, policies=_assertion_policies(settings, endpoints),
             trusted_networks=trusted,
-            hooks=self.hooks.freeze(_features(settings, uses_loaders)),
+            hooks=self.hooks.freeze(features),
             limits=RateLimiter(app, settings.rate_limits, store.client, settings.redis_prefix, trusted),
             endpoints=endpoints,
             binding=Bindings.setup(settings, hsm, urls, trusted),
+            features=features,
         )
         holder.publish(ring, lambda r: build_metadata(ctx, r))
         if settings.key_set is not None:
-            _follow_key_set(holder, hsm, settings, registry)
+            _follow_key_set(holder, hsm, settings, registry, features)
         _warn_about_legacy_audiences(settings, registry)
         _start_epoch(store, settings)
         app.extensions[EXTENSION_KEY] = ctx
         _mount(app, ctx)
 
-    def _registry(self, settings: Settings, ring: Callable[[], KeyRing], uses_loaders: bool) -> ClientRegistry:
-        check = fit_checker(settings, ring)
+    def _registry(self, settings: Settings, ring: Callable[[], KeyRing], uses_loaders: bool,
+                  hooked: frozenset[str]) -> ClientRegistry:
+        check = fit_checker(settings, ring, hooked)
         if uses_loaders:
             from .client_auth import METHODS
 
@@ -128,24 +149,49 @@ class OAuthHSM:
         return Registry.from_file(settings.registry, check)
 
 
-def _follow_key_set(holder: KeyRingHolder, hsm: HSM, settings: Settings, registry: ClientRegistry) -> None:
+def _follow_key_set(holder: KeyRingHolder, hsm: HSM, settings: Settings, registry: ClientRegistry,
+                    features: frozenset[str]) -> None:
     """Key-set mode: re-read the key states every OAUTH_HSM_KEYS_REFRESH seconds (no restart to
-    rotate); a new ring must still serve every resource server of a registry file."""
+    rotate); a new ring must still serve every entry of a registry file."""
     name = settings.key_set
     assert name is not None
 
     def vet(ring: KeyRing) -> None:
         if isinstance(registry, Registry):
-            check = fit_checker(settings, lambda: ring)
+            check = fit_checker(settings, lambda: ring, features)
             for entity in registry.entities():
                 check(entity)
 
     holder.follow(lambda: load_ring(hsm, name), settings.keys_refresh, vet)
 
 
-def _features(settings: Settings, uses_loaders: bool) -> set[str]:
-    """Features the configuration turns on (hooks.py: which hooks each needs)."""
-    return {"loaders"} if uses_loaders else set()
+def _features_from_hooks(hooks: Hooks) -> frozenset[str]:
+    """Users are on once the host says who is signed in (``@oauth.current_user``): the host owns
+    them, so its hooks, not the registry, decide (docs/users.md, host hooks)."""
+    return frozenset({"users"}) if hooks.get("current_user") is not None else frozenset()
+
+
+def _features(registry: ClientRegistry, uses_loaders: bool, hooked: frozenset[str]) -> frozenset[str]:
+    """Features the configuration turns on (hooks.py: which hooks each needs). With users, a file
+    registry that lists ``introspection_claims`` needs ``@oauth.user_claims``: a missing hook
+    stops start-up with a line naming it."""
+    features = set(hooked) | ({"loaders"} if uses_loaders else set())
+    if isinstance(registry, Registry):
+        if "users" in hooked and any(rs.introspection_claims for rs in registry.resource_servers()):
+            features.add("introspection_claims")
+        _warn_about_user_clients_without_users(registry, hooked)
+    return frozenset(features)
+
+
+def _warn_about_user_clients_without_users(registry: Registry, hooked: frozenset[str]) -> None:
+    """A registry shared by hosts with and without users is valid; without the hooks, the
+    authorization code flow is simply off here (no endpoint, the grant refused): say so once."""
+    if "users" in hooked:
+        return
+    waiting = sorted(c.client_id for c in registry.clients() if "authorization_code" in c.grant_types)
+    if waiting:
+        log.warning("clients with the authorization_code grant (%s), but no @oauth.current_user hook: the authorization "
+                    "code flow is off in this app (docs/users.md, host hooks)", ", ".join(waiting))
 
 
 def _store(settings: Settings, client: Any) -> Store:
@@ -200,7 +246,8 @@ def _start_epoch(store: Store, settings: Settings) -> None:
 
 
 def _mount(app: Flask, ctx: ServerContext) -> None:
-    prefixed = Blueprint("oauth_hsm", __name__, url_prefix=ctx.urls.route_prefix)
+    # templates/oauth_hsm/*.html: the host's own templates folder wins (Flask searches it first).
+    prefixed = Blueprint("oauth_hsm", __name__, url_prefix=ctx.urls.route_prefix, template_folder="templates")
     root = Blueprint("oauth_hsm_well_known", __name__)
     for endpoint in ctx.endpoints:
         bp = root if endpoint.at_root else prefixed
@@ -237,8 +284,8 @@ def _accept_every_method(app: Flask, blueprints: tuple[str, ...]) -> None:
 
 def _error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(OAuthError, _oauth_error)
-    bp.register_error_handler(RateLimitExceeded, lambda exc: error_response(limited_error(exc)))
-    for unavailable in (HSMError, StoreUnavailable, RegistryUnavailable, *REDIS_ERRORS):
+    bp.register_error_handler(RateLimitExceeded, lambda exc: _answer(limited_error(exc)))
+    for unavailable in (HSMError, StoreUnavailable, RegistryUnavailable, HostHookFailed, *REDIS_ERRORS):
         bp.register_error_handler(unavailable, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
@@ -248,29 +295,39 @@ def _endpoint_name() -> str | None:
     return (request.endpoint or "").rpartition(".")[2] or None
 
 
+def _answer(exc: OAuthError) -> ResponseReturnValue:
+    """JSON for clients; an HTML page for a person's browser (the authorization endpoint)."""
+    name = _endpoint_name()
+    if any(e.browser and e.name == name for e in current().endpoints):
+        from .authz.pages import error_page
+
+        return error_page(exc)
+    return error_response(exc)
+
+
 def _oauth_error(exc: OAuthError) -> ResponseReturnValue:
     if _endpoint_name() == "token" and exc.error != "invalid_client":  # invalid_client is already an event
         events.emit(events.token_refused, endpoint="token", error=exc.error, reason=exc.description)
     elif isinstance(exc, AccessDeniedError):
         events.emit(events.client_auth_failed, endpoint=_endpoint_name(), reason=exc.description)
-    return error_response(exc)
+    return _answer(exc)
 
 
 def _unavailable(exc: BaseException) -> ResponseReturnValue:
     # Fail closed (docs/operations.md): nothing was issued; tell the client when to retry.
     events.emit(events.service_unavailable, endpoint=_endpoint_name(), reason=f"{type(exc).__name__}: {str(exc)[:200]}")
     retry_after = str(current().settings.retry_after)
-    return error_response(TemporarilyUnavailableError("the service is temporarily unavailable", headers={"Retry-After": retry_after}))
+    return _answer(TemporarilyUnavailableError("the service is temporarily unavailable", headers={"Retry-After": retry_after}))
 
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 400
     if status == 405:
-        return error_response(MethodNotAllowedError("method not allowed"))
+        return _answer(MethodNotAllowedError("method not allowed"))
     if 400 <= status < 500:
         err = InvalidRequestError(exc.name.lower())
         err.status_code = status
-        return error_response(err)
+        return _answer(err)
     return _unexpected(exc)
 
 

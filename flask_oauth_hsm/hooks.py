@@ -30,6 +30,11 @@ SPECS: dict[str, HookSpec] = {
     for s in (
         HookSpec("client_loader", "fn(client_id) -> registry-shaped dict | None"),
         HookSpec("resource_server_loader", "fn(client_id=None, resource=None) -> registry-shaped dict | None"),
+        # Users (docs/users.md): the host owns them; these tell the extension who is signed in.
+        HookSpec("current_user", "fn() -> flask_oauth_hsm.User | None", frozenset({"users"})),
+        HookSpec("login_url", "fn(next_url) -> URL of the host's login page", frozenset({"users"})),
+        HookSpec("skip_consent", "fn(client_id, user) -> bool (first-party clients)"),
+        HookSpec("user_claims", "fn(subject) -> dict of the user's claims | None", frozenset({"introspection_claims"})),
     )
 }
 
@@ -53,6 +58,10 @@ class Hooks:
 
     def get(self, name: str) -> Hook | None:
         return self._fns.get(name)
+
+    def missing_for(self, feature: str) -> list[str]:
+        """Hooks ``feature`` needs that are not registered (sorted)."""
+        return sorted(s.name for s in SPECS.values() if feature in s.needed_by and s.name not in self._fns)
 
     def freeze(self, features: Iterable[str]) -> Mapping[str, Hook]:
         """Check that every feature has its hooks, then forbid changes."""

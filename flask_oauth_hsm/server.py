@@ -59,6 +59,7 @@ class ServerContext:
     limits: RateLimiter
     endpoints: tuple["Endpoint", ...]
     binding: "Bindings"  # sender-constrained tokens: DPoP, PoP keys, mTLS (binding/)
+    features: frozenset[str] = frozenset()  # what the registry and the host's hooks turn on (extension._features)
 
     def endpoint_url(self, name: str) -> str:
         for endpoint in self.endpoints:

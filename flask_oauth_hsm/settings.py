@@ -243,6 +243,23 @@ class Settings:
     # bundled ResourceProtector keeps it 300 s. A next key waits for it before it signs.
     jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300,
                                    validate=validate.Range(0, 86400))
+    # -- users: authorization code flow, refresh tokens, OpenID Connect (docs/users.md) ------------
+    # 60 s: a code travels one redirect and one back-channel request; RFC 6749 §4.1.2 allows up to
+    # 10 minutes, and every second more is a second a stolen code is worth something.
+    code_lifetime: int = setting("OAUTH_HSM_CODE_LIFETIME", fields.Integer, load_default=60, validate=validate.Range(10, 600))
+    # 10 minutes for the user to sign in at the host and decide on the consent page.
+    authorization_request_lifetime: int = setting(
+        "OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME", fields.Integer, load_default=600, validate=validate.Range(60, 3600))
+    # 14 days absolute: the user signs in again at least every two weeks (RFC 9700 §4.14.2).
+    refresh_token_lifetime: int = setting(
+        "OAUTH_HSM_REFRESH_TOKEN_LIFETIME", fields.Integer, load_default=1209600, validate=validate.Range(300, 31536000))
+    # 1 day idle: a refresh token unused for a day is dead, which bounds what a forgotten device holds.
+    refresh_token_idle_lifetime: int = setting(
+        "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME", fields.Integer, load_default=86400, validate=validate.Range(300, 31536000))
+    # 5 minutes: an ID token is consumed by the client right away (OIDC Core §3.1.3.7).
+    id_token_lifetime: int = setting("OAUTH_HSM_ID_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400))
+    # 30 days: a user is not asked again for what they approved recently; 0 asks every time.
+    consent_lifetime: int = setting("OAUTH_HSM_CONSENT_LIFETIME", fields.Integer, load_default=2592000, validate=validate.Range(0, 31536000))
 
     # -- proof of possession (docs/proof-of-possession.md: DPoP, PoP key distribution, mTLS) -----
     # RFC 9449 §5.1 dpop_signing_alg_values_supported: asymmetric only (HS*, none are not in SIGNING);
@@ -344,6 +361,7 @@ def load_settings(
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
         raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
     check_binding_settings(data)
+    _check_user_lifetimes(data)
     return Settings(**data)
 
 
@@ -359,6 +377,15 @@ def check_binding_settings(data: Mapping[str, Any]) -> None:
 
 HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout",
                         "hsm_operation_timeout"})
+def _check_user_lifetimes(data: dict[str, Any]) -> None:
+    """Lifetimes that only make sense together (docs/users.md, refresh tokens)."""
+    if data["refresh_token_idle_lifetime"] > data["refresh_token_lifetime"]:
+        raise ConfigError("OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must not exceed OAUTH_HSM_REFRESH_TOKEN_LIFETIME")
+    if data["refresh_token_idle_lifetime"] < data["access_token_lifetime"]:
+        # A grant's record must outlive the access tokens it vouches for at introspection.
+        raise ConfigError("OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must be at least OAUTH_HSM_ACCESS_TOKEN_LIFETIME")
+
+
 LABEL_SETTINGS = {"signing_key": "OAUTH_HSM_SIGNING_KEY", "published_keys": "OAUTH_HSM_PUBLISHED_KEYS",
                   "encryption_keys": "OAUTH_HSM_ENCRYPTION_KEYS"}
 

@@ -43,6 +43,11 @@ _dev_default OAUTH_HSM_RS_MODE local
 _dev_default OAUTH_HSM_RS_CLIENT_ID demo-rs
 _dev_default OAUTH_HSM_RS_SIGNING_KEY demo-rs-sig
 _dev_default OAUTH_HSM_RS_DECRYPTION_KEY demo-rs-enc
+# The example host's demo user (./dev run prints it; dev defaults only) and the redirect URI
+# `demo-client --flow code` listens on.
+_dev_default EXAMPLE_DEMO_USER demo
+_dev_default EXAMPLE_DEMO_PASSWORD demo-password
+_dev_default EXAMPLE_DEMO_CALLBACK http://127.0.0.1:8765/callback
 
 # Said once per set of names: the scripts source this file again from inside each other.
 if [ ${#_kept[@]} -gt 0 ] && [ -z "${_OAUTH_HSM_ENV_QUIET:-}" ] && [ "${_OAUTH_HSM_ENV_KEPT:-}" != "${_kept[*]}" ]; then

@@ -34,6 +34,12 @@ trap stop_redis EXIT
 
 bash "$here/setup-dev-token.sh"
 
+# The example host's session key: one per dev directory, the same in every worker.
+if [ -z "${EXAMPLE_SECRET_KEY:-}" ]; then
+  [ -f "$DEV_DIR/example-secret-key" ] || (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$DEV_DIR/example-secret-key")
+  export EXAMPLE_SECRET_KEY=$(cat "$DEV_DIR/example-secret-key")
+fi
+
 # Demo registry: a client and a resource server whose keys are in the dev token too (a demo
 # shortcut: in real life each party has its own HSM). The keys commands need no registry yet.
 OAUTH_HSM_REGISTRY="$here/empty-registry.json" "$VENV/bin/python" "$here/write-demo-registry.py" "$OAUTH_HSM_REGISTRY"
@@ -44,8 +50,14 @@ cat >&2 <<MSG
   metadata  $OAUTH_HSM_ISSUER/.well-known/oauth-authorization-server
   jwks      $OAUTH_HSM_ISSUER/oauth2/jwks
 
-  In another terminal, get an access token with private_key_jwt (key in the dev token):
+  In a browser, the authorization code flow (sign in as $EXAMPLE_DEMO_USER / $EXAMPLE_DEMO_PASSWORD):
 
+    $OAUTH_HSM_ISSUER/demo/start
+
+  In another terminal, the same flow from the command line (it prints a URL to open), or a
+  client-credentials token, both with private_key_jwt (the client's key is in the dev token):
+
+    source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client --flow code
     source softhsm/env.sh && .venv/bin/flask --app example_app oauth-hsm demo-client
 
   and use a DPoP-bound or a symmetric PoP token against the API:

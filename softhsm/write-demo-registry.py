@@ -21,14 +21,20 @@ def jwks(*labels: str) -> dict:
 
 
 def demo_registry(resource: str) -> dict:
+    issuer = os.environ["OAUTH_HSM_ISSUER"].rstrip("/")
     return {
         "clients": [{
             "client_id": "demo-client",
+            "client_name": "Demo client",
             "token_endpoint_auth_method": "private_key_jwt",
             "token_endpoint_auth_signing_alg": "ES256",
             "jwks": jwks("demo-client-sig"),
-            "grant_types": ["client_credentials"],
-            "scope": "read write",
+            # the code flow (docs/users.md): example_app's /demo pages, and
+            # `demo-client --flow code` listening on a loopback port
+            "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+            "redirect_uris": [issuer + "/demo/callback",
+                              os.environ.get("EXAMPLE_DEMO_CALLBACK", "http://127.0.0.1:8765/callback")],
+            "scope": "openid profile email read write",
             "resources": [resource],
             "pop_keys": ["symmetric", "asymmetric"],
         }],
@@ -41,6 +47,7 @@ def demo_registry(resource: str) -> dict:
             "introspection_signed_response_alg": "ES256",
             "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
             "introspection_encrypted_response_enc": "A256GCM",
+            "introspection_claims": ["email", "username"],  # with the user's consent only
         }],
     }
 

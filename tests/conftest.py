@@ -232,3 +232,37 @@ def make_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
 @pytest.fixture(scope="session")
 def as_env(make_as) -> ASEnv:
     return make_as()
+
+
+# --- a host app with users (the authorization code flow) --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def make_user_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
+    """``make_user_as(scenario=None, redis_url=None, host=None, **settings)`` → an ASEnv whose app is
+    a host with users (tests/user_host.py); ``host`` passes options to ``build_user_app``."""
+    from scenarios import user_scenario
+    from user_host import build_user_app
+
+    count = iter(range(1_000_000))
+    shared: dict[str, Scenario] = {}
+
+    def make(scenario: Scenario | None = None, *, redis_url: str | None = None, host: dict[str, Any] | None = None,
+             **overrides: Any) -> ASEnv:
+        if scenario is None:
+            scenario = shared.get("users") or shared.setdefault("users", user_scenario())
+        path = tmp_base / f"user-registry-{next(count)}.json"
+        path.write_text(json.dumps(scenario.registry))
+        # These tests are about flows, not timeouts: a starved thread on a busy machine must not
+        # turn a Redis answer into a 503 (the timeout itself is tested in test_redis_faults.py).
+        overrides.setdefault("OAUTH_HSM_REDIS_TIMEOUT", "2")
+        settings = as_settings(redis_url or redis_server.url, str(path), **overrides)
+        return ASEnv(build_user_app(settings, **(host or {})), scenario.keys, scenario.rs_enc_key, settings)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def user_env(make_user_as) -> ASEnv:
+    """Shared by many tests in random order: consent is never remembered, so every flow sees the page."""
+    return make_user_as(OAUTH_HSM_CONSENT_LIFETIME="0")

@@ -82,3 +82,34 @@ def default_scenario(hsm: Any) -> Scenario:
                         access_token_encrypted_response_enc="A128GCM"),
     ]
     return Scenario({"clients": clients, "resource_servers": servers}, keys, rs3_enc)
+
+
+# --- users: the authorization code flow (tests/test_users_*.py) --------------------------------------
+
+RS4 = "https://rs4.example.test"  # a resource server entitled to some of the user's claims
+WEB_REDIRECT = "https://web.example.test/cb"
+NATIVE_REDIRECT = "http://127.0.0.1:8765/callback"
+
+
+def user_scenario() -> Scenario:
+    """Clients of the authorization code flow and two resource servers: rs-1 learns nothing about
+    users, rs-4 is entitled to email, given_name, birthdate and username (with consent)."""
+    keys = {cid: ClientKey.new("ES256") for cid in ("web", "web-2", "oidc-only", "machine", "rs-1", "rs-4")}
+    user_grants = ["authorization_code", "refresh_token"]
+    clients = [
+        pkjwt_client("web", keys["web"], resources=[RS1, RS4], grant_types=user_grants, client_name="Web Shop",
+                     redirect_uris=[WEB_REDIRECT, WEB_REDIRECT + "2"], scope="openid profile email read write"),
+        pkjwt_client("web-2", keys["web-2"], resources=[RS1, RS4], grant_types=user_grants,
+                     redirect_uris=["https://web2.example.test/cb"], scope="openid profile email read write"),
+        {**pkjwt_client("oidc-only", keys["oidc-only"], grant_types=["authorization_code"],
+                        redirect_uris=["https://login.example.test/cb"], scope="openid profile email"), "resources": []},
+        pkjwt_client("machine", keys["machine"], resources=[RS1]),
+        {"client_id": "native", "token_endpoint_auth_method": "none", "grant_types": user_grants, "client_name": "Native App",
+         "redirect_uris": [NATIVE_REDIRECT, "com.example.app:/cb"], "scope": "openid email read", "resources": [RS1]},
+    ]
+    servers = [
+        resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
+        resource_server("rs-4", RS4, [keys["rs-4"].public_jwk],
+                        introspection_claims=["email", "given_name", "birthdate", "username"]),
+    ]
+    return Scenario({"clients": clients, "resource_servers": servers}, keys)

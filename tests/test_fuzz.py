@@ -155,3 +155,89 @@ def test_repeated_parameters(as_env, path):
     r = as_env.client().post(path, data="token=a&token=b&client_id=x&client_id=y",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_request"
+
+
+# --- the user-facing endpoints (issue 11): an error page or an error redirect, never a 5xx ------------
+
+AUTHZ_NAMES = st.sampled_from(["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
+                               "code_challenge_method", "resource", "nonce", "prompt", "max_age", "claims", "request",
+                               "request_uri", "response_mode", "id", "csrf_token", "decision", "x"])
+AUTHZ_VALUES = st.one_of(odd_text, st.sampled_from([
+    "code", "token", "web", "native", "https://web.example.test/cb", "http://127.0.0.1:8765/callback", "openid read",
+    "S256", "plain", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "https://rs1.example.test", "none", "login consent",
+    "0", "-1", '{"introspection": {"email": null}}', '{"userinfo": []}', "[]", "approve", "deny", "query"]))
+authz_params = st.lists(st.tuples(AUTHZ_NAMES, AUTHZ_VALUES), max_size=12)
+REGISTERED = ("https://web.example.test/cb", "http://127.0.0.1:8765/callback", "com.example.app:/cb",
+              "https://web2.example.test/cb", "https://login.example.test/cb")
+
+
+def _check_browser_response(response):
+    assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.get_data()[:300])
+    body = response.get_data(as_text=True)
+    assert "Traceback" not in body and "pkcs11" not in body.lower() and "CKR_" not in body
+    if response.status_code in (302, 303):
+        location = response.headers["Location"]
+        # only to a registered redirect URI (an error or a code), or to the host's login page
+        assert location.startswith(REGISTERED) or location.startswith("/login?"), location
+    elif response.status_code >= 400:
+        assert response.mimetype == "text/html" and "<h1>" in body
+
+
+@FUZZ
+@given(params=authz_params, method=st.sampled_from(["GET", "POST", "PUT"]), signed_in=st.booleans())
+def test_authorization_endpoint_answers_hostile_requests(user_env, params, method, signed_in):
+    from urllib.parse import urlencode
+
+    client = user_env.client()
+    if signed_in:
+        client.post("/login", data={"username": "alice", "password": "alice-password-1"})
+    start = time.monotonic()
+    if method == "GET":
+        response = client.get("/oauth2/authorize?" + urlencode(params))
+    else:
+        response = client.open("/oauth2/authorize", method=method, data=urlencode(params),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert time.monotonic() - start < 10.0  # bounded, not a speed test
+    _check_browser_response(response)
+
+
+@FUZZ
+@given(params=authz_params, method=st.sampled_from(["GET", "POST"]), cookie=st.one_of(st.none(), odd_text))
+def test_consent_endpoint_answers_hostile_requests(user_env, params, method, cookie):
+    from urllib.parse import urlencode
+
+    client = user_env.client()
+    if cookie is not None:
+        client.set_cookie("oauth_hsm_browser", cookie.encode("ascii", "replace").decode()[:200], path="/oauth2")
+    query = urlencode([p for p in params if p[0] == "id"])
+    response = client.open("/oauth2/consent?" + query, method=method, data=urlencode(params),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    _check_browser_response(response)
+
+
+user_grant_forms = st.lists(st.tuples(st.sampled_from(["grant_type", "code", "code_verifier", "redirect_uri", "refresh_token",
+                                                       "scope", "resource", "client_id"]),
+                                      st.one_of(odd_text, compact_tokens, st.sampled_from(["authorization_code", "refresh_token",
+                                                                                          "native", "read"]))), max_size=8)
+
+
+@FUZZ
+@given(form=user_grant_forms)
+def test_token_endpoint_user_grants(user_env, form):
+    from urllib.parse import urlencode
+
+    data = urlencode([("client_id", "native"), *[(k, v) for k, v in form if k != "client_id"]])
+    response = user_env.client().post("/oauth2/token", data=data, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    _check_response(response)
+    assert response.status_code != 200
+
+
+@FUZZ
+@given(auth=auth_headers, method=st.sampled_from(["GET", "POST", "DELETE"]))
+def test_userinfo_answers_hostile_tokens(user_env, auth, method):
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = auth.encode("utf-8", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
+    response = user_env.client().open("/oauth2/userinfo", method=method, headers=headers)
+    _check_response(response)
+    assert response.status_code in (401, 405)

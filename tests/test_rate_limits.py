@@ -116,3 +116,15 @@ def test_counters_live_under_the_prefix_with_a_ttl(make_as, redis_server):
 def test_public_documents_are_not_limited(make_as, path):
     env = limited_env(make_as, "address=2/minute")
     assert all(env.client().get(path).status_code == 200 for _ in range(5))
+
+
+def test_authorization_endpoint_is_limited_per_address(make_user_as):
+    """The browser endpoints answer a breach with a page (and Retry-After), not JSON."""
+    env = make_user_as(OAUTH_HSM_RATE_LIMITS="address=3/minute,client=100/minute",
+                       OAUTH_HSM_REDIS_PREFIX=f"rl-{next(_prefixes)}-{secrets.token_hex(3)}:")
+    client = env.client()
+    for _ in range(3):
+        assert client.get("/oauth2/authorize?client_id=nobody").status_code == 400
+    r = client.get("/oauth2/authorize?client_id=web")
+    assert r.status_code == 429 and r.mimetype == "text/html" and int(r.headers["Retry-After"]) >= 1
+    assert client.get("/oauth2/consent?id=x").status_code == 400  # another endpoint counts apart

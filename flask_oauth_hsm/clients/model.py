@@ -39,6 +39,19 @@ def valid_resource_uri(value: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1"))
 
 
+def valid_redirect_uri(value: str) -> bool:
+    """RFC 6749 §3.1.2, RFC 8252 §7, OAuth 2.1 §2.3.1: an absolute URI without fragment; https,
+    http on a loopback host, or a private-use scheme in reverse domain form (``com.example.app:/cb``)."""
+    if len(value) > 2000 or "#" in value or any(c <= " " or c == "\x7f" for c in value):
+        return False
+    parts = urlsplit(value)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    if parts.scheme == "http":
+        return parts.hostname in ("localhost", "127.0.0.1", "::1")
+    return "." in parts.scheme and bool(parts.path)  # RFC 8252 §7.1: a scheme we never confuse with a web one
+
+
 @dataclass(frozen=True)
 class Credentials:
     """How an entity authenticates at our endpoints (RFC 7591 §2)."""
@@ -67,6 +80,10 @@ class Client(Credentials):
     resources: tuple[str, ...]
     ip_ranges: tuple[IPNetwork, ...]  # RFC 7662 requester_ip checks
     cip_hash: bool
+    # users (docs/users.md): RFC 7591 §2 redirect_uris and client_name, OIDC Registration §2
+    redirect_uris: tuple[str, ...] = ()  # compared by string equality (RFC 9700 §4.1.3)
+    client_name: str | None = None  # shown on the consent page
+    id_token_signed_response_alg: str | None = None  # None: the access-token signing key's alg
     # Proof of possession (docs/proof-of-possession.md)
     dpop_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 9449 §5.2
     dpop_nonce_required: bool = field(default=False, kw_only=True)  # RFC 9449 §8, for this client
@@ -74,6 +91,11 @@ class Client(Credentials):
     tls_client_certificate_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 8705 §3.4
 
     kind: ClassVar[str] = "client"
+
+    @property
+    def public(self) -> bool:
+        """RFC 6749 §2.1: a client that cannot keep credentials (authenticates with ``none``)."""
+        return self.token_endpoint_auth_method == "none"
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,8 @@ class ResourceServer(Credentials):
     introspection_encrypted_response_enc: str | None
     access_token_encrypted_response_alg: str | None
     access_token_encrypted_response_enc: str | None
+    # user claims this resource server may learn at introspection, with the user's consent (DESIGN §7)
+    introspection_claims: tuple[str, ...] = ()
     # RFC 9421 algorithms this resource server verifies on PoP tokens (RFC 9200 §5.8.3 otherwise).
     pop_signature_algs: tuple[str, ...] = field(default=DEFAULT_POP_SIGNATURE_ALGS, kw_only=True)
 

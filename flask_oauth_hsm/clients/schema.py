@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, valida
 from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, KEY_MANAGEMENT, SIGNING
 from ..errors import ConfigError, InvalidKey
 from ..jose.jwk import JWKSet
-from .model import Client, ResourceServer, parse_scope, valid_resource_uri
+from .model import Client, ResourceServer, parse_scope, valid_redirect_uri, valid_resource_uri
 
 ENCRYPTED_ASSERTIONS = ("none", "allowed", "required")
 PRODUCED_ENC = ("A128GCM", "A256GCM")
@@ -83,6 +83,21 @@ class _Resource(fields.String):
         return text
 
 
+class _RedirectUri(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text: str = super()._deserialize(value, attr, data, **kwargs)
+        if not valid_redirect_uri(text):
+            raise ValidationError("must be an absolute https URI without fragment (http only on localhost, 127.0.0.1, "
+                                  "::1; or a private-use scheme such as com.example.app:/cb)")
+        return text
+
+
+# Claims that describe the token, not the user: never an introspection_claims entry (RFC 7662 §2.2).
+TOKEN_MEMBERS = frozenset({"active", "scope", "client_id", "token_type", "exp", "iat", "nbf", "sub", "aud", "iss", "jti",
+                           "cnf", "auth_time", "acr", "amr", "grant_id"})
+_CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 class CredentialsSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -145,6 +160,10 @@ class ClientSchema(CredentialsSchema):
     resources = fields.List(_Resource(), load_default=list)
     ip_ranges = fields.List(fields.String(), load_default=list)
     cip_hash = fields.Boolean(load_default=False)
+    redirect_uris = fields.List(_RedirectUri(), load_default=list)
+    client_name = fields.String(load_default=None, validate=validate.Regexp(
+        r"\A[^\x00-\x1f\x7f]{1,200}\Z", error="must be 1-200 characters, no control characters"))
+    id_token_signed_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
     dpop_bound_access_tokens = fields.Boolean(load_default=False)
     dpop_nonce_required = fields.Boolean(load_default=False)
     pop_keys = fields.List(fields.String(validate=validate.OneOf(POP_KEY_TYPES)), load_default=list)
@@ -176,6 +195,17 @@ class ClientSchema(CredentialsSchema):
         if data.get("token_endpoint_auth_method") == "none" and "client_credentials" in data.get("grant_types", []):
             raise ValidationError("a public client (auth method none) cannot use client_credentials", "grant_types")
 
+    @validates_schema
+    def _user_grants(self, data: dict[str, Any], **kwargs: Any) -> None:
+        grants = data.get("grant_types", [])
+        if "refresh_token" in grants and "authorization_code" not in grants:
+            # Refresh tokens continue a user's grant; machines ask again (RFC 6749 §4.4.3).
+            raise ValidationError("refresh_token is issued with authorization_code only", "grant_types")
+        if "authorization_code" in grants and not data.get("redirect_uris"):
+            raise ValidationError("the authorization_code grant needs at least one redirect URI", "redirect_uris")
+        if data.get("redirect_uris") and "authorization_code" not in grants:
+            raise ValidationError("redirect URIs are for clients with the authorization_code grant", "redirect_uris")
+
 
 class ResourceServerSchema(CredentialsSchema):
     resource = _Resource(required=True)
@@ -185,6 +215,17 @@ class ResourceServerSchema(CredentialsSchema):
     introspection_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
     access_token_encrypted_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
     access_token_encrypted_response_enc = fields.String(load_default=None, validate=validate.OneOf(PRODUCED_ENC))
+    introspection_claims = fields.List(fields.String(), load_default=list)
+
+    @validates("introspection_claims")
+    def _claim_names(self, values: list[str], **kwargs: Any) -> None:
+        for name in values:
+            if not _CLAIM_NAME.fullmatch(name):
+                raise ValidationError(f"{name[:40]!r} is not a claim name")
+            if name in TOKEN_MEMBERS:
+                raise ValidationError(f"{name!r} describes the token, not the user: it is returned anyway or never")
+        if len(set(values)) != len(values):
+            raise ValidationError("a claim is listed twice")
     pop_signature_algs = fields.List(fields.String(validate=validate.OneOf(HTTP_SIGNATURE_ALGS)),
                                      load_default=lambda: list(DEFAULT_POP_SIGNATURE_ALGS))
 
@@ -225,12 +266,14 @@ def build_client(entry: Any) -> Client:
     data = ClientSchema().load(entry)
     data["ip_ranges"] = tuple(ipaddress.ip_network(v, strict=False) for v in data["ip_ranges"])
     data["grant_types"], data["resources"] = tuple(data["grant_types"]), tuple(data["resources"])
+    data["redirect_uris"] = tuple(data["redirect_uris"])
     data["pop_keys"] = frozenset(data["pop_keys"])
     return Client(**data)
 
 
 def build_resource_server(entry: Any) -> ResourceServer:
     data = ResourceServerSchema().load(entry)
+    data["introspection_claims"] = tuple(data["introspection_claims"])
     data["pop_signature_algs"] = tuple(data["pop_signature_algs"])
     return ResourceServer(**data)
 

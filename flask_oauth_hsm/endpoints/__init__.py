@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..server import ServerContext
     from ..settings import Settings
 
-ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health")
+ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health", "authorize", "userinfo", "openid")
 
 View = Callable[["ServerContext"], ResponseReturnValue]
 Contribution = Callable[["ServerContext", "KeyRing"], dict[str, Any]]  # the ring being published
@@ -35,6 +35,8 @@ class Endpoint:
     authenticates: bool = False  # receives client assertions (gets an aud policy)
     rate_limited: bool = True  # the per-address limit applies
     metadata: Contribution | None = None  # RFC 8414 members this endpoint contributes
+    browser: bool = False  # a person's browser calls it: errors are HTML pages, not JSON
+    feature: str | None = None  # mounted only when the app has this feature (extension._features)
 
     @property
     def at_root(self) -> bool:
@@ -51,7 +53,8 @@ def register(endpoint: Endpoint) -> Endpoint:
     return endpoint
 
 
-def load() -> tuple[Endpoint, ...]:
+def load(features: frozenset[str] = frozenset()) -> tuple[Endpoint, ...]:
+    """The endpoints this app serves: every registered one whose feature (if any) it has."""
     for module in ENDPOINT_MODULES:
         importlib.import_module(f"{__name__}.{module}")
-    return tuple(ENDPOINTS.values())
+    return tuple(e for e in ENDPOINTS.values() if e.feature is None or e.feature in features)

@@ -20,6 +20,8 @@ from ..client_auth import authenticate_caller
 from ..clients import Client, Credentials, ResourceServer
 from ..errors import AccessDeniedError, InvalidRequestError, JoseError, OAuthError
 from ..jose import jwt
+from ..release import Release, for_resource_server
+from ..store import GrantState
 from ..tokens import access
 from ..web import NO_STORE, Form, json_response, read_form
 from . import Endpoint, register
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
 JWT_MEDIA_TYPE = "application/token-introspection+jwt"
 JWT_TYP = "token-introspection+jwt"
 # RFC 7662 §2.2 members we may return; nothing that identifies a person (docs/introspection.md).
-BASE_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "cnf")
+# A user's token adds how the user authenticated (OIDC Core §2), which is not personal data.
+BASE_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti", "cnf", "auth_time", "acr", "amr")
 INACTIVE: dict[str, Any] = {"active": False}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -90,6 +93,9 @@ def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_i
         return INACTIVE
     if not is_active(ctx, claims, rs, requester_ip):
         return INACTIVE
+    grant = user_grant(ctx, claims)
+    if grant is not None and grant.revoked:
+        return INACTIVE
     bound = binding.describe(ctx, claims, rs)  # RFC 9449 §6.2, RFC 8705 §3.2; a lost PoP key: inactive
     if bound is None:
         return INACTIVE
@@ -97,7 +103,21 @@ def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_i
     answer.update({name: claims[name] for name in BASE_CLAIMS if name in claims})
     if bound[1] is not None:
         answer["cnf"] = dict(bound[1])
+    if grant is not None and rs.introspection_claims:
+        # architecture.md §7: entitled (registry) and consented (the grant's release), else the minimal set.
+        user = for_resource_server(ctx, rs, claims["sub"], Release.decode(grant.release))
+        answer.update({name: value for name, value in user.items() if name not in answer})
     return answer
+
+
+def user_grant(ctx: "ServerContext", claims: dict[str, Any]) -> GrantState | None:
+    """The grant a user's token descends from; a token naming a grant Redis does not know is
+    treated as revoked (its grant may have been revoked before the state was lost)."""
+    if "grant_id" not in claims:
+        return None
+    grant_id = claims["grant_id"]
+    state = ctx.store.grant_state(grant_id) if isinstance(grant_id, str) else None
+    return state if state is not None else GrantState(revoked=True, release=b"{}")
 
 
 def is_active(ctx: "ServerContext", claims: dict[str, Any], rs: ResourceServer, requester_ip: IPAddress | None) -> bool:

@@ -16,7 +16,8 @@ from .. import binding, events
 from .. import claims as claim_rules
 from ..client_auth import authenticate_caller
 from ..errors import InvalidRequestError, JoseError, UnauthorizedClientError
-from ..tokens import access
+from ..grants.users import revoke as revoke_grant
+from ..tokens import access, refresh
 from ..web import NO_STORE, read_form
 from . import Endpoint, register
 
@@ -32,8 +33,11 @@ def revocation_endpoint(ctx: "ServerContext") -> Response:
     token = form.get("token")
     if token is None:
         raise InvalidRequestError("token is required")
-    # token_type_hint is only a hint (RFC 7009 §2.1): we have access tokens only.
-    revoke_own_token(ctx, token, client.client_id)
+    # token_type_hint is only a hint (RFC 7009 §2.1): what the token is decides.
+    if refresh.looks_like(token):
+        revoke_refresh_token(ctx, token, client.client_id)
+    else:
+        revoke_own_token(ctx, token, client.client_id)
     response = Response(status=200)
     response.headers.update(NO_STORE)
     return response
@@ -51,6 +55,17 @@ def revoke_own_token(ctx: "ServerContext", token: str, client_id: str) -> None:
     ctx.store.revoke(claims["jti"], claims["exp"])
     binding.forget(ctx, claims)  # a symmetric PoP key outlives its token nowhere
     events.emit(events.token_revoked, client_id=client_id, jti=claims["jti"])
+
+
+def revoke_refresh_token(ctx: "ServerContext", token: str, client_id: str) -> None:
+    """RFC 7009 §2.1: revoking a refresh token revokes its grant, with every access token of it."""
+    try:
+        claims = refresh.read(ctx, token)
+    except JoseError:
+        return
+    if claims.client_id != client_id:
+        raise UnauthorizedClientError("the token was not issued to this client")
+    revoke_grant(ctx, claims.grant_id, "refresh token revoked by its client", client_id)
 
 
 def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:

@@ -17,9 +17,10 @@ from ..web import Form
 
 if TYPE_CHECKING:
     from ..server import ServerContext
+    from ..tokens.access import IssuedToken
 
 # Each module registers its grant(s) when imported. Adding a grant: one module, one line here.
-GRANT_MODULES = ("client_credentials",)
+GRANT_MODULES = ("client_credentials", "authorization_code", "refresh_token")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Grant:
     scope: frozenset[str]
     audiences: tuple[ResourceServer, ...]
     claims: Mapping[str, Any] = field(default_factory=dict)  # more access-token claims (auth_time, acr, amr)
+    also_for: tuple[str, ...] = ()  # audiences served by this server itself (UserInfo), besides resource servers
+    # A user's grant issues more than the access token (refresh token, ID token) and records its
+    # state once the access token is signed: ``complete`` does that and returns response members.
+    complete: Callable[["ServerContext", "IssuedToken"], dict[str, Any]] | None = None
 
 
 Handler = Callable[["ServerContext", TokenRequest], Grant]
@@ -51,17 +56,23 @@ class GrantType:
     name: str
     handle: Handler
     confidential_only: bool = True  # RFC 6749 §4.4: e.g. client credentials
+    feature: str | None = None  # offered only when the app has this feature (extension._features)
 
 
 GRANTS: dict[str, GrantType] = {}
 
 
-def register(name: str, *, confidential_only: bool = True) -> Callable[[Handler], Handler]:
+def register(name: str, *, confidential_only: bool = True, feature: str | None = None) -> Callable[[Handler], Handler]:
     def decorator(handle: Handler) -> Handler:
-        GRANTS[name] = GrantType(name, handle, confidential_only)
+        GRANTS[name] = GrantType(name, handle, confidential_only, feature)
         return handle
 
     return decorator
+
+
+def offered(features: frozenset[str]) -> list[str]:
+    """The grant types this app serves (metadata ``grant_types_supported``)."""
+    return sorted(g.name for g in GRANTS.values() if g.feature is None or g.feature in features)
 
 
 for _module in GRANT_MODULES:

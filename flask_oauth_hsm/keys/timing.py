@@ -14,7 +14,10 @@ states still signs with it for up to ``OAUTH_HSM_KEYS_REFRESH``. Then:
   ``OAUTH_HSM_JWKS_MAX_AGE`` as the margin for their leeway.
 - ``enc``: access tokens escrowed to it live as long as above; peers that still have the JWKS in
   which it was the active key keep encrypting to it (max-age + peer cache), and an assertion
-  encrypted then may arrive up to ``OAUTH_HSM_ASSERTION_MAX_LIFETIME`` + skew later.
+  encrypted then may arrive up to ``OAUTH_HSM_ASSERTION_MAX_LIFETIME`` + skew later. Refresh tokens
+  are sealed to it too (docs/users.md): each refresh seals the next one to the active key, so a
+  valid one is at most ``OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME`` old — it must decrypt that long,
+  or every user idle since the rotation signs in again.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ class Timings:
     token_lifetime: int
     assertion_lifetime: int
     skew: int
+    refresh_token_idle: int = 0  # refresh tokens sealed to an encryption key stay valid this long
 
     @classmethod
     def from_settings(cls, s: "Settings") -> "Timings":
         return cls(s.keys_refresh, s.jwks_max_age, s.jwks_peer_cache, s.access_token_lifetime, s.assertion_max_lifetime,
-                   s.clock_skew)
+                   s.clock_skew, s.refresh_token_idle_lifetime)
 
     @property
     def publication(self) -> int:
@@ -51,4 +55,5 @@ class Timings:
         if use == "sig":
             return self.refresh + tokens + self.jwks_max_age
         senders = self.jwks_max_age + self.peer_cache + self.assertion_lifetime + self.skew
-        return self.refresh + max(tokens, senders)
+        refresh_tokens = self.refresh_token_idle + self.skew
+        return self.refresh + max(tokens, senders, refresh_tokens)

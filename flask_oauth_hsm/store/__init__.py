@@ -22,17 +22,44 @@ from ..errors import StoreUnsafe
 from .connection import connect, redacted, topology, unavailable_on_error
 from .health import UNKNOWN, eviction_risk, replica_shortfall
 from .layout import Layout, Placement
-from .replication import ReplicatedWrites
-from .single_use import USE_ONCE_SCRIPT, Replayed, ResetRule
+from .replication import ReplicatedWrites, Written
+from .single_use import (
+    CONSUME_SCRIPT, GRANT_CREATE_SCRIPT, GRANT_REVOKE_SCRIPT, ROTATE_SCRIPT, TOMBSTONE, USE_ONCE_SCRIPT, Replayed,
+    ResetRule,
+)
 
-__all__ = ["Layout", "Replayed", "ResetRule", "RevocationState", "Store", "connect", "redacted", "topology"]
+__all__ = ["Consumed", "GrantState", "Layout", "Replayed", "ResetRule", "RevocationState", "Store", "connect", "redacted", "topology"]
 log = logging.getLogger("flask_oauth_hsm")
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What :meth:`Store.consume` found: the record (first use), or the tombstone of an earlier use."""
+
+    record: bytes | None = None
+    used_by: bytes | None = None  # the tombstone's content: the record was consumed before
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """A grant's record: whether it was revoked, and what the user agreed to release (JSON)."""
+
+    revoked: bool
+    release: bytes
 
 
 @dataclass(frozen=True)
 class RevocationState:
     revoked: bool
     epoch: float  # seconds
+
+
+_SCRIPT_SHAS: dict[str, str] = {}
+
+
+def _id_hash(ident: str) -> str:
+    """Refresh token ids are kept hashed: whoever reads Redis cannot make a token that rotates."""
+    return hashlib.sha256(ident.encode()).hexdigest()
 
 
 class Store:
@@ -131,6 +158,63 @@ class Store:
     def forget(self, namespace: str, ident: str) -> None:
         with unavailable_on_error():
             self.client.delete(self.key(namespace, ident))
+
+    def consume(self, namespace: str, ident: str, tombstone: bytes, ttl: int) -> Consumed:
+        """``take`` that leaves ``tombstone`` behind for ``ttl`` seconds: of concurrent consumers
+        exactly one gets the record, and every later one learns who used it (single_use.py)."""
+        with unavailable_on_error():
+            written = self._eval(CONSUME_SCRIPT, self.key(namespace, ident), TOMBSTONE + tombstone, max(1, int(ttl)))
+        consumed = self.tombstone_or_record(written.results[0])
+        if consumed.record is not None:
+            written.confirmed()  # a consumption lost in a failover would let the record be used twice
+        return consumed
+
+    @staticmethod
+    def tombstone_or_record(value: bytes | None) -> Consumed:
+        if value is not None and value.startswith(TOMBSTONE):
+            return Consumed(used_by=value[len(TOMBSTONE):])
+        return Consumed(record=value)
+
+    def save(self, namespace: str, ident: str, value: bytes, ttl: int) -> None:
+        """Store (or replace) a record that is not single-use, e.g. a remembered consent."""
+        with unavailable_on_error():
+            self.client.set(self.key(namespace, ident), value, ex=max(1, int(ttl)))
+
+    # -- grants: refresh rotation and revocation (single_use.py) ----------------------------------
+
+    def grant_create(self, grant_id: str, refresh_id: str | None, release: bytes, ttl: int) -> bool:
+        """Record a new grant; False when it was revoked before it was recorded (it stays revoked)."""
+        current = _id_hash(refresh_id) if refresh_id else ""
+        with unavailable_on_error():
+            written = self._eval(GRANT_CREATE_SCRIPT, self.key("grant", grant_id), current, release, max(1, int(ttl)))
+        return bool(written.confirmed()[0])
+
+    def grant_rotate(self, grant_id: str, presented: str, new: str, ttl: int) -> int:
+        """Replace the grant's current refresh token id; single_use.ROTATED/UNKNOWN/REVOKED/REUSED."""
+        with unavailable_on_error():
+            written = self._eval(ROTATE_SCRIPT, self.key("grant", grant_id), _id_hash(presented), _id_hash(new),
+                                 max(1, int(ttl)))
+        outcome: int = written.confirmed()[0]  # a rotation lost in a failover would reopen the old token
+        return outcome
+
+    def grant_revoke(self, grant_id: str, ttl: int) -> None:
+        """Mark the grant revoked (every token descended from it), kept at least ``ttl`` seconds."""
+        with unavailable_on_error():
+            self._eval(GRANT_REVOKE_SCRIPT, self.key("grant", grant_id), max(1, int(ttl))).confirmed()
+
+    def grant_state(self, grant_id: str) -> GrantState | None:
+        """The grant's record, or None when it is unknown (expired, or lost in a Redis reset)."""
+        with unavailable_on_error():
+            rev, release = self.client.hmget(self.key("grant", grant_id), "rev", "rel")
+        if rev is None:
+            return None
+        return GrantState(revoked=rev == b"1", release=release or b"{}")
+
+    def _eval(self, script: str, key: str, *args: Any) -> Written:
+        """One single-key script (Cluster-safe) by SHA, replica-acknowledged like every write that
+        must survive a failover (replication.py); loaded again after a Redis restart."""
+        sha = _SCRIPT_SHAS.get(script) or _SCRIPT_SHAS.setdefault(script, hashlib.sha1(script.encode()).hexdigest())
+        return self._writes.run(key, [("EVALSHA", sha, 1, key, *args)], script)
 
     # -- revocation -----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def issue(ctx: "ServerContext", client: Client, grant: "Grant", *, client_ip: st
         raise InvalidTargetError("a resource server requiring encrypted tokens must be the only audience")
     now = int(clock.now())
     lifetime = ctx.settings.access_token_lifetime
-    aud = [rs.resource for rs in audiences]
+    aud = [rs.resource for rs in audiences] + list(grant.also_for)
     claims: dict[str, Any] = {
         "iss": ctx.settings.issuer,
         "exp": now + lifetime,

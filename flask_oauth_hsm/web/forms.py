@@ -35,10 +35,10 @@ class Form(dict[str, str]):
         return self.multi.get(name, [self[name]] if name in self else [])
 
 
-def parse_params(text: str, repeatable: frozenset[str] = frozenset()) -> Form:
+def parse_params(text: str, repeatable: frozenset[str] = frozenset(), max_fields: int = MAX_FIELDS) -> Form:
     """Parameters of a form body or query string; raises InvalidRequestError (never echoing input)."""
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("malformed parameters") from None
     single: dict[str, str] = {}
@@ -57,7 +57,7 @@ def parse_params(text: str, repeatable: frozenset[str] = frozenset()) -> Form:
     return Form(single, multi)
 
 
-def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = frozenset()) -> Form:
+def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = frozenset(), max_fields: int = MAX_FIELDS) -> Form:
     """The request's form parameters; raises an OAuthError for anything else."""
     if request.mimetype != FORM_TYPE:
         raise InvalidRequestError(f"the request body must be {FORM_TYPE}")
@@ -73,6 +73,6 @@ def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = fro
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequestError("malformed form body") from None
-    form = parse_params(text, repeatable)
+    form = parse_params(text, repeatable, max_fields)
     form.body = body
     return form

@@ -35,12 +35,19 @@ def redirect_response(uri: str, params: dict[str, str]) -> Response:
     return response
 
 
-def page_response(html: str, status: int = 200) -> Response:
-    """An HTML page for the browser: not cached, not framed (RFC 9700 §4.16, clickjacking)."""
-    headers = {
+def page_response(html: str, status: int = 200, form_targets: tuple[str, ...] = (), headers: dict[str, str] | None = None) -> Response:
+    """An HTML page for the browser: not cached, not framed (RFC 9700 §4.16, clickjacking).
+
+    ``form_targets``: sources a form on the page may end up at besides our own origin (a consent
+    form answers with a redirect to the client, and browsers apply ``form-action`` to redirects).
+    """
+    form_action = " ".join(("'self'", *form_targets))
+    all_headers = {
         **NO_STORE,
         "X-Frame-Options": "DENY",
-        "Content-Security-Policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        "Content-Security-Policy": f"default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+                                   f"form-action {form_action}; frame-ancestors 'none'",
         "Referrer-Policy": "no-referrer",
+        **(headers or {}),
     }
-    return Response(html, status=status, headers=headers, mimetype="text/html")
+    return Response(html, status=status, headers=all_headers, mimetype="text/html")

@@ -22,5 +22,5 @@ stop_pidfile() {  # name pidfile: TERM the process, wait up to 10 s for it to go
   echo "[$name] killed (pid $pid)" >&2
 }
 
-[ "$what" = redis ] || stop_pidfile server "$DEV_DIR/gunicorn.pid"
+[ "$what" = redis ] || stop_pidfile server "$DEV_DIR/server.pid"
 stop_pidfile redis "$DEV_DIR/redis/redis.pid"

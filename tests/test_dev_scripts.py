@@ -107,7 +107,7 @@ def test_ctrl_c_stops_the_server_and_the_redis_it_started(dev_run):
 
 def test_dev_stop_stops_a_server_whose_terminal_is_gone(dev_run):
     proc, env, _ = dev_run
-    redis, server = redis_pid(env), int((Path(env["DEV_DIR"]) / "gunicorn.pid").read_text())
+    redis, server = redis_pid(env), int((Path(env["DEV_DIR"]) / "server.pid").read_text())
     out = subprocess.run(["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "[server] stopped" in out.stderr

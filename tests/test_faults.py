@@ -18,7 +18,7 @@ import support
 from as_helpers import RS1, assertion_form, claims_for
 from scenarios import pkjwt_client, resource_server
 from conftest import as_settings, local_token_only
-from test_http_server import concurrent_posts, start_gunicorn, stop
+from test_http_server import concurrent_posts, start_granian, start_gunicorn, start_server, stop
 
 
 def fresh_form(env, client_id="c-es256"):
@@ -98,7 +98,7 @@ def _wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.2)
 
 
-# --- gunicorn: preload, workers, races, Redis killed under load --------------------------------------------
+# --- gunicorn and granian: workers, races, Redis killed under load ---------------------------------------------
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
@@ -112,8 +112,19 @@ def test_preloaded_workers_each_use_the_token(as_env, worker_class):
         stop(proc)
 
 
-def test_fifty_concurrent_uses_of_one_assertion_give_one_token(as_env):
-    proc, base = start_gunicorn(as_env.settings, workers=3, worker_class="gthread", preload=True)
+def test_granian_workers_each_use_the_token(as_env):
+    proc, base = start_granian(as_env.settings, workers=3)
+    try:
+        with requests.Session() as s:
+            statuses = [s.post(base + "/oauth2/token", data=fresh_form(as_env), timeout=10).status_code for _ in range(30)]
+        assert statuses == [200] * 30
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("kind", ["gunicorn", "granian"])
+def test_fifty_concurrent_uses_of_one_assertion_give_one_token(as_env, kind):
+    proc, base = start_server(kind, as_env.settings)
     try:
         statuses = concurrent_posts(base + "/oauth2/token", fresh_form(as_env))
         assert sorted(statuses) == [200] + [401] * 49
@@ -121,11 +132,12 @@ def test_fifty_concurrent_uses_of_one_assertion_give_one_token(as_env):
         stop(proc)
 
 
-def test_redis_killed_under_load(as_env, tmp_path):
+@pytest.mark.parametrize("kind", ["gunicorn", "granian"])
+def test_redis_killed_under_load(as_env, tmp_path, kind):
     redis_server = support.RedisServer(tmp_path / "redis")
     redis_server.start()
     settings = as_settings(redis_server.url, as_env.settings["OAUTH_HSM_REGISTRY"])
-    proc, base = start_gunicorn(settings, workers=2, worker_class="gthread", preload=True)
+    proc, base = start_server(kind, settings)
     results: list[tuple[float, int, bool, str | None]] = []
     stop_at = time.monotonic() + 8  # bounded: the load stops by itself
 

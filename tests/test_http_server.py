@@ -27,28 +27,42 @@ def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gth
     """gunicorn serving ``app`` (example_app) with ``settings`` in its environment; its log goes to a
     file (a pipe nobody reads would fill up under load and block the workers)."""
     port = port or support.free_port()
-    env = {**os.environ, **settings}
     args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class,
             "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--timeout", "30"]
     if preload:
         args.append("--preload")
-    log_path = support.log_file("gunicorn-")  # under the session's temporary directory
+    return _start_server("gunicorn", [*args, app], settings, port)
+
+
+def start_granian(settings: dict, *, workers: int = 2, blocking_threads: int = 2, port: int | None = None,
+                  app: str = "example_app:app"):
+    """granian serving ``app`` as docs/operations.md recommends (WSGI interface, no access log)."""
+    port = port or support.free_port()
+    args = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
+            "--blocking-threads", str(blocking_threads), "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--workers-kill-timeout", "5"]
+    return _start_server("granian", [*args, app], settings, port)
+
+
+def _start_server(name: str, argv: list[str], settings: dict, port: int):
+    env = {**os.environ, **settings}
+    log_path = support.log_file(f"{name}-")  # under the session's temporary directory
     log = open(log_path, "wb")
-    proc = subprocess.Popen([*args, app], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     proc.log_path = str(log_path)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("gunicorn exited: " + open(proc.log_path).read()[-2000:])
+            raise RuntimeError(f"{name} exited: " + open(proc.log_path).read()[-2000:])
         try:
             if requests.get(base + "/oauth2/jwks", timeout=1).status_code == 200:
                 return proc, base
         except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("gunicorn did not answer: " + open(proc.log_path).read()[-2000:])
+    raise RuntimeError(f"{name} did not answer: " + open(proc.log_path).read()[-2000:])
 
 
 def concurrent_posts(url: str, data: dict, count: int = 50) -> list[int]:
@@ -76,9 +90,14 @@ def stop(proc) -> None:
     os.unlink(proc.log_path)
 
 
-@pytest.fixture(scope="module")
-def server(as_env):
-    proc, base = start_gunicorn(as_env.settings)
+def start_server(kind: str, settings: dict):
+    """The product served the two documented ways: gunicorn (gthread, preloaded) or granian."""
+    return start_granian(settings) if kind == "granian" else start_gunicorn(settings)
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "granian"])
+def server(as_env, request):
+    proc, base = start_server(request.param, as_env.settings)
     yield base
     stop(proc)
 

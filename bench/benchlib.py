@@ -234,6 +234,7 @@ def as_settings(redis_url: str, registry_path: str, **overrides) -> dict:
         "OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256",
         "OAUTH_HSM_REDIS_URL": redis_url,
         "OAUTH_HSM_REGISTRY": registry_path,
+        "OAUTH_HSM_RATE_LIMITS": "off",  # benchmarks measure the endpoint, not the limiter (100–200/s by default)
     }
     settings.update(overrides)
     return settings

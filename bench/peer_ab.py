@@ -12,9 +12,10 @@ or later: oidc-provider 9 supports Node 22 and later LTS releases. Only ``npm`` 
 
 What is compared (all on 127.0.0.1, one machine, the load generator on the same 2 cores):
 
-**Ours**: ``example_app:app`` as ``./dev run`` and docs/quickstart.md serve it: ``gunicorn
---workers 2 --worker-class gthread --threads 8 --access-logfile -`` (stdout, the access log,
-goes to a file), configured like ``softhsm/env.sh``: issuer ``http://127.0.0.1:<port>``, the
+**Ours**: ``example_app:app`` as ``./dev run`` and docs/operations.md serve it: ``granian
+--interface wsgi --workers 2 --blocking-threads 2``, no access log (``--server gthread
+--access-log`` is the command documented before issue 15: gunicorn gthread 2×8 with its access
+log), configured like ``softhsm/env.sh``: issuer ``http://127.0.0.1:<port>``, the
 access-token signing key ``as-sig-es256`` (or ``as-sig-ps256`` for the PS256 comparison, the other
 one published), ``as-enc-rsa`` as decryption key, the example's resource server mounted
 (``OAUTH_HSM_RS_*``, local mode), Redis for the replay cache, keys generated in a throwaway
@@ -22,7 +23,7 @@ SoftHSM2 token exactly as ``softhsm/setup-dev-token.sh`` names them. The registr
 ``softhsm/run-example.sh`` writes, except that the client's key is a software ES256 key (the
 load generator must sign assertions) — the same public key the peer registers. ``--server``
 picks other servers (``sync``, ``gthread``, ``gevent``, ``granian``; ``NAME:T`` sets threads),
-``--workers`` the process count for both sides, ``--no-access-log`` drops the access log,
+``--workers`` the process count for both sides, ``--access-log`` adds the access log,
 ``SERVER@module:attr`` serves another WSGI app (experiments: ``granian@fastpath_app:app``), and
 ``--env NAME=VALUE`` changes a setting of ours (``OAUTH_HSM_REDIS_URL=@unix``: Redis over its
 Unix socket instead of loopback TCP).
@@ -357,14 +358,17 @@ class Ours:
             "OAUTH_HSM_RS_CLIENT_ID": RS_CLIENT_ID,
             "OAUTH_HSM_RS_SIGNING_KEY": "demo-rs-sig",
             "OAUTH_HSM_RS_DECRYPTION_KEY": "demo-rs-enc",
+            # The per-address and per-client limits (100–200/s by default) would answer most of a
+            # load test with 429: benchmarks measure the endpoint, not the limiter.
+            "OAUTH_HSM_RATE_LIMITS": "off",
             **self.extra_env,
         }
 
     def start(self, spec: ServerSpec, alg: str, *, workers: int, access_log: bool, preload: bool,
               app: str = "example_app:app", env_overrides: dict[str, str | None] | None = None,
-              name: str | None = None) -> Target:
+              name: str | None = None, port: int | None = None) -> Target:
         """``env_overrides``: settings to change for this server (None removes one)."""
-        port = benchlib.support.free_port()
+        port = port or benchlib.support.free_port()
         issuer = f"http://127.0.0.1:{port}"
         resource = issuer + "/api"
         settings = {**self.settings(issuer, resource, alg), **(env_overrides or {})}
@@ -638,11 +642,12 @@ def _cpu_per_req(r: benchlib.LoadResult) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", action="append", type=ServerSpec.parse,
-                    help="our server: gthread[:T] (default, the documented command), sync, gevent, granian[:T], bjoern; "
+                    help="our server: granian[:T] (granian:2 is the default, the documented command), gthread[:T], sync, gevent, bjoern; "
                          "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@fastpath_app:app)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes, both sides (default 2)")
-    ap.add_argument("--no-access-log", dest="access_log", action="store_false",
-                    help="without gunicorn's --access-logfile - (the documented command has it)")
+    ap.add_argument("--access-log", dest="access_log", action="store_true",
+                    help="with the server's access log (gunicorn --access-logfile -, granian --access-log); "
+                         "the documented commands have none")
     ap.add_argument("--preload", action="store_true", help="gunicorn --preload (operations.md uses it; ./dev run does not)")
     ap.add_argument("--algs", default="ES256,PS256", help="access-token algorithms, comma-separated (default ES256,PS256)")
     ap.add_argument("--runs", type=int, default=3, help="measured rounds per algorithm (default 3)")
@@ -660,7 +665,7 @@ def main() -> int:
                     help="discard (and repeat) a round during which other programs used more cores than this (default 0.3)")
     ap.add_argument("--max-discards", type=int, default=6, help="rounds discarded at most per algorithm (default 6)")
     args = ap.parse_args()
-    specs = args.server or [ServerSpec.parse("gthread")]
+    specs = args.server or [ServerSpec.parse("granian:2")]
     if any(s.kind == "gevent" for s in specs):
         import gevent  # noqa: F401  (pip install gevent)
     extra_env = dict(e.split("=", 1) for e in args.env)

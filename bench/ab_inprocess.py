@@ -117,8 +117,8 @@ def main() -> int:
                 d = json.loads(p.stdout.readline())
                 res[side].append(d)
                 out.line(f"  {r + 1} | {side} | {d['cpu']:.0f} | {d['wall']:.0f}")
-        cpu_ratio = statistics.median(b["cpu"] / a["cpu"] for a, b in zip(res["A"], res["B"]))
-        wall_ratio = statistics.median(b["wall"] / a["wall"] for a, b in zip(res["A"], res["B"]))
+        cpu_ratio = statistics.median(b["cpu"] / a["cpu"] for a, b in zip(res["A"], res["B"], strict=True))
+        wall_ratio = statistics.median(b["wall"] / a["wall"] for a, b in zip(res["A"], res["B"], strict=True))
         out.section("Summary (medians)")
         out.table(["side", "code root", "CPU µs/call", "wall µs/call"],
                   [[s, roots[s], f"{statistics.median(d['cpu'] for d in res[s]):.0f}",

@@ -11,6 +11,7 @@ Everything talks to 127.0.0.1 only, and every loop is bounded in time.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -138,7 +139,7 @@ class Report:
     def table(self, headers: list[str], rows: list[list]) -> None:
         cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-        fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+        fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"  # noqa: E731
         self.line(fmt(cells[0]))
         self.line("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for r in cells[1:]:
@@ -306,9 +307,8 @@ def start_gunicorn(ws: Workspace, app: str, settings: dict, config: WorkerConfig
     args = [sys.executable, "-m", "gunicorn", *config.args(), "--bind", f"127.0.0.1:{port}",
             "--graceful-timeout", "2", "--timeout", "30", "--keep-alive", "5", "--backlog", "2048",
             *extra_args, app]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    with open(log_path, "wb") as log:  # the child has its own copy of the descriptor
+        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ws.procs.append(proc)
     server = Server(proc, port, config, log_path)
     deadline = time.monotonic() + 40
@@ -744,10 +744,8 @@ def sign_worker(mode: str, alg: str, label: str, duration: float, barrier, resul
         results.put((counts[main], spent[main], cpu, counts["raw"], spent["raw"], None))
     except Exception as exc:  # reported by the parent
         results.put((0, 0.0, 0.0, 0, 0.0, f"{type(exc).__name__}: {exc}"))
-        try:
+        with contextlib.suppress(Exception):
             barrier.abort()
-        except Exception:
-            pass
 
 
 @dataclass
@@ -771,10 +769,8 @@ def measure_signing(mode: str, alg: str, label: str, processes: int, duration: f
     out = []
     meter = SystemMeter()
     try:
-        try:
+        with contextlib.suppress(Exception):  # a worker failed: its error is in the queue
             barrier.wait(timeout=90)
-        except Exception:
-            pass  # a worker failed: its error is in the queue
         meter.start()
         for _ in procs:
             out.append(results.get(timeout=duration + 90))

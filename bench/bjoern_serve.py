@@ -8,6 +8,7 @@ The app is loaded in the parent before fork (like gunicorn --preload; flask-oaut
 and Redis state are created lazily in each child). pip install bjoern (needs libev-dev).
 """
 
+import contextlib
 import importlib
 import os
 import signal
@@ -32,10 +33,8 @@ def main() -> None:
 
     def stop(*_):
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

@@ -294,7 +294,7 @@ class RecordChecker:
         except Exception:
             self.pending = batch + self.pending
             raise
-        for (jti, _), present in zip(batch, found):
+        for (jti, _), present in zip(batch, found, strict=True):
             self.checked += 1
             if not present:
                 self.missing += 1

@@ -138,8 +138,8 @@ def main() -> int:
         rows = []
         for t in targets:
             rs = runs[t.name]
-            ratio = statistics.median(a.rate / b.rate for a, b in zip(rs, ref))
-            cpu_ratio = statistics.median(a.cpu_ms(a.server_cpu) / b.cpu_ms(b.server_cpu) for a, b in zip(rs, ref))
+            ratio = statistics.median(a.rate / b.rate for a, b in zip(rs, ref, strict=False))
+            cpu_ratio = statistics.median(a.cpu_ms(a.server_cpu) / b.cpu_ms(b.server_cpu) for a, b in zip(rs, ref, strict=False))
             rows.append([t.name, f"{statistics.median(r.rate for r in rs):,.0f}", f"{statistics.median(r.p50_ms for r in rs):.2f}",
                          f"{statistics.median(r.p99_ms for r in rs):.2f}", str(sum(r.errors for r in rs)),
                          f"{statistics.median(r.cpu_ms(r.server_cpu) for r in rs):.3f}", f"{ratio:.2f}", f"{cpu_ratio:.2f}"])

@@ -80,7 +80,7 @@ class Load:
             i += 1
             t0 = time.monotonic()
             if self.raw is not None:
-                outcome = raw_errors(self.raw, lambda c: c.set(f"{{oauth}}:raw:{i}", 1, ex=5))
+                outcome = raw_errors(self.raw, lambda c: c.set(f"{{oauth}}:raw:{i}", 1, ex=5))  # noqa: B023 - called now
             else:
                 try:
                     self.store.use_once("jti", f"id-{i}-{t0}", expires_at=time.time() + 60, issued_at=time.time(), window=0)

@@ -183,7 +183,7 @@ def summary(name: str, runs: list[benchlib.LoadResult], bases: list[benchlib.Loa
     med = statistics.median
     rates = [r.rate for r in runs]
     return [name, f"{med(rates):,.0f}", f"{min(rates):,.0f}–{max(rates):,.0f}",
-            f"{med(r.rate / b.rate for r, b in zip(runs, bases)):.0%}", f"{med(r.p50_ms for r in runs):.2f}",
+            f"{med(r.rate / b.rate for r, b in zip(runs, bases, strict=False)):.0%}", f"{med(r.p50_ms for r in runs):.2f}",
             f"{med(r.p99_ms for r in runs):.2f}", str(sum(r.errors for r in runs)),
             f"{med(r.cpu_ms(r.server_cpu) for r in runs):.3f}",
             f"{med(r.cpu_ms(r.server_cpu) for r in runs) / med(b.cpu_ms(b.server_cpu) for b in bases):.2f}",

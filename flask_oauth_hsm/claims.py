@@ -55,9 +55,10 @@ def audiences(claims: dict[str, Any]) -> list[str]:
     """``aud`` as a list of strings (RFC 7519 §4.1.3: a string or an array of strings)."""
     aud = claims.get("aud")
     values = aud if isinstance(aud, list) else [aud]
-    if not values or not all(isinstance(v, str) and v for v in values):
+    strings = [v for v in values if isinstance(v, str) and v]
+    if not values or len(strings) != len(values):
         raise ClaimError("aud missing or not strings")
-    return values
+    return strings
 
 
 def check(claims: dict[str, Any], rules: ClaimRules) -> None:

@@ -16,6 +16,7 @@ import urllib.request
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 from flask import current_app
 from flask.cli import with_appcontext
 
@@ -106,7 +107,7 @@ def client_keygen(alg: str, path: str, rsa_bits: int) -> None:
     The JWKS (kid = RFC 7638 thumbprint, alg, use=sig) is what goes into the client's registry
     entry as "jwks"; the private key stays with the client.
     """
-    if alg != "PS256" and click.get_current_context().get_parameter_source("rsa_bits").name != "DEFAULT":
+    if alg != "PS256" and click.get_current_context().get_parameter_source("rsa_bits") is not ParameterSource.DEFAULT:
         _fail(ConfigError("--rsa-bits applies to PS256 only"))
     try:
         key = client_keys.generate(alg, rsa_bits)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
+from blinker import NamedSignal, Namespace
 from flask import current_app
-from flask.signals import Namespace
 
 logger = logging.getLogger("flask_oauth_hsm.security")
 _signals = Namespace()
@@ -46,13 +46,15 @@ def printable(value: str | None) -> str | None:
     return None if value is None else value[:80].encode("ascii", "backslashreplace").decode()
 
 
-def emit(signal, **fields) -> None:
+def emit(signal: NamedSignal, **fields: object) -> None:
     """Log one JSON line ``{"event": ..., **fields}`` and send the signal."""
     event = signal.name.removeprefix("oauth-hsm-")
     if logger.isEnabledFor(_LEVELS[signal]):
         logger.log(_LEVELS[signal], json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
     if signal.receivers:
         try:
-            signal.send(current_app._get_current_object(), **fields)
+            # attr-defined: current_app is a LocalProxy that Flask types as Flask (the proxy method is not in
+            # its annotations); arg-type: blinker's send() has a keyword-only _async_wrapper a **dict could fill.
+            signal.send(current_app._get_current_object(), **fields)  # type: ignore[attr-defined, arg-type]
         except Exception:  # a host's audit hook must not turn an answered request into a 500
             logging.getLogger("flask_oauth_hsm").exception("a receiver of %s failed", signal.name)

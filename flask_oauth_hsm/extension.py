@@ -206,7 +206,7 @@ def _store(settings: Settings, client: Any) -> Store:
 def _assertion_policies(settings: Settings, endpoints: tuple[Endpoint, ...]) -> dict[str, AssertionPolicy]:
     urls = Urls(settings.issuer, settings.url_prefix)
     return {
-        e.name: AssertionPolicy(settings.issuer, urls.token, urls.url(e.path), settings.aud_policy,  # type: ignore[arg-type]
+        e.name: AssertionPolicy(settings.issuer, urls.token, urls.url(e.path), settings.aud_policy,
                                 settings.aud_issuer_array, settings.assertion_algs, settings.assertion_max_lifetime,
                                 settings.clock_skew)
         for e in endpoints if e.authenticates and isinstance(e.path, str)
@@ -285,8 +285,9 @@ def _accept_every_method(app: Flask, blueprints: tuple[str, ...]) -> None:
 def _error_handlers(bp: Blueprint) -> None:
     bp.register_error_handler(OAuthError, _oauth_error)
     bp.register_error_handler(RateLimitExceeded, lambda exc: _answer(limited_error(exc)))
-    for unavailable in (HSMError, StoreUnavailable, RegistryUnavailable, HostHookFailed, *REDIS_ERRORS):
-        bp.register_error_handler(unavailable, _unavailable)
+    unavailable: tuple[type[Exception], ...] = (HSMError, StoreUnavailable, RegistryUnavailable, HostHookFailed, *REDIS_ERRORS)
+    for error in unavailable:
+        bp.register_error_handler(error, _unavailable)
     bp.register_error_handler(HTTPException, _http_error)
     bp.register_error_handler(Exception, _unexpected)
 

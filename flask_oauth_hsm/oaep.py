@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Callable
+from typing import Protocol
 
 from .errors import DecryptionFailed
 
 
-def mgf1(seed: bytes, length: int, hash_fn: Callable) -> bytes:
+class _Hash(Protocol):
+    @property
+    def digest_size(self) -> int: ...
+
+    def digest(self) -> bytes: ...
+
+
+class HashConstructor(Protocol):
+    """What hashlib.sha256 and its siblings are: called with no data, or with the data to hash."""
+
+    def __call__(self, data: bytes = ..., /) -> _Hash: ...
+
+
+def mgf1(seed: bytes, length: int, hash_fn: HashConstructor) -> bytes:
     """RFC 8017 Appendix B.2.1."""
     out = bytearray()
     counter = 0
@@ -32,7 +45,7 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
-def oaep_decode(em: bytes, hash_fn: Callable = hashlib.sha256, label: bytes = b"") -> bytes:
+def oaep_decode(em: bytes, hash_fn: HashConstructor = hashlib.sha256, label: bytes = b"") -> bytes:
     """Return M from the k-octet encoded message EM; raises DecryptionFailed (one message)."""
     h_len = hash_fn().digest_size
     k = len(em)

@@ -33,7 +33,7 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-class CSV(fields.Field):
+class CSV(fields.Field[tuple[str, ...]]):
     """A comma-separated list in one variable (environment variables are strings)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> tuple[str, ...]:
@@ -53,7 +53,7 @@ class RateLimits:
     hsm: str  # private-key operations spent before the caller is authenticated, per address
 
 
-class RateLimitsField(fields.Field):
+class RateLimitsField(fields.Field[RateLimits | None]):
     """``off``, or ``address=…,client=…,hsm=…`` (each optional; omitted kinds keep the default)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> RateLimits | None:
@@ -154,7 +154,7 @@ def header_name(value: str) -> None:
         raise ValidationError("must be an HTTP header name (letters, digits and '-')")
 
 
-def setting(env: str, kind: type[fields.Field], **options: Any) -> Any:
+def setting(env: str, kind: type[fields.Field[Any]], **options: Any) -> Any:
     """Declare a setting: its variable and its marshmallow field options (default, validation)."""
     return dataclasses.field(metadata={"env": env, "kind": kind, "options": options})
 
@@ -292,18 +292,17 @@ class Settings:
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"
 
 
+class _Strict(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
 def _schema_class(names: frozenset[str] | None = None) -> type[Schema]:
     declared: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         if names is None or f.name in names:
             declared[f.name] = f.metadata["kind"](data_key=f.metadata["env"], **f.metadata["options"])
-    schema = Schema.from_dict(declared, name="SettingsSchema")
-
-    class _Strict(schema):  # type: ignore[misc, valid-type]
-        class Meta:
-            unknown = EXCLUDE
-
-    return _Strict
+    return _Strict.from_dict(declared, name="SettingsSchema")  # a subclass of _Strict: its Meta too
 
 
 def variable_names() -> list[str]:
@@ -348,7 +347,7 @@ def load_settings(
     try:
         data = _schema_class()().load(raw_values(config, environ))
     except ValidationError as exc:
-        raise ConfigError(first_error(exc.messages)) from None  # type: ignore[arg-type]
+        raise ConfigError(first_error(exc.messages_dict)) from None
     resolve_token_and_pin(data)
     if need_redis_url and data["redis_url"] is None:
         raise ConfigError("OAUTH_HSM_REDIS_URL: is required but not set (or pass redis_client= to init_app)")
@@ -429,6 +428,6 @@ def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | No
     try:
         data = schema.load(raw)
     except ValidationError as exc:
-        raise ConfigError(first_error(exc.messages)) from None  # type: ignore[arg-type]
+        raise ConfigError(first_error(exc.messages_dict)) from None
     resolve_token_and_pin(data)
     return hsm_config_from(data)

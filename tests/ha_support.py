@@ -56,6 +56,7 @@ Remote HSM over p11-kit (:class:`P11KitServer`)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -118,10 +119,8 @@ class Process:
 
     def signal(self, sig: int) -> None:
         if self.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """SIGKILL the process and everything in its group; reap it."""
@@ -203,10 +202,8 @@ class Link:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def partition(self) -> None:
         self.flowing.clear()

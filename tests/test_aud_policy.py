@@ -66,7 +66,7 @@ def test_the_docs_show_this_table():
     shapes = ["issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL", "another endpoint's URL",
               "other value", "array with two members"]
     for policy, column in (("issuer", 0), ("endpoint", 2), ("legacy", 3)):
-        for shape, cell in zip(shapes, rows[policy]):
+        for shape, cell in zip(shapes, rows[policy], strict=True):
             documented = cell.startswith("accept") or cell.startswith("only at the token endpoint")
             expected = TABLE[shape][column] or (policy == "endpoint" and shape == "token endpoint URL")
             assert documented == expected, (policy, shape, cell)

@@ -59,9 +59,9 @@ def dev_run(tmp_path):
     """softhsm/run-example.sh in a session of its own; always cleaned up through stop-dev.sh."""
     env = clean_env(DEV_DIR=str(tmp_path / "dev"), EXAMPLE_PORT=str(support.free_port()),
                     DEV_REDIS_PORT=str(support.free_port()), VENV=str(Path(sys.executable).parent.parent))
-    log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(["bash", "softhsm/run-example.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(tmp_path / "run.log", "w") as log:  # the child has its own copy of the descriptor
+        proc = subprocess.Popen(["bash", "softhsm/run-example.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{env['EXAMPLE_PORT']}"
     try:
         deadline = time.monotonic() + 120
@@ -79,7 +79,6 @@ def dev_run(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        log.close()
 
 
 def redis_pid(env) -> int:

@@ -22,6 +22,7 @@ Conventions (docs/CONTRIBUTING.md says the same):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -420,10 +421,8 @@ def run_bounded(args, cwd, env) -> tuple[int | None, str, str]:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         return None, stdout, stderr + f"\n(killed after {BOUND} s)"
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind in its session
-    except ProcessLookupError:
-        pass
     return proc.returncode, stdout, stderr
 
 

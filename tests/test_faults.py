@@ -62,7 +62,8 @@ _TOKEN_GONE_APP = textwrap.dedent(
         ready = client.get("/oauth2/ready")
         token = client.post("/oauth2/token", data=form)
         results["gone"] = [ready.status_code, ready.get_json()["hsm"], bool(ready.headers.get("Retry-After")),
-                           client.get("/oauth2/health").status_code, token.status_code, "access_token" in token.get_data(as_text=True)]
+                           client.get("/oauth2/health").status_code, token.status_code,
+                           "access_token" in token.get_data(as_text=True)]
     finally:
         os.rmdir(tokendir)
         os.rename(tokendir + ".gone", tokendir)

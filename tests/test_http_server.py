@@ -47,22 +47,21 @@ def start_granian(settings: dict, *, workers: int = 2, blocking_threads: int = 2
 def _start_server(name: str, argv: list[str], settings: dict, port: int):
     env = {**os.environ, **settings}
     log_path = support.log_file(f"{name}-")  # under the session's temporary directory
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(log_path, "wb") as log:  # the child has its own copy of the descriptor
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = str(log_path)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: " + open(proc.log_path).read()[-2000:])
+            raise RuntimeError(f"{name} exited: " + log_path.read_text()[-2000:])
         try:
             if requests.get(base + "/oauth2/jwks", timeout=1).status_code == 200:
                 return proc, base
         except requests.RequestException:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{name} did not answer: " + open(proc.log_path).read()[-2000:])
+    raise RuntimeError(f"{name} did not answer: " + log_path.read_text()[-2000:])
 
 
 def concurrent_posts(url: str, data: dict, count: int = 50) -> list[int]:

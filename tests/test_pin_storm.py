@@ -11,6 +11,7 @@ The token store is this module's own (a temporary directory), and so is each ser
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -98,10 +99,8 @@ def run_spied(pin_env: PinEnv, argv: list[str], name: str, pin: str = WRONG_PIN)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             returncode = None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # a worker the server left behind, if any
-        except ProcessLookupError:
-            pass
     output = out_path.read_text()
     logins = len(re.findall(r"^\d+: C_Login$", spy_log.read_text(), re.M)) if spy_log.exists() else 0
     assert returncode is not None, f"{name}: still running after {BOUND} s ({logins} logins)\n{output[-3000:]}"

@@ -27,14 +27,15 @@ def example(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTH_HSM_")}
     env.update({"DEV_DIR": str(dev), "SOFTHSM2_CONF": str(dev / "softhsm" / "softhsm2.conf"), "EXAMPLE_PORT": str(port),
                 "DEV_REDIS_PORT": str(redis_port), "VENV": str(Path(sys.executable).parent.parent)})
-    log = open(support.log_file("example-"), "wb")
-    proc = subprocess.Popen(["bash", "softhsm/run-example.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log_path = support.log_file("example-")
+    with open(log_path, "wb") as log:  # the child has its own copy of the descriptor
+        proc = subprocess.Popen(["bash", "softhsm/run-example.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+            assert proc.poll() is None, Path(log_path).read_text()[-3000:]
             try:
                 if requests.get(base + "/oauth2/jwks", timeout=1).status_code == 200:
                     break
@@ -49,7 +50,6 @@ def example(tmp_path_factory):
         pidfile = dev / "redis" / "redis.pid"  # the Redis the script started, daemonised
         if pidfile.exists():
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
-        log.close()
 
 
 @pytest.mark.parametrize("binding,token_type", [("bearer", "Bearer"), ("dpop", "DPoP"), ("pop-symmetric", "pop"),

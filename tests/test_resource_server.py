@@ -11,6 +11,7 @@ from flask import g, jsonify
 from as_helpers import RS1, RS2, assertion_form, claims_for
 from conftest import local_token_only
 from flask_oauth_hsm import ResourceProtector
+from flask_oauth_hsm.errors import InvalidKey
 from flask_oauth_hsm.jose import jwe, jwk, jwt as our_jwt
 from flask_oauth_hsm.rs.state import JWKSCache as _JWKSCache
 from test_http_server import start_gunicorn, stop
@@ -144,7 +145,7 @@ def test_jwks_cache_refetches_once_on_unknown_kid(hsm):
     keys.append(hsm.key("sig-ps256").public_jwk())  # the AS rotated in a new key
     assert cache.key_for({"alg": "PS256", "kid": keys[1]["kid"]}).kid == keys[1]["kid"]
     assert len(fetches) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidKey):
         cache.key_for({"alg": "ES256", "kid": "unknown"})
     assert len(fetches) == 3  # one refetch per unknown kid (rate-limited in production)
 

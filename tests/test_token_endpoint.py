@@ -379,7 +379,8 @@ def test_encrypted_assertion_is_refused_before_the_token_decrypts_it(as_env, cli
 
 
 def test_duplicate_parameters(as_env):
-    body = f"grant_type=client_credentials&grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}&client_assertion={assertion(as_env)}"
+    body = (f"grant_type=client_credentials&grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}"
+            f"&client_assertion={assertion(as_env)}")
     r = post(as_env, body, headers={"Content-Type": "application/x-www-form-urlencoded"})
     expect_error(r, 400, "invalid_request")
 

@@ -98,7 +98,7 @@ def classify(name: str, group: dict, test: dict) -> str:
 def _cases(*names: str, kind: str):
     out = []
     for name in names:
-        for gi, group, test in wycheproof_cases(DATA[name]):
+        for gi, _group, test in wycheproof_cases(DATA[name]):
             if kind in test:
                 out.append(pytest.param(name, gi, test["tcId"], id=f"{name.split('_test')[0]}-tc{test['tcId']}"))
     return out

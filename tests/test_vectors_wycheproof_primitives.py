@@ -110,7 +110,7 @@ def token():
             d = test["private"]["d"]
             if (name, d) not in labels:
                 labels[(name, d)] = vt.add(private_key_from_jwk(test["private"]), "ECDH-ES", "enc")
-    for bits, alg in _WRAP_ALG.items():
+    for alg in _WRAP_ALG.values():
         labels[alg] = vt.add(ec.generate_private_key(ec.SECP256R1()), alg, "enc")
     vt.open()
     yield vt, labels
@@ -204,7 +204,7 @@ def test_rsa_oaep_valid_ciphertexts_decrypt_in_token(name, token):
 def test_rsa_oaep_invalid_ciphertexts_raise_only_decryption_failed(name, token):
     """Invalid padding, wrong length, c >= n, a non-empty label: DecryptionFailed and nothing else."""
     failures = []
-    for test, category, plaintext, error in _oaep_results(name, token):
+    for test, category, _plaintext, error in _oaep_results(name, token):
         if category == MATCH and test["result"] == "valid":
             continue
         if error is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from typing import Any, Callable, Generator, Mapping
+from typing import Any, Callable, Generator, Mapping, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -36,12 +36,18 @@ ClientAuthMethod = Callable[[Any, str, str, Any, "str | None"], tuple[str, Any, 
 _PUBLIC_MEMBERS = ("kty", "crv", "x", "y", "n", "e")
 
 
+class ClientKey(jws.Signer, Protocol):
+    """A signing key that also tells its public JWK: a key in the token (``hsm.key(label)``)."""
+
+    def public_jwk(self) -> dict[str, Any]: ...
+
+
 class DPoPKey:
     """A DPoP key pair whose private half stays in the token, and the nonces servers gave us."""
 
-    def __init__(self, key: jws.Signer):
+    def __init__(self, key: ClientKey):
         self.key = key
-        public: dict[str, Any] = key.public_jwk()  # type: ignore[attr-defined]
+        public = key.public_jwk()
         self.jwk = {k: public[k] for k in _PUBLIC_MEMBERS if k in public}  # RFC 9449 §4.2: the public key only
         self._nonces: dict[tuple[str, bool], str] = {}
         self._lock = threading.Lock()
@@ -116,7 +122,7 @@ class DPoPClientAuth:
         return uri, headers, body or ""
 
 
-class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
+class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]  # _HTTPXAuth: httpx.Auth, or object without httpx
     """Resource requests with a DPoP-bound access token, for ``requests`` and ``httpx``."""
 
     def __init__(self, dpop: DPoPKey, access_token: str):
@@ -129,7 +135,7 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
     # requests ---------------------------------------------------------------------------------
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         self._sign(str(r.method), str(r.url), r.headers)
-        r.register_hook("response", self._retry_with_nonce)  # type: ignore[no-untyped-call]
+        r.register_hook("response", self._retry_with_nonce)
         return r
 
     def _retry_with_nonce(self, r: requests.Response, **kwargs: Any) -> requests.Response:
@@ -139,7 +145,7 @@ class DPoPAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
         r.content  # noqa: B018 - release the connection before reusing it
         r.close()
         retry = r.request.copy()
-        retry.dpop_retried = True  # type: ignore[attr-defined]
+        retry.dpop_retried = True  # type: ignore[attr-defined]  # our mark on requests' PreparedRequest: one retry
         self._sign(str(retry.method), str(retry.url), retry.headers)
         again: requests.Response = r.connection.send(retry, **kwargs)
         again.history.append(r)

@@ -16,18 +16,18 @@ from authlib.integrations.base_client import OAuthError
 from .dpop import ClientAuthMethod, DPoPAuth, DPoPClientAuth, DPoPKey
 
 
-class _DPoPTokenAuth(OAuth2Auth):  # type: ignore[misc]  # Authlib is untyped
+class _DPoPTokenAuth(OAuth2Auth):
     """Authlib's token auth for DPoP tokens (it knows Bearer only)."""
 
     def __call__(self, req: Any) -> Any:
-        if str(self.token.get("token_type", "")).lower() != "dpop":
+        session = self.client  # the DPoPOAuth2Session whose token_auth_class this is
+        if str(self.token.get("token_type", "")).lower() != "dpop" or not isinstance(session, DPoPOAuth2Session):
             return super().__call__(req)
         self.ensure_active_token()
-        dpop: DPoPKey = self.client.dpop
-        return DPoPAuth(dpop, self.token["access_token"])(req)
+        return DPoPAuth(session.dpop, self.token["access_token"])(req)
 
 
-class DPoPOAuth2Session(OAuth2Session):  # type: ignore[misc]
+class DPoPOAuth2Session(OAuth2Session):
     """``OAuth2Session`` whose tokens are bound to ``dpop`` (RFC 9449)."""
 
     token_auth_class = _DPoPTokenAuth
@@ -38,11 +38,11 @@ class DPoPOAuth2Session(OAuth2Session):  # type: ignore[misc]
         super().__init__(client_id, token_endpoint_auth_method=DPoPClientAuth(dpop, token_endpoint_auth_method), **kwargs)
         self.hooks["response"].append(dpop.remember_response)
 
-    def fetch_token(self, url: str | None = None, **kwargs: Any) -> Any:
+    def fetch_token(self, url: str | None = None, *args: Any, **kwargs: Any) -> Any:
         """RFC 9449 §8: when the AS asks for a nonce, ask once more with it (and a new assertion)."""
         try:
-            return super().fetch_token(url, **kwargs)
+            return super().fetch_token(url, *args, **kwargs)
         except OAuthError as exc:
             if exc.error != "use_dpop_nonce":
                 raise
-            return super().fetch_token(url, **kwargs)
+            return super().fetch_token(url, *args, **kwargs)

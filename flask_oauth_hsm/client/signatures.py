@@ -33,8 +33,8 @@ from requests.auth import AuthBase
 from .. import clock
 from ..binding import httpsig
 from ..binding.pop_keys import SymmetricKey, decrypt_key
-from ..jose import compact, jws
-from .dpop import _HTTPXAuth
+from ..jose import compact
+from .dpop import ClientKey, _HTTPXAuth
 
 ClientAuthMethod = Callable[[Any, str, str, Any, "str | None"], tuple[str, Any, str]]
 RESOURCE_COMPONENTS = ("@method", "@target-uri", "authorization")
@@ -52,7 +52,7 @@ class PoPSigner(Protocol):
 class HSMPoPKey:
     """An asymmetric PoP key in the client's token (``hsm.key(label)``): ES256 or EdDSA keys."""
 
-    def __init__(self, key: jws.Signer):
+    def __init__(self, key: ClientKey):
         alg = _HSM_ALGS.get(key.alg)
         if alg is None:
             raise ValueError(f"a {key.alg} key cannot sign RFC 9421 requests in the token (use ES256 or EdDSA)")
@@ -63,7 +63,7 @@ class HSMPoPKey:
 
     def req_cnf(self) -> str:
         """RFC 9201 §3.1 ``req_cnf``, base64url-encoded JSON as in the draft's example."""
-        public: dict[str, Any] = self.key.public_jwk()  # type: ignore[attr-defined]
+        public = self.key.public_jwk()
         jwk = {k: public[k] for k in ("kty", "crv", "x", "y", "n", "e") if k in public}
         return compact.b64url_encode(json.dumps({"jwk": {**jwk, "kid": self.keyid}}, separators=(",", ":")).encode())
 
@@ -118,7 +118,7 @@ def _as_bytes(body: Any) -> bytes | None:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
-class HTTPSignatureAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]
+class HTTPSignatureAuth(AuthBase, _HTTPXAuth):  # type: ignore[misc]  # _HTTPXAuth: httpx.Auth, or object without httpx
     """Resource requests with a PoP token, signed with its key, for ``requests`` and ``httpx``."""
 
     def __init__(self, access_token: str, signer: PoPSigner):

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar, cast
 
 from marshmallow import ValidationError
 
@@ -72,7 +72,8 @@ class Registry:
         for client in clients.values():
             unknown = [r for r in client.resources if r not in resources]
             if unknown:
-                raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: resource {unknown[0]!r} is not a registered resource server")
+                raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: resource {unknown[0]!r} "
+                                  "is not a registered resource server")
         registry = cls(clients, servers)
         for entity in registry.entities():
             if check is not None:
@@ -120,11 +121,11 @@ class BoundedCache:
     """Least-recently-used entries with an expiry; full means the oldest entry goes, never all."""
 
     def __init__(self, max_entries: int, ttl: float):
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Credentials | None]] = OrderedDict()
         self._max, self._ttl = max_entries, ttl
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> tuple[bool, Any]:
+    def get(self, key: tuple[str, str]) -> tuple[bool, Credentials | None]:
         with self._lock:
             hit = self._entries.get(key)
             if hit is None or hit[0] <= time.monotonic():
@@ -132,7 +133,7 @@ class BoundedCache:
             self._entries.move_to_end(key)
             return True, hit[1]
 
-    def put(self, key: tuple[str, str], value: Any) -> None:
+    def put(self, key: tuple[str, str], value: Credentials | None) -> None:
         with self._lock:
             self._entries[key] = (time.monotonic() + self._ttl, value)
             self._entries.move_to_end(key)
@@ -158,11 +159,12 @@ class LoaderRegistry:
         self._known = BoundedCache(10_000, self.TTL)
         self._misses = BoundedCache(2_000, self.TTL)
 
-    def _cached(self, key: tuple[str, str], load: Callable[[], Any]) -> Any:
+    def _cached(self, key: tuple[str, str], load: Callable[[], E | None]) -> E | None:
         for cache in (self._known, self._misses):
             found, value = cache.get(key)
             if found:
-                return value
+                # cast: the key's kind ("c" or "r") says which type was put under it (_client, _resource_server)
+                return cast("E | None", value)
         value = load()
         (self._known if value is not None else self._misses).put(key, value)
         return value

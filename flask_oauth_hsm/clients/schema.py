@@ -36,7 +36,7 @@ def _registered(kind: str) -> list[str]:
 
 
 
-class _JWKS(fields.Field):
+class _JWKS(fields.Field[JWKSet]):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> JWKSet:
         try:
             return JWKSet.from_dict(value)
@@ -66,11 +66,16 @@ class _IPAddress(fields.String):
         return text
 
 
-class _Scope(fields.String):
+class _Scope(fields.Field[frozenset[str]]):
+    """A space-separated string (RFC 6749 §3.3) loaded as a frozenset: not a String, whose values are str."""
+
+    default_error_messages = fields.String.default_error_messages  # "Not a valid string."
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> frozenset[str]:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
         try:
-            return parse_scope(text)
+            return parse_scope(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
@@ -135,9 +140,8 @@ class CredentialsSchema(Schema):
                 raise ValidationError("private_key_jwt needs jwks with a signing key", "jwks")
             if data.get("client_secret_hash"):
                 raise ValidationError("private_key_jwt clients have no secret", "client_secret_hash")
-        elif method in ("client_secret_basic", "client_secret_post"):
-            if not data.get("client_secret_hash"):
-                raise ValidationError(f"{method} needs client_secret_hash", "client_secret_hash")
+        elif method in ("client_secret_basic", "client_secret_post") and not data.get("client_secret_hash"):
+            raise ValidationError(f"{method} needs client_secret_hash", "client_secret_hash")
         if data.get("client_assertion_encryption", "none") != "none" and method != "private_key_jwt":
             raise ValidationError("only private_key_jwt clients can send encrypted assertions", "client_assertion_encryption")
         _tls_identity_fits(data, method)

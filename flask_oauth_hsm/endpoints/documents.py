@@ -11,7 +11,8 @@ def cached_json(body: bytes, etag: str, max_age: int) -> Response:
     response = Response(body, mimetype="application/json")
     response.set_etag(etag)
     response.headers["Cache-Control"] = f"public, max-age={max_age}"
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place (it returns the same object, typed as werkzeug's Response)
+    return response
 
 
 def etag(body: bytes) -> str:

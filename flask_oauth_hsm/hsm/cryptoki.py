@@ -77,7 +77,7 @@ def function_list_address(lib: object) -> int:
     """
     import pkcs11._pkcs11 as native
 
-    has_funclist: type = getattr(native, "HasFuncList")  # not in python-pkcs11's stubs
+    has_funclist: type = native.HasFuncList  # type: ignore[attr-defined]  # not in python-pkcs11's stubs
     pointer = ctypes.sizeof(ctypes.c_void_p)
     if has_funclist.__basicsize__ != object.__basicsize__ + 3 * pointer or not isinstance(lib, has_funclist):
         raise errors.HSMConfigError("python-pkcs11: unexpected object layout (flask-oauth-hsm supports 0.10.1 only)")

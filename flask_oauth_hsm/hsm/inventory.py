@@ -158,7 +158,7 @@ def generate_pair(session: Any, spec: AlgSpec, label: str, rsa_bits: int, crv: s
         Attribute.DERIVE: not sign and spec.kty == "EC",
         Attribute.UNWRAP: False,
     }
-    public = {
+    public: dict[Attribute, bool | bytes] = {
         Attribute.TOKEN: True,
         Attribute.PRIVATE: False,
         Attribute.VERIFY: sign,

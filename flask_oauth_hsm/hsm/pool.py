@@ -7,6 +7,7 @@ cache the key objects they found, by (object class, label).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -151,7 +152,5 @@ class TokenState:
 
 
 def close_quietly(session: Any) -> None:
-    try:
+    with contextlib.suppress(pkcs11.PKCS11Error):
         session.close()
-    except pkcs11.PKCS11Error:
-        pass

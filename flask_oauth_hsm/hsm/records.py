@@ -17,6 +17,7 @@ PKCS#11 facts this module is built around:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +113,5 @@ def _replace(session: Any, label: str, record: dict[str, Any]) -> None:
         Attribute.VALUE: json.dumps(value, sort_keys=True).encode(),
     })
     for obj in old:  # only after the new version exists: a reader never sees none
-        try:
+        with contextlib.suppress(pkcs11.ObjectHandleInvalid):  # another writer removed it first
             obj.destroy()
-        except pkcs11.ObjectHandleInvalid:
-            pass  # another writer removed it first

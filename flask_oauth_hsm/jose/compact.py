@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import re
+from typing import Any
 
 from ..errors import MalformedJose, RefusedAlgorithm
 
@@ -43,8 +44,8 @@ def b64url_decode(value: str | bytes, what: str = "value") -> bytes:
     return data
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    obj: dict = {}
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
             raise MalformedJose(f"duplicate JSON member {key[:40]!r}")
@@ -60,7 +61,7 @@ def _no_constants(name: str) -> None:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 
 
-def parse_json_object(data: bytes, what: str = "JSON") -> dict:
+def parse_json_object(data: bytes, what: str = "JSON") -> dict[str, Any]:
     """Parse UTF-8 JSON that must be an object with unique member names (RFC 8259 §4)."""
     try:
         obj = _DECODER.decode(data.decode("utf-8"))
@@ -90,7 +91,7 @@ def split_compact(token: str | bytes, parts: int, max_len: int = MAX_COMPACT_LEN
     return segments
 
 
-def parse_protected_header(segment: bytes) -> dict:
+def parse_protected_header(segment: bytes) -> dict[str, Any]:
     """Decode and check a protected header; refuse features we never honour."""
     if not segment:
         raise MalformedJose("protected header: empty")
@@ -109,7 +110,7 @@ def parse_protected_header(segment: bytes) -> dict:
     return header
 
 
-def _check_crit(header: dict) -> None:
+def _check_crit(header: dict[str, Any]) -> None:
     """RFC 7515 §4.1.11: a non-empty list of names present in the header that we understand."""
     if "crit" not in header:
         return
@@ -121,7 +122,7 @@ def _check_crit(header: dict) -> None:
         raise RefusedAlgorithm(f"crit names an extension we do not process: {unknown[0][:40]!r}")
 
 
-def typ_is(header: dict, expected: str) -> bool:
+def typ_is(header: dict[str, Any], expected: str) -> bool:
     """Compare ``typ`` per RFC 7515 §4.1.9: case-insensitive, ``application/`` prefix optional."""
     typ = header.get("typ")
     if not isinstance(typ, str):

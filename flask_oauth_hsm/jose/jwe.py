@@ -33,7 +33,7 @@ from .compact import MAX_COMPACT_LEN, b64url_decode, b64url_encode, parse_protec
 from .jwk import PublicJWK, load_jwk, public_jwk_dict
 
 _TAG_LEN = 16
-_OAEP_HASH = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+_OAEP_HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
 class Decrypter(Protocol):
@@ -49,7 +49,7 @@ class Decrypter(Protocol):
 
 @dataclass(frozen=True)
 class Decrypted:
-    header: dict
+    header: dict[str, Any]
     plaintext: bytes
 
 
@@ -61,7 +61,7 @@ def key_accepts(key: Decrypter, alg: str) -> bool:
 @dataclass(frozen=True)
 class _Parsed:
     head: bytes
-    header: dict
+    header: dict[str, Any]
     enc: EncSpec
     encrypted_key: bytes
     iv: bytes
@@ -100,7 +100,7 @@ def protected_header(token: str | bytes, max_len: int = MAX_COMPACT_LEN) -> dict
 
 def decrypt(
     token: str | bytes,
-    key_for: Callable[[dict], Decrypter],
+    key_for: Callable[[dict[str, Any]], Decrypter],
     algorithms: Collection[str],
     encryptions: Collection[str],
     *,
@@ -118,7 +118,7 @@ def decrypt(
 
 
 def decrypt_with_cek(
-    token: str | bytes, cek_for: Callable[[dict], bytes], encryptions: Collection[str], *, max_len: int = MAX_COMPACT_LEN
+    token: str | bytes, cek_for: Callable[[dict[str, Any]], bytes], encryptions: Collection[str], *, max_len: int = MAX_COMPACT_LEN
 ) -> Decrypted:
     """Decrypt with a CEK obtained otherwise (``cek_for(header)``), e.g. escrowed to ourselves."""
     p = _parse(token, encryptions, max_len)
@@ -128,7 +128,7 @@ def decrypt_with_cek(
     return Decrypted(p.header, _decrypt_content(p.enc, cek, p.iv, p.ciphertext, p.tag, p.head))
 
 
-def _recover_cek(header: dict, spec: AlgSpec, enc: EncSpec, encrypted_key: bytes, key: Decrypter) -> bytes:
+def _recover_cek(header: dict[str, Any], spec: AlgSpec, enc: EncSpec, encrypted_key: bytes, key: Decrypter) -> bytes:
     if spec.kind == "oaep":
         return _rsa_cek(encrypted_key, enc, key)
     if not spec.key_wrap_bits and encrypted_key:
@@ -157,7 +157,7 @@ def _rsa_cek(encrypted_key: bytes, enc: EncSpec, key: Decrypter) -> bytes:
     return cek if len(cek) == enc.cek_len else random_cek
 
 
-def _peer_point(header: dict, key: Decrypter) -> bytes:
+def _peer_point(header: dict[str, Any], key: Decrypter) -> bytes:
     """The sender's ephemeral public key, checked on our curve *before* the token sees it."""
     epk = header.get("epk")
     if not isinstance(epk, dict) or epk.get("kty") != "EC":
@@ -168,10 +168,11 @@ def _peer_point(header: dict, key: Decrypter) -> bytes:
         raise DecryptionFailed("JWE could not be decrypted") from None
     if peer.crv != key.crv:
         raise DecryptionFailed("JWE could not be decrypted")
-    return peer.key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    point: bytes = peer.key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return point
 
 
-def _party_info(header: dict, name: str) -> bytes:
+def _party_info(header: dict[str, Any], name: str) -> bytes:
     value = header.get(name)
     if value is None:
         return b""
@@ -180,7 +181,7 @@ def _party_info(header: dict, name: str) -> bytes:
     return b64url_decode(value, f"JWE {name}")
 
 
-def concat_kdf(z: bytes, algorithm_id: str, key_len: int, header: dict) -> bytes:
+def concat_kdf(z: bytes, algorithm_id: str, key_len: int, header: dict[str, Any]) -> bytes:
     """RFC 7518 §4.6.2: Concat KDF (NIST SP 800-56A §5.8.1) with SHA-256."""
 
     def lv(data: bytes) -> bytes:
@@ -258,9 +259,11 @@ def encrypt(
     return ".".join((head, *(b64url_encode(p) for p in (encrypted_key, iv, ciphertext, tag))))
 
 
-def _wrap_cek(spec: AlgSpec, enc: EncSpec, recipient: PublicJWK, protected: dict) -> tuple[bytes, bytes]:
+def _wrap_cek(spec: AlgSpec, enc: EncSpec, recipient: PublicJWK, protected: dict[str, Any]) -> tuple[bytes, bytes]:
     if spec.kind == "oaep":
         cek = os.urandom(enc.cek_len)
+        if spec.hash not in _OAEP_HASH:  # every RSA-OAEP algorithm of algorithms.py names one of these
+            raise RefusedAlgorithm(f"{spec.name} has no digest we know")
         digest = _OAEP_HASH[spec.hash]()
         oaep = padding.OAEP(padding.MGF1(digest), digest, None)
         return cek, recipient.key.encrypt(cek, oaep)

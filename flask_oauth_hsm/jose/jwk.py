@@ -27,7 +27,7 @@ MAX_RSA_BITS = 8192  # bounds verification cost for hostile keys
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _EC_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 _CURVE_NAMES = {type(c).__name__: name for name, c in _EC_CURVES.items()}
-_OKP = {"Ed25519": ed25519.Ed25519PublicKey, "X25519": x25519.X25519PublicKey}
+_OKP: dict[str, type[ed25519.Ed25519PublicKey] | type[x25519.X25519PublicKey]] = {"Ed25519": ed25519.Ed25519PublicKey, "X25519": x25519.X25519PublicKey}
 _KEY_OPS = frozenset({"sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey", "deriveKey", "deriveBits"})
 
 
@@ -63,7 +63,7 @@ class PublicJWK:
                 return False
         return True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return public_jwk_dict(self.key, kid=self.kid, alg=self.alg, use=self.use)
 
 
@@ -77,7 +77,7 @@ def _b64(value: str, name: str) -> bytes:
         raise InvalidKey(f"JWK member {name!r} is not unpadded base64url") from None
 
 
-def _b64int(jwk: dict, name: str, *, fixed_len: int | None = None) -> int:
+def _b64int(jwk: dict[str, Any], name: str, *, fixed_len: int | None = None) -> int:
     value = jwk.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidKey(f"JWK member {name!r} missing or not a string")
@@ -104,7 +104,7 @@ def _has_roca_fingerprint(n: int) -> bool:
     return all(n % p in subgroup for p, subgroup in _ROCA_SUBGROUPS)
 
 
-def _load_rsa(jwk: dict) -> tuple[Any, str | None, int]:
+def _load_rsa(jwk: dict[str, Any]) -> tuple[Any, str | None, int]:
     n, e = _b64int(jwk, "n"), _b64int(jwk, "e")
     bits = n.bit_length()
     if bits < MIN_RSA_BITS:
@@ -121,11 +121,11 @@ def _load_rsa(jwk: dict) -> tuple[Any, str | None, int]:
         raise InvalidKey("invalid RSA public key") from None
 
 
-def _load_ec(jwk: dict) -> tuple[Any, str | None, int]:
+def _load_ec(jwk: dict[str, Any]) -> tuple[Any, str | None, int]:
     crv = jwk.get("crv")
-    curve = _EC_CURVES.get(crv) if isinstance(crv, str) else None
-    if curve is None:
+    if not isinstance(crv, str) or crv not in _EC_CURVES:
         raise InvalidKey(f"unsupported EC curve {str(crv)[:20]!r}")
+    curve = _EC_CURVES[crv]
     size = (curve.key_size + 7) // 8
     x, y = _b64int(jwk, "x", fixed_len=size), _b64int(jwk, "y", fixed_len=size)
     try:  # cryptography checks the point lies on the curve (invalid-curve attacks)
@@ -134,12 +134,13 @@ def _load_ec(jwk: dict) -> tuple[Any, str | None, int]:
         raise InvalidKey("EC point is not on the curve") from None
 
 
-def _load_okp(jwk: dict) -> tuple[Any, str | None, int]:
+def _load_okp(jwk: dict[str, Any]) -> tuple[Any, str | None, int]:
     crv = jwk.get("crv")
-    cls = _OKP.get(crv) if isinstance(crv, str) else None
-    if cls is None:
+    if not isinstance(crv, str) or crv not in _OKP:
         raise InvalidKey(f"unsupported OKP curve {str(crv)[:20]!r}")
-    raw = _b64(jwk.get("x") if isinstance(jwk.get("x"), str) else "", "x")
+    cls = _OKP[crv]
+    x = jwk.get("x")
+    raw = _b64(x if isinstance(x, str) else "", "x")
     if len(raw) != 32:
         raise InvalidKey("OKP member 'x' must be 32 octets")
     return cls.from_public_bytes(raw), crv, 255
@@ -156,9 +157,9 @@ def load_jwk(jwk: Any) -> PublicJWK:
     if private:
         raise InvalidKey(f"JWK contains private or symmetric key material ({sorted(private)[0]!r})")
     kty = jwk.get("kty")
-    loader = _LOADERS.get(kty) if isinstance(kty, str) else None
-    if loader is None:
+    if not isinstance(kty, str) or kty not in _LOADERS:
         raise InvalidKey(f"unsupported kty {str(kty)[:20]!r}")
+    loader = _LOADERS[kty]
     key, crv, size = loader(jwk)
     kid, alg, use = (_opt_str(jwk, name) for name in ("kid", "alg", "use"))
     if use is not None and use not in ("sig", "enc"):
@@ -176,7 +177,7 @@ def load_jwk(jwk: Any) -> PublicJWK:
 MAX_X5C = 8
 
 
-def _x5c(jwk: dict, key: Any) -> tuple[bytes, ...]:
+def _x5c(jwk: dict[str, Any], key: Any) -> tuple[bytes, ...]:
     """RFC 7517 §4.7: a chain of standard-base64 DER certificates whose first one holds this very
     key (self_signed_tls_client_auth registers client certificates this way, RFC 8705 §2.2)."""
     chain = jwk.get("x5c")
@@ -194,14 +195,14 @@ def _x5c(jwk: dict, key: Any) -> tuple[bytes, ...]:
     return ders
 
 
-def _opt_str(jwk: dict, name: str) -> str | None:
+def _opt_str(jwk: dict[str, Any], name: str) -> str | None:
     value = jwk.get(name)
     if value is not None and (not isinstance(value, str) or not value):
         raise InvalidKey(f"JWK member {name!r} must be a non-empty string")
     return value
 
 
-def _key_ops(jwk: dict) -> tuple[str, ...] | None:
+def _key_ops(jwk: dict[str, Any]) -> tuple[str, ...] | None:
     ops = jwk.get("key_ops")
     if ops is None:
         return None
@@ -226,10 +227,10 @@ def _required_members(key: Any) -> dict[str, str]:
         nums = key.public_numbers()
         return {"e": b64int(nums.e), "kty": "RSA", "n": b64int(nums.n)}
     if isinstance(key, ec.EllipticCurvePublicKey):
-        nums = key.public_numbers()
+        point = key.public_numbers()
         size = (key.curve.key_size + 7) // 8
         crv = _CURVE_NAMES[type(key.curve).__name__]
-        return {"crv": crv, "kty": "EC", "x": b64int(nums.x, size), "y": b64int(nums.y, size)}
+        return {"crv": crv, "kty": "EC", "x": b64int(point.x, size), "y": b64int(point.y, size)}
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     crv = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "X25519"
     return {"crv": crv, "kty": "OKP", "x": b64url_encode(raw)}
@@ -241,7 +242,7 @@ def thumbprint(key: Any) -> str:
     return b64url_encode(hashlib.sha256(members.encode("ascii")).digest())
 
 
-def public_jwk_dict(key: Any, *, kid: str | None = None, alg: str | None = None, use: str | None = None) -> dict:
+def public_jwk_dict(key: Any, *, kid: str | None = None, alg: str | None = None, use: str | None = None) -> dict[str, str]:
     jwk: dict[str, str] = dict(_required_members(key))
     for name, value in (("kid", kid), ("alg", alg), ("use", use)):
         if value is not None:
@@ -273,10 +274,7 @@ class JWKSet:
 
     def select(self, alg: str, use: str, kid: str | None) -> PublicJWK:
         """The one key for ``kid`` (or the only fitting key when no kid is given) that allows alg."""
-        if kid is not None:
-            candidates = [k for k in self.keys if k.kid == kid]
-        else:
-            candidates = [k for k in self.keys if k.allows(alg, use)]
+        candidates = [k for k in self.keys if k.kid == kid] if kid is not None else [k for k in self.keys if k.allows(alg, use)]
         if len(candidates) != 1:
             raise InvalidKey("no unique key for this kid" if kid is not None else "no kid and no unique key")
         key = candidates[0]

@@ -25,7 +25,7 @@ from ..errors import InvalidSignature, RefusedAlgorithm
 from .compact import MAX_COMPACT_LEN, b64url_decode, b64url_encode, parse_protected_header, split_compact
 from .jwk import PublicJWK
 
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 
 class Signer(Protocol):
@@ -37,7 +37,7 @@ class Signer(Protocol):
 
 @dataclass(frozen=True)
 class Verified:
-    header: dict
+    header: dict[str, Any]
     payload: bytes
     key: PublicJWK
 
@@ -73,7 +73,7 @@ class Unverified:
             self._payload = b64url_decode(self._body, "JWS payload")
         return self._payload
 
-    def verify(self, key_for: Callable[[dict], PublicJWK], algorithms: Collection[str]) -> Verified:
+    def verify(self, key_for: Callable[[dict[str, Any]], PublicJWK], algorithms: Collection[str]) -> Verified:
         """RFC 7515 §5.2 after parsing: alg allowed here and by the key, then the signature."""
         alg = self.header["alg"]
         spec = SIGNING.get(alg)
@@ -89,7 +89,7 @@ class Unverified:
 
 def verify(
     token: str | bytes,
-    key_for: Callable[[dict], PublicJWK],
+    key_for: Callable[[dict[str, Any]], PublicJWK],
     algorithms: Collection[str],
     *,
     max_len: int = MAX_COMPACT_LEN,
@@ -101,6 +101,12 @@ def verify(
     return Unverified(token, max_len).verify(key_for, algorithms)
 
 
+def _digest(spec: AlgSpec) -> hashes.HashAlgorithm:
+    if spec.hash not in _HASHES:  # every signature algorithm of algorithms.py names one of these
+        raise RefusedAlgorithm(f"{spec.name} is not a signature algorithm")
+    return _HASHES[spec.hash]()
+
+
 def verify_signature(spec: AlgSpec, key: PublicJWK, signing_input: bytes, signature: bytes) -> None:
     """Verify JWS signature octets for ``spec`` (RFC 7518 §3); raises InvalidSignature."""
     try:
@@ -110,15 +116,15 @@ def verify_signature(spec: AlgSpec, key: PublicJWK, signing_input: bytes, signat
             if len(signature) != 2 * size:
                 raise InvalidSignature("ECDSA signature has the wrong length")
             r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
-            key.key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(_HASHES[spec.hash]()))
+            key.key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(_digest(spec)))
         elif spec.kind == "pss":
             # RFC 7518 §3.5: MGF1 with the same hash, salt length equal to the hash size.
-            digest = _HASHES[spec.hash]()
+            digest = _digest(spec)
             key.key.verify(
                 signature, signing_input, padding.PSS(padding.MGF1(digest), digest.digest_size), digest
             )
         elif spec.kind == "pkcs1":
-            key.key.verify(signature, signing_input, padding.PKCS1v15(), _HASHES[spec.hash]())
+            key.key.verify(signature, signing_input, padding.PKCS1v15(), _digest(spec))
         elif spec.kind == "eddsa":
             key.key.verify(signature, signing_input)
         else:

@@ -34,7 +34,7 @@ def nest(signed_jwt: str, recipient: PublicJWK, alg: str, enc: str) -> str:
 
 def is_encrypted(token: str | bytes) -> bool:
     """Five compact parts mean a JWE, three a JWS (RFC 7516 §9)."""
-    dots = token.count(b"." if isinstance(token, bytes) else ".")
+    dots = token.count(b".") if isinstance(token, bytes) else token.count(".")
     return dots == 4
 
 

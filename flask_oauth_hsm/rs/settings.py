@@ -127,7 +127,7 @@ def load_rs_settings(config: Mapping[str, Any]) -> RSSettings:
     try:
         data = _RSSchema().load(raw_values(config, os.environ, rs_variable_names()))
     except ValidationError as exc:
-        raise ConfigError(first_error(exc.messages)) from None  # type: ignore[arg-type]
+        raise ConfigError(first_error(exc.messages_dict)) from None
     settings = RSSettings(**data)
     if settings.check_cip and settings.mode != "local":
         raise ConfigError("OAUTH_HSM_RS_CHECK_CIP: only in local mode (introspection answers carry no cip_hash)")

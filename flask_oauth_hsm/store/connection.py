@@ -25,7 +25,7 @@ from ..errors import StoreUnavailable
 from .urls import Kind, RedisTarget, parse_redis_url
 
 # RedisClusterException (e.g. CROSSSLOT, "no startup node answers") is not a RedisError.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, RedisClusterException, OSError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 MAX_CONNECTIONS = 256  # per process and node: above any sane thread count
 
 

@@ -19,6 +19,7 @@ instead on the client of the node that owns the record's slot, in one pipeline w
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -112,7 +113,5 @@ class ReplicatedWrites:
     def _refresh(self) -> None:
         """Read the Cluster's topology again (what redis-py's own client does after such errors)."""
         if self.cluster:
-            try:
+            with contextlib.suppress(*REDIS_ERRORS):  # no node answers: the next request tries again
                 self.client.nodes_manager.initialize()
-            except REDIS_ERRORS:  # no node answers: the next request tries again
-                pass

@@ -78,6 +78,7 @@ def issue(ctx: "ServerContext", client: Client, grant: "Grant", *, client_ip: st
     if encrypting:
         rs = encrypting[0]
         alg = rs.access_token_encrypted_response_alg
+        assert alg is not None  # encrypting holds only resource servers with an alg (above)
         token = jwe.encrypt(
             token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or DEFAULT_ENC,
             {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(ctx, cek)},

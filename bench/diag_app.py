@@ -55,18 +55,27 @@ def _writer(directory: str) -> None:
 
 
 def create_app():
+    import dataclasses
+
     import example_app
-    from flask_oauth_hsm import access_tokens, client_auth, events, hsm, store
+    from flask_oauth_hsm import binding, events
+    from flask_oauth_hsm.client_auth import private_key_jwt
     from flask_oauth_hsm.endpoints import token
+    from flask_oauth_hsm.grants import GRANTS
+    from flask_oauth_hsm.hsm.operations import TokenKey
     from flask_oauth_hsm.jose import jws
+    from flask_oauth_hsm.tokens import access
 
     _patch(token, "read_form", "read_form")
+    _patch(binding, "read_proofs", "binding")
+    _patch(binding, "bind", "binding")
     _patch(token, "authenticate_caller", "authenticate")
     _patch(jws, "verify_signature", "ecdsa_verify")
-    _patch(client_auth, "_use_jti_once", "redis_use_once")
-    _patch(token, "requested_resources", "resources")
-    _patch(access_tokens, "issue", "issue")
-    _patch(hsm.TokenKey, "sign", "hsm_sign")
+    _patch(private_key_jwt, "_use_jti_once", "redis_use_once")
+    grant = GRANTS["client_credentials"]
+    GRANTS["client_credentials"] = dataclasses.replace(grant, handle=_timed("grant", grant.handle))
+    _patch(access, "issue", "issue")
+    _patch(TokenKey, "sign", "hsm_sign")  # with OAUTH_HSM_OPERATION_TIMEOUT=0: the sign runs in this thread
     _patch(token, "json_response", "json_response")
     _patch(events, "emit", "events")
     app = example_app.create_app()

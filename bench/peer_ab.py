@@ -24,7 +24,7 @@ SoftHSM2 token exactly as ``softhsm/setup-dev-token.sh`` names them. The registr
 load generator must sign assertions) — the same public key the peer registers. ``--server``
 picks other servers (``sync``, ``gthread``, ``gevent``, ``granian``; ``NAME:T`` sets threads),
 ``--workers`` the process count for both sides, ``--access-log`` adds the access log,
-``SERVER@module:attr`` serves another WSGI app (experiments: ``granian@fastpath_app:app``), and
+``SERVER@module:attr`` serves another WSGI app (experiments: ``granian@diag_app:app``), and
 ``--env NAME=VALUE`` changes a setting of ours (``OAUTH_HSM_REDIS_URL=@unix``: Redis over its
 Unix socket instead of loopback TCP).
 
@@ -378,7 +378,7 @@ class Ours:
         # `git archive` of the commit before a change, to A/B two versions in one run. It is
         # also the server's working directory: gunicorn and granian put that first on sys.path.
         code_root = settings.pop("BENCH_CODE_ROOT", None) or str(benchlib.ROOT)
-        app = settings.pop("BENCH_APP", None) or spec.app or app  # e.g. fastpath_app:app (experiments)
+        app = settings.pop("BENCH_APP", None) or spec.app or app  # e.g. diag_app:app (experiments)
         env = {**os.environ, **{k: v for k, v in settings.items() if v is not None}}
         env["PYTHONPATH"] = os.pathsep.join([str(benchlib.BENCH_DIR), code_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         log_path = self.ws.base / f"ours-{spec.kind}-{port}.log"
@@ -643,7 +643,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", action="append", type=ServerSpec.parse,
                     help="our server: granian[:T] (granian:2 is the default, the documented command), gthread[:T], sync, gevent, bjoern; "
-                         "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@fastpath_app:app)")
+                         "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@diag_app:app)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes, both sides (default 2)")
     ap.add_argument("--access-log", dest="access_log", action="store_true",
                     help="with the server's access log (gunicorn --access-logfile -, granian --access-log); "

@@ -78,9 +78,17 @@ MSG
 setsid "$VENV/bin/granian" --interface wsgi --workers 2 --blocking-threads 2 --pid-file "$DEV_DIR/server.pid" \
   --host "$EXAMPLE_HOST" --port "$EXAMPLE_PORT" --no-access-log --workers-kill-timeout 5 "example_app:app" &
 server=$!
-trap 'kill -TERM "$server" 2>/dev/null || true' INT TERM HUP
+# TERM asks granian to stop its workers (each gets 5 s, --workers-kill-timeout); should granian
+# itself not be gone 15 s later, its whole session goes (it is the leader: setsid above).
+killer=
+stop_server() {
+  kill -TERM "$server" 2>/dev/null || true
+  [ -n "$killer" ] || { ( sleep 15; kill -KILL -- "-$server" 2>/dev/null ) & killer=$!; }
+}
+trap stop_server INT TERM HUP
 status=0
 while kill -0 "$server" 2>/dev/null; do
   wait "$server" || status=$?  # a trapped signal interrupts wait; go on until the server is gone
 done
+[ -z "$killer" ] || kill "$killer" 2>/dev/null || true  # the server is gone: its pid must not be signalled later
 exit "$status"

@@ -97,10 +97,13 @@ def gone(pid: int) -> bool:
 
 
 def test_ctrl_c_stops_the_server_and_the_redis_it_started(dev_run):
-    proc, env, _ = dev_run
+    proc, env, log_dir = dev_run
     redis = redis_pid(env)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-    assert proc.wait(timeout=60) is not None
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still running 60 s after Ctrl-C:\n" + (log_dir / "run.log").read_text()[-3000:])
     assert gone(redis)
 
 

@@ -87,13 +87,13 @@ def encrypt(env, signed: str, alg: str = ENC_ALG, enc: str = ENC_ENC) -> str:
     return jwe.encrypt_compact({"alg": alg, "enc": enc, "cty": "JWT", "kid": key.kid}, signed, key, algorithms=[alg, enc])
 
 
-def par_form(env, client_id: str, aud: Any = ISSUER, **params: Any) -> dict[str, Any]:
+def par_form(env, cid: str, /, aud: Any = ISSUER, **params: Any) -> dict[str, Any]:
     """A PAR body authenticated with private_key_jwt (``aud`` of the assertion)."""
     t = now()
-    form = assertion_form(env.keys[client_id].jws(claims_for(client_id, aud, iat=t, exp=t + 60)), **params)
+    form = assertion_form(env.keys[cid].jws(claims_for(cid, aud, iat=t, exp=t + 60)), **params)
     del form["grant_type"]
     return {k: v for k, v in form.items() if v is not None}
 
 
-def push(env, client_id: str, aud: Any = ISSUER, headers: dict[str, str] | None = None, **params: Any):
-    return env.client().post("/oauth2/par", data=par_form(env, client_id, aud, **params), headers=headers)
+def push(env, cid: str, /, aud: Any = ISSUER, headers: dict[str, str] | None = None, **params: Any):
+    return env.client().post("/oauth2/par", data=par_form(env, cid, aud, **params), headers=headers)

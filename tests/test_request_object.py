@@ -173,3 +173,38 @@ def test_an_undecryptable_jwe_is_one_error(env):
 def test_garbage_is_malformed(env):
     for raw in ("", "a.b.c", "x" * 10, json.dumps({"a": 1})):
         assert refused(env, "jar", raw)
+
+
+# --- registration ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"request_object_encryption_alg": "RSA-OAEP-256"}, "go together"),
+    ({"request_object_encryption_enc": "A256GCM"}, "go together"),
+    ({"request_object_signing_alg": "HS256"}, "Must be one of"),
+    ({"request_object_encryption_alg": "RSA1_5", "request_object_encryption_enc": "A256GCM"}, "Must be one of"),
+])
+def test_registration_of_request_object_fields(extra, message):
+    from as_helpers import ClientKey
+    from flask_oauth_hsm.clients import Registry
+    from flask_oauth_hsm.errors import ConfigError
+    from scenarios import pkjwt_client
+
+    entry = pkjwt_client("x", ClientKey.new("ES256"), **extra)
+    with pytest.raises(ConfigError, match=message):
+        Registry.from_document({"clients": [entry], "resource_servers": []})
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"request_object_encryption_alg": "ECDH-ES+A128KW", "request_object_encryption_enc": "A256GCM"}, "of that alg"),
+    ({"request_object_signing_alg": "RS256"}, "OAUTH_HSM_ASSERTION_ALGS does not allow"),
+])
+def test_a_client_whose_request_objects_could_never_pass_stops_start_up(make_user_as, extra, message):
+    from as_helpers import ClientKey
+    from flask_oauth_hsm.errors import ConfigError
+    from scenarios import Scenario, pkjwt_client
+
+    entry = {**pkjwt_client("x", ClientKey.new("ES256"), grant_types=["authorization_code"],
+                            redirect_uris=["https://x.example.test/cb"], **extra), "resources": []}
+    with pytest.raises(ConfigError, match=message):
+        make_user_as(Scenario({"clients": [entry], "resource_servers": []}))

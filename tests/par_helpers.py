@@ -52,20 +52,13 @@ def now() -> int:
 
 def request_claims(cid: str, aud: Any = ISSUER, *, challenge: str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
                    **overrides: Any) -> dict[str, Any]:
-    """The claims of a good request object (``None`` in overrides removes a claim)."""
+    """The claims of a good request object (``None`` in overrides removes a claim): a client
+    assertion's claims without ``sub``, with ``client_id`` and the request's parameters."""
     t = now()
-    claims: dict[str, Any] = {
-        "iss": cid, "aud": aud, "client_id": cid, "iat": t, "nbf": t, "exp": t + 300,
-        "jti": secrets.token_urlsafe(16), "response_type": "code", "redirect_uri": redirect_for(cid),
-        "scope": "openid read", "state": secrets.token_urlsafe(8), "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    request = {"client_id": cid, "nbf": t, "exp": t + 300, "response_type": "code", "redirect_uri": redirect_for(cid),
+               "scope": "openid read", "state": secrets.token_urlsafe(8), "code_challenge": challenge,
+               "code_challenge_method": "S256"}
+    return claims_for(cid, aud, sub=None, iat=t, **{**request, **overrides})
 
 
 def sign(env, client_id: str, claims: dict[str, Any], typ: str | None = TYP, **header: Any) -> str:

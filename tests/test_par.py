@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import pytest
-
 from as_helpers import ClientKey
 from par_helpers import (
-    AUTHORIZE_URL, ISSUER, PAR_URL, encrypt, par_scenario, push, redirect_for, request_claims, sign,
+    AUTHORIZE_URL,
+    ISSUER,
+    PAR_URL,
+    encrypt,
+    par_scenario,
+    push,
+    redirect_for,
+    request_claims,
+    sign,
 )
 from pop_proofs import dpop_proof, jkt
 from user_host import Browser, pkce_pair
@@ -190,7 +197,7 @@ def test_a_request_object_must_not_nest_request_uri(env):
 
 
 def test_request_objects_with_resource_arrays_claims_and_max_age(env):
-    verifier, challenge = pkce_pair()
+    _, challenge = pkce_pair()
     claims = request_claims("jar", challenge=challenge, resource=["https://rs1.example.test"], max_age=3600,
                             claims={"id_token": {"email": None}})
     answer = authorize(env, {"client_id": "jar", "request": sign(env, "jar", claims)})

@@ -5,48 +5,32 @@ and the JWKS; a person signs in and approves through the example's pages."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from as_helpers import ClientKey
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwe, jwt
 from joserfc.jwk import ECKey, import_key
-
-import support
-from as_helpers import ClientKey
-from test_http_server import ShortLivedPrivateKeyJWT, pem, start_gunicorn, stop
-from test_users_http import APP_REDIRECT, PASSWORD, USER, approve_in_browser
+from test_http_server import ShortLivedPrivateKeyJWT, pem, stop
+from test_users_http import APP_REDIRECT, approve_in_browser, serve_example
 
 
 @pytest.fixture(scope="module")
 def server(hsm, redis_server, tmp_path_factory):
-    port = support.free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    api = issuer + "/api"
     key = ClientKey.new("ES256")
-    registry = tmp_path_factory.mktemp("http-par") / "registry.json"
-    registry.write_text(json.dumps({
-        "clients": [
-            {"client_id": "fapi-app", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]},
-             "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [APP_REDIRECT],
-             "scope": "openid email read", "resources": [api], "require_pushed_authorization_requests": True,
-             "request_object_signing_alg": "ES256", "request_object_encryption_alg": "RSA-OAEP-256",
-             "request_object_encryption_enc": "A256GCM", "request_object_typ_required": True},
-        ],
-        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]}, "scope": "read"}],
-    }))
-    from conftest import as_settings
 
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX="http-par:",
-                           OAUTH_HSM_REDIS_TIMEOUT="2")
-    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "EXAMPLE_SECRET_KEY": "http-par-key",
-                     "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD})
-    proc, base = start_gunicorn(settings, workers=2, port=port)
+    def clients(issuer, api):
+        return [{"client_id": "fapi-app", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]},
+                 "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [APP_REDIRECT],
+                 "scope": "openid email read", "resources": [api], "require_pushed_authorization_requests": True,
+                 "request_object_signing_alg": "ES256", "request_object_encryption_alg": "RSA-OAEP-256",
+                 "request_object_encryption_enc": "A256GCM", "request_object_typ_required": True}]
+
+    proc, issuer, api, _ = serve_example(hsm, redis_server, tmp_path_factory, "http-par", clients)
     yield {"issuer": issuer, "api": api, "key": key}
     stop(proc)
 

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-
 from mtls_support import CA, CERT_HEADER, _name
 from scenarios import RS1, Scenario, resource_server
 from user_host import Browser, pkce_pair

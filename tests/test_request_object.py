@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from as_helpers import assertion_form, b64json, claims_for, unsigned
-from par_helpers import AUTHORIZE_URL, ISSUER, PAR_URL, TYP, encrypt, par_scenario, request_claims, sign
+from par_helpers import (
+    AUTHORIZE_URL,
+    ISSUER,
+    PAR_URL,
+    TYP,
+    encrypt,
+    par_scenario,
+    request_claims,
+    sign,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def test_alg_none_is_refused(env):
 
 def test_a_bad_signature_is_refused(env):
     good = sign(env, "jar", request_claims("jar"))
-    head, body, sig = good.split(".")
+    head, _, sig = good.split(".")
     other = sign(env, "jar", request_claims("jar", state="tampered"))
     assert "signature" in refused(env, "jar", f"{head}.{other.split('.')[1]}.{sig}")
 
@@ -186,9 +194,10 @@ def test_garbage_is_malformed(env):
 ])
 def test_registration_of_request_object_fields(extra, message):
     from as_helpers import ClientKey
+    from scenarios import pkjwt_client
+
     from flask_oauth_hsm.clients import Registry
     from flask_oauth_hsm.errors import ConfigError
-    from scenarios import pkjwt_client
 
     entry = pkjwt_client("x", ClientKey.new("ES256"), **extra)
     with pytest.raises(ConfigError, match=message):
@@ -201,8 +210,9 @@ def test_registration_of_request_object_fields(extra, message):
 ])
 def test_a_client_whose_request_objects_could_never_pass_stops_start_up(make_user_as, extra, message):
     from as_helpers import ClientKey
-    from flask_oauth_hsm.errors import ConfigError
     from scenarios import Scenario, pkjwt_client
+
+    from flask_oauth_hsm.errors import ConfigError
 
     entry = {**pkjwt_client("x", ClientKey.new("ES256"), grant_types=["authorization_code"],
                             redirect_uris=["https://x.example.test/cb"], **extra), "resources": []}

@@ -30,6 +30,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .. import claims as claim_rules
+from .. import events
 from ..algorithms import CONTENT_ENCRYPTION
 from ..client_auth.base import AssertionPolicy, audience_accepted
 from ..clients import Client
@@ -137,7 +138,8 @@ def _use_jti_once(ctx: "ServerContext", claims: dict[str, Any], client: Client, 
             JTI_NAMESPACE, client.client_id + "\0" + claims["jti"], expires_at=claims["exp"] + policy.clock_skew,
             issued_at=claim_rules.numeric_date(claims, "iat"), window=MAX_LIFETIME + 2 * policy.clock_skew,
         )
-    except Replayed:
+    except Replayed as exc:
+        events.emit(events.replay_detected, what="request object", client_id=client.client_id, reason=str(exc))
         raise InvalidRequestObjectError("the request object was already used (jti)") from None
 
 

@@ -288,6 +288,16 @@ class Settings:
     # by tls_client_auth (RFC 8705 §2.1: the chain is validated), not by the self-signed method.
     mtls_verify_header: str | None = setting("OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name)
 
+    # -- PAR and request objects (issue 12; docs/par-and-jar.md) ------------------------------------
+    # 60 s: a request_uri travels one redirect (RFC 9126 §2.2 suggests 5 to 600 s); shorter is safer.
+    par_lifetime: int = setting("OAUTH_HSM_PAR_LIFETIME", fields.Integer, load_default=60, validate=validate.Range(5, 600))
+    # Off: PAR for clients registered with require_pushed_authorization_requests (RFC 9126 §5, §6);
+    # on (FAPI 2.0 SP §5.3.1.2): /authorize takes only client_id and request_uri, from every client.
+    require_par: bool = setting("OAUTH_HSM_REQUIRE_PAR", fields.Boolean, load_default=False)
+    # Off: a request object may carry typ oauth-authz-req+jwt, JWT or none (RFC 9101 §10.8 only
+    # recommends the explicit type); on: exactly oauth-authz-req+jwt, as per-client request_object_typ_required.
+    request_object_typ_required: bool = setting("OAUTH_HSM_REQUEST_OBJECT_TYP_REQUIRED", fields.Boolean, load_default=False)
+
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"
 

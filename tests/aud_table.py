@@ -13,6 +13,10 @@ from typing import Any
 ISSUER = "https://as.example.test"
 OTHER = "https://other.example.test"
 PATHS = {"token": "/oauth2/token", "introspection": "/oauth2/introspect", "revocation": "/oauth2/revoke"}
+# PAR and request objects (issue 12): client assertions at /par; request objects at /authorize and /par.
+PATHS.update({"par": "/oauth2/par", "authorize": "/oauth2/authorize"})
+ASSERTION_ENDPOINTS = ("token", "introspection", "revocation", "par")
+REQUEST_OBJECT_ENDPOINTS = ("authorize", "par")
 
 SHAPES = (
     "issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL",

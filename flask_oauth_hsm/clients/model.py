@@ -89,6 +89,12 @@ class Client(Credentials):
     dpop_nonce_required: bool = field(default=False, kw_only=True)  # RFC 9449 §8, for this client
     pop_keys: frozenset[str] = field(default=frozenset(), kw_only=True)  # token_type=pop: symmetric, asymmetric
     tls_client_certificate_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 8705 §3.4
+    # PAR and request objects (docs/par-and-jar.md)
+    require_pushed_authorization_requests: bool = field(default=False, kw_only=True)  # RFC 9126 §6
+    request_object_signing_alg: str | None = field(default=None, kw_only=True)  # RFC 9101 §10.5 (OIDC Registration §2)
+    request_object_encryption_alg: str | None = field(default=None, kw_only=True)  # set: request objects must be encrypted
+    request_object_encryption_enc: str | None = field(default=None, kw_only=True)
+    request_object_typ_required: bool = field(default=False, kw_only=True)  # typ must be oauth-authz-req+jwt (RFC 9101 §10.8)
 
     kind: ClassVar[str] = "client"
 

@@ -31,6 +31,9 @@ def fit_checker(settings: "Settings", ring: "Callable[[], KeyRing]", features: C
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring(), settings.key_set)
         binding.fits(settings, entity)
+        if isinstance(entity, Client) and entity.subject_type == "pairwise" and not settings.pairwise_key:
+            raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} has subject_type pairwise, but OAUTH_HSM_PAIRWISE_KEY "
+                              "is not set")
         if isinstance(entity, Client) and "users" in features:
             _check_user_client(entity, ring(), settings.key_set)
 

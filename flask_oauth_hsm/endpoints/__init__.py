@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from ..server import ServerContext
     from ..settings import Settings
 
-ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health", "authorize", "userinfo", "openid")
+ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health", "authorize", "userinfo", "openid",
+                    "ciba")
 
 View = Callable[["ServerContext"], ResponseReturnValue]
 Contribution = Callable[["ServerContext", "KeyRing"], dict[str, Any]]  # the ring being published

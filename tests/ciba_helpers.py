@@ -118,9 +118,9 @@ def started(env: Any, client_id: str = "ciba-app", **form: Any) -> dict[str, Any
     return r.get_json()
 
 
-def poll(env: Any, auth_req_id: str, client_id: str = "ciba-app", **form: Any):
+def poll(env: Any, auth_req_id: str, client_id: str = "ciba-app", headers: dict[str, str] | None = None, **form: Any):
     return env.client().post("/oauth2/token", data=signed_form(env, client_id, grant_type=CIBA, auth_req_id=auth_req_id,
-                                                              **form))
+                                                              **form), headers=headers)
 
 
 def device(env: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 ISSUER = "https://as.example.test"
 OTHER = "https://other.example.test"
 PATHS = {"token": "/oauth2/token", "introspection": "/oauth2/introspect", "revocation": "/oauth2/revoke"}
+PATHS["backchannel_authentication"] = "/oauth2/bc-authorize"  # CIBA (issue 12): the same table
 
 SHAPES = (
     "issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL",

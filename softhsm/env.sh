@@ -36,6 +36,8 @@ _dev_default EXAMPLE_RESOURCE "$OAUTH_HSM_ISSUER/api"
 _dev_default OAUTH_HSM_DPOP_NONCE optional
 _dev_default OAUTH_HSM_DPOP_NONCE_KEY as-dpop-nonce
 _dev_default OAUTH_HSM_POP_KEY_WRAP_KEY as-pop-wrap
+# Pairwise sub values (docs/ciba.md): an HMAC key in the dev token.
+_dev_default OAUTH_HSM_PAIRWISE_KEY as-pairwise
 # The example app is also a resource server (GET /api/items): these configure its helper.
 _dev_default OAUTH_HSM_RS_ISSUER "$OAUTH_HSM_ISSUER"
 _dev_default OAUTH_HSM_RS_RESOURCE "$EXAMPLE_RESOURCE"

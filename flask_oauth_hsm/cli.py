@@ -225,13 +225,7 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
     except (OSError, TimeoutError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     status, body = _reach(flow.client.url("/token"), lambda: flow.redeem(code))
-    click.echo(f"\ncode redeemed with PKCE -> {status}")
-    click.echo(json.dumps(body, indent=2))
-    if status != 200:
-        sys.exit(1)
-    _show_claims("access token", body["access_token"], jwks_url)
-    if "id_token" in body:
-        _show_claims("ID token", body["id_token"], jwks_url)
+    _show_user_tokens("code redeemed with PKCE", status, body, jwks_url)
     if "refresh_token" not in body:
         click.echo("\n(no refresh token: the client is not registered for refresh_token)")
         return
@@ -240,6 +234,17 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
     click.echo(json.dumps(refreshed, indent=2))
     if status != 200:
         sys.exit(1)
+
+
+def _show_user_tokens(what: str, status: int, body: dict[str, Any], jwks_url: str) -> None:
+    """A user grant's token response, and the verified claims of its access and ID tokens (exit 1 unless 200)."""
+    click.echo(f"\n{what} -> {status}")
+    click.echo(json.dumps(body, indent=2))
+    if status != 200:
+        sys.exit(1)
+    _show_claims("access token", body["access_token"], jwks_url)
+    if "id_token" in body:
+        _show_claims("ID token", body["id_token"], jwks_url)
 
 
 def _default_login_hint() -> str:
@@ -264,13 +269,7 @@ def _ciba_flow(flow: CibaFlow, jwks_url: str, api: str | None) -> None:
     click.echo(f"Open {flow.client.issuer.rstrip('/')}/ciba as the user ({flow.login_hint}), check the code "
                f"{flow.binding_message} and press Approve (or Deny). Polling every {flow.interval} s ...")
     status, body = _reach(flow.client.url("/token"), flow.poll)
-    click.echo(f"\npolled -> {status}")
-    click.echo(json.dumps(body, indent=2))
-    if status != 200:
-        sys.exit(1)
-    _show_claims("access token", body["access_token"], jwks_url)
-    if "id_token" in body:
-        _show_claims("ID token", body["id_token"], jwks_url)
+    _show_user_tokens("polled", status, body, jwks_url)
     if api is not None:
         status, answer = _reach(api, lambda: demo.get(api, body["access_token"]))
         click.echo(f"\nGET {api} -> {status}")

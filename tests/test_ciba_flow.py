@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
-import support
 from ciba_helpers import (  # noqa: F401 (fixtures)
     bc_authorize, ciba_env, decide, device, handle_of, make_ciba_as, notified, poll, signed_form, started, user,
 )
 from pop_proofs import dpop_proof, jkt
 from as_helpers import ClientKey
+from test_redis_faults import own_redis  # noqa: F401 (fixture)
 from users_helpers import expect_error
 
 
@@ -272,14 +272,6 @@ def test_device_hook_failure_is_503_and_nothing_lingers(ciba_env):
 def device_request(env, handle):
     with env.app.app_context():
         return device(env).request(handle)
-
-
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = support.RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_down_is_503_and_nothing_issued(make_ciba_as, own_redis):

@@ -232,6 +232,18 @@ class RequestUriNotSupportedError(OAuthError):
     error = "request_uri_not_supported"
 
 
+class InvalidRequestObjectError(OAuthError):
+    """RFC 9101 §6.2, OIDC Core §3.1.2.6: the request object is invalid (signature, claims, replay)."""
+
+    error = "invalid_request_object"
+
+
+class InvalidRequestUriError(OAuthError):
+    """RFC 9101 §6.2, RFC 9126 §4: the request_uri is unknown, expired, used, or another client's."""
+
+    error = "invalid_request_uri"
+
+
 class UserDeniedError(OAuthError):
     """RFC 6749 §4.1.2.1: the resource owner denied the request (redirected, never a 403 page)."""
 

@@ -301,6 +301,15 @@ class Settings:
     ciba_interval: int = setting("OAUTH_HSM_CIBA_INTERVAL", fields.Integer, load_default=5, validate=validate.Range(1, 60))
     # Label of an HMAC key in the token for pairwise sub values (OIDC Core §8.1); unset: no pairwise clients.
     pairwise_key: str | None = setting("OAUTH_HSM_PAIRWISE_KEY", fields.String, load_default=None)
+    # -- PAR and request objects (issue 12; docs/par-and-jar.md) ------------------------------------
+    # 60 s: a request_uri travels one redirect (RFC 9126 §2.2 suggests 5 to 600 s); shorter is safer.
+    par_lifetime: int = setting("OAUTH_HSM_PAR_LIFETIME", fields.Integer, load_default=60, validate=validate.Range(5, 600))
+    # Off: PAR for clients registered with require_pushed_authorization_requests (RFC 9126 §5, §6);
+    # on (FAPI 2.0 SP §5.3.1.2): /authorize takes only client_id and request_uri, from every client.
+    require_par: bool = setting("OAUTH_HSM_REQUIRE_PAR", fields.Boolean, load_default=False)
+    # Off: a request object may carry typ oauth-authz-req+jwt, JWT or none (RFC 9101 §10.8 only
+    # recommends the explicit type); on: exactly oauth-authz-req+jwt, as per-client request_object_typ_required.
+    request_object_typ_required: bool = setting("OAUTH_HSM_REQUEST_OBJECT_TYP_REQUIRED", fields.Boolean, load_default=False)
 
     def __repr__(self) -> str:  # never print the PIN
         return f"Settings(issuer={self.issuer!r}, token={self.token_label or self.slot!r})"

@@ -83,7 +83,7 @@ class ClientKey:
         return f"{signing_input}.{b64(self.sign_raw(signing_input.encode(), head.get('alg')))}"
 
 
-def claims_for(client_id: str, aud: Any, **overrides) -> dict:
+def claims_for(client_id: str, aud: Any, /, **overrides) -> dict:
     now = int(time.time())
     claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(16)}
     for name, value in overrides.items():

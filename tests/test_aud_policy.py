@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from as_helpers import assertion_form, claims_for
-from aud_table import POLICIES, SHAPES, aud_value, expected
+from aud_table import POLICIES, REQUEST_OBJECT_ENDPOINTS, SHAPES, aud_value, expected
 from ciba_helpers import make_ciba_as  # noqa: F401 (fixture)
 
 # Clients of the default scenario registered with each policy; issuer+array is a global opt-in.
@@ -83,3 +83,84 @@ def test_the_docs_show_this_table():
             expected = TABLE[shape][column] or (policy == "endpoint" and shape == "token endpoint URL")
             assert documented == expected, (policy, shape, cell)
     assert "accept with `OAUTH_HSM_AUD_ISSUER_ARRAY=true`" in rows["issuer"][1] and TABLE["issuer in array"][1]
+
+
+# --- PAR and request objects (issue 12) -------------------------------------------------------------------
+# The same table, cell by cell: client assertions at /par, and request objects received at
+# /authorize and at /par (whose aud policy is the client's, with the receiving endpoint's URL).
+
+PAR_CLIENT_FOR = {"issuer": "jar-issuer", "issuer+array": "jar", "endpoint": "jar-endpoint", "legacy": "jar-legacy"}
+
+
+@pytest.fixture(scope="module")
+def par_envs(make_user_as):
+    from par_helpers import par_scenario
+
+    scenario = par_scenario()
+    return {"plain": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0"),
+            "issuer+array": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0", OAUTH_HSM_AUD_ISSUER_ARRAY="true")}
+
+
+def _par_env(par_envs, policy: str):
+    return par_envs["issuer+array" if policy == "issuer+array" else "plain"]
+
+
+def _pushed(client_id: str) -> dict:
+    from par_helpers import redirect_for
+    from user_host import pkce_pair
+
+    return {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_for(client_id), "scope": "openid read",
+            "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"}
+
+
+def _good_assertion_aud(policy: str, endpoint: str):
+    return aud_value("receiving endpoint URL" if policy == "endpoint" else "issuer string", endpoint)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_aud_policy_cell_of_client_assertions_at_par(par_envs, policy, shape):
+    from par_helpers import push
+
+    client_id = PAR_CLIENT_FOR[policy]
+    response = push(_par_env(par_envs, policy), client_id, aud_value(shape, "par"), **_pushed(client_id))
+    if expected(policy, shape, "par"):
+        assert response.status_code == 201, (policy, shape, response.get_json())
+    else:
+        assert response.status_code == 401 and response.get_json()["error"] == "invalid_client", (policy, shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("endpoint", REQUEST_OBJECT_ENDPOINTS)
+def test_aud_policy_cell_of_request_objects(par_envs, endpoint, policy, shape):
+    from par_helpers import push, request_claims, sign
+    from user_host import Browser
+
+    env, client_id = _par_env(par_envs, policy), PAR_CLIENT_FOR[policy]
+    request_object = sign(env, client_id, request_claims(client_id, aud_value(shape, endpoint)))
+    if endpoint == "par":
+        response = push(env, client_id, _good_assertion_aud(policy, "par"), request=request_object)
+        accepted = response.status_code == 201
+        assert accepted or response.get_json()["error"] == "invalid_request_object", (policy, shape, response.get_json())
+    else:
+        answer = Browser(env.app).authorize({"client_id": client_id, "request": request_object})
+        accepted = answer.code is not None
+        assert accepted or answer.params.get("error") == "invalid_request_object", (policy, shape, answer)
+    assert accepted == expected(policy, shape, endpoint), (endpoint, policy, shape)
+
+
+def test_the_docs_name_every_receiver_of_the_policy():
+    """docs/endpoints.md's "Where the policy applies" lists each endpoint whose cells are tested here."""
+    from pathlib import Path
+
+    from aud_table import ASSERTION_ENDPOINTS, PATHS
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "endpoints.md").read_text()
+    section = page.split("### Where the policy applies", 1)[1].split("\n## ", 1)[0]
+    rows = {tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]) for line in section.splitlines()
+            if line.startswith("| ")}
+    for endpoint in ASSERTION_ENDPOINTS:
+        assert ("client assertions", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
+    for endpoint in REQUEST_OBJECT_ENDPOINTS:
+        assert ("request objects", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint

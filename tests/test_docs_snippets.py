@@ -250,6 +250,15 @@ SETUPS: dict[str, Setup] = {
                          env=(("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"), ("OAUTH_HSM_PIN", "@PIN"),
                               ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"), ("OAUTH_HSM_PUBLISHED_KEYS", None),
                               ("OAUTH_HSM_ENCRYPTION_KEYS", None), ("OAUTH_HSM_REGISTRY", "empty-registry.json"))),
+    # par-and-jar.md: shop-web pushes an encrypted request object; its request_uri then starts the
+    # flow (a redirect to the login page, not an error at the client)
+    "par": Setup("python", files=("shop-web.pem",),
+                 after='import urllib.error\n'
+                       'class Stop(urllib.request.HTTPRedirectHandler):\n'
+                       '    def redirect_request(self, *args, **kwargs): return None\n'
+                       'try:\n    urllib.request.build_opener(Stop).open(authorization_url)\n'
+                       'except urllib.error.HTTPError as exc:\n    location = exc.headers["Location"]\n'
+                       'assert "login" in location and not location.startswith("https://shop.example.com"), location\n'),
     # registry.md / quickstart.md: making a client's key pair, with no server settings at all
     "client-keys": Setup("sh", env=(("@no-settings", ""),),
                          after='test "$(stat -c %a billing-batch.pem)" = 600\n'
@@ -298,8 +307,9 @@ def _wait_ready(url: str, proc, log: Path) -> None:
     raise AssertionError("the server did not become ready:\n" + log.read_text()[-3000:])
 
 
-def _register_docs_entries(registry_path: Path, jwks: dict, env: dict) -> None:
-    """The docs' billing-batch client (software key) and the invoices resource server."""
+def _register_docs_entries(registry_path: Path, jwks: dict, env: dict, shop_jwks: dict | None = None) -> None:
+    """The docs' billing-batch client (software key), the invoices resource server, and
+    par-and-jar.md's shop-web (PAR and encrypted request objects required)."""
     secret_hash = _run([str(BIN / "flask"), "oauth-hsm", "registry", "hash-secret", "--stdin"], env,
                        input=INVOICES_RS_SECRET + "\n").split()[-1]
     doc = json.loads(registry_path.read_text())
@@ -309,6 +319,13 @@ def _register_docs_entries(registry_path: Path, jwks: dict, env: dict) -> None:
     doc["resource_servers"].append({"resource": INVOICES, "client_id": "invoices-api",
                                     "token_endpoint_auth_method": "client_secret_basic",
                                     "client_secret_hash": secret_hash, "scope": "invoices:read"})
+    if shop_jwks is not None:
+        doc["clients"].append({"client_id": "shop-web", "token_endpoint_auth_method": "private_key_jwt", "jwks": shop_jwks,
+                               "grant_types": ["authorization_code"], "redirect_uris": ["https://shop.example.com/callback"],
+                               "scope": "openid invoices:read", "resources": [INVOICES],
+                               "require_pushed_authorization_requests": True, "request_object_signing_alg": "ES256",
+                               "request_object_encryption_alg": "RSA-OAEP-256", "request_object_encryption_enc": "A256GCM",
+                               "request_object_typ_required": True})
     registry_path.write_text(json.dumps(doc, indent=2))
 
 
@@ -333,7 +350,9 @@ def live(tmp_path_factory):
     registry.parent.mkdir(parents=True, exist_ok=True)
     _run([sys.executable, "softhsm/write-demo-registry.py", str(registry)],
          {**env, "OAUTH_HSM_REGISTRY": str(ROOT / "softhsm" / "empty-registry.json")})
-    _register_docs_entries(registry, jwks, env)
+    shop_jwks = json.loads(_run([str(BIN / "flask"), "oauth-hsm", "client", "keygen", "--alg", "ES256",
+                                 "--out", str(files / "shop-web.pem")], env))
+    _register_docs_entries(registry, jwks, env, shop_jwks)
     shutil.copy(registry, files / "registry.json")
     shutil.copy(ROOT / "softhsm" / "empty-registry.json", files / "empty-registry.json")
     (files / "yourapp.py").write_text(YOURAPP)

@@ -28,15 +28,34 @@ CLI_REDIRECT_PORT = support.free_port()
 CLI_REDIRECT = f"http://127.0.0.1:{CLI_REDIRECT_PORT}/callback"
 
 
-@pytest.fixture(scope="module")
-def server(hsm, redis_server, tmp_path_factory):
+def serve_example(hsm, redis_server, tmp_path_factory, name: str, clients):
+    """gunicorn serving example_app on a free port with ``clients(issuer, api)`` and the demo-rs
+    resource server at ``<issuer>/api``; returns (process, issuer, api, settings)."""
     port = support.free_port()
     issuer = f"http://127.0.0.1:{port}"
     api = issuer + "/api"
-    key = ClientKey.new("ES256")
-    registry = tmp_path_factory.mktemp("http-users") / "registry.json"
+    registry = tmp_path_factory.mktemp(name) / "registry.json"
     registry.write_text(json.dumps({
-        "clients": [
+        "clients": clients(issuer, api),
+        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
+                              "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]}, "scope": "read"}],
+    }))
+    from conftest import as_settings
+
+    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX=f"{name}:",
+                           OAUTH_HSM_REDIS_TIMEOUT="2")  # about flows, not timeouts (busy machines)
+    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "EXAMPLE_SECRET_KEY": f"{name}-key",
+                     "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD})
+    proc, _ = start_gunicorn(settings, workers=2, port=port)
+    return proc, issuer, api, settings
+
+
+@pytest.fixture(scope="module")
+def server(hsm, redis_server, tmp_path_factory):
+    key = ClientKey.new("ES256")
+
+    def clients(issuer, api):
+        return [
             {"client_id": "authlib-web", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]},
              "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [APP_REDIRECT],
              "scope": "openid email read", "resources": [api]},
@@ -46,17 +65,10 @@ def server(hsm, redis_server, tmp_path_factory):
             {"client_id": "demo-client", "token_endpoint_auth_method": "private_key_jwt",
              "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]}, "grant_types": ["authorization_code", "refresh_token"],
              "redirect_uris": [CLI_REDIRECT], "scope": "openid profile email read", "resources": [api]},
-        ],
-        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]}, "scope": "read"}],
-    }))
-    from conftest import as_settings
+        ]
 
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX="http-users:",
-                           OAUTH_HSM_REDIS_TIMEOUT="2")  # about flows, not timeouts (busy machines)
-    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "EXAMPLE_SECRET_KEY": "http-users-key",
-                     "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD})
-    proc, base = start_gunicorn(settings, workers=2, port=port)
+    proc, issuer, api, settings = serve_example(hsm, redis_server, tmp_path_factory, "http-users", clients)
+    base = issuer
     yield {"base": base, "issuer": issuer, "api": api, "key": key, "settings": settings}
     stop(proc)
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # RFC 6749 Appendix A.5: state = 1*VSCHAR (%x20-7E); bounded, it comes back in a URL.
 _VSCHAR = re.compile(r"[\x20-\x7E]{1,1024}")
 _DIGITS = re.compile(r"[0-9]{1,10}")
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # RFC 9449 §10: base64url SHA-256 JWK thumbprint (RFC 7638)
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_AGE_LIMIT = 10 * 365 * 86400
 
@@ -43,7 +44,7 @@ class AuthorizationRequest:
     prompt: frozenset[str] = frozenset()
     max_age: int | None = None
     claims: ClaimsRequest = field(default_factory=ClaimsRequest)
-    # Proof of possession requested for the code (RFC 9449 §10, dpop_jkt): set by issue 13's binding.
+    # Proof of possession requested for the code (RFC 9449 §10: dpop_jkt, or the DPoP key at /par).
     dpop_jkt: str | None = None
 
     @property
@@ -86,7 +87,7 @@ def validate(ctx: "ServerContext", client: Client, to: Target, params: Form) -> 
         client_id=client.client_id, redirect_uri=to.uri, redirect_uri_given=to.given, scope=scope,
         resources=tuple(rs.resource for rs in audiences), code_challenge=challenge, state=params.get("state"),
         nonce=_nonce(params), prompt=_prompt(params), max_age=_max_age(params),
-        claims=parse_claims_parameter(params.get("claims")),
+        claims=parse_claims_parameter(params.get("claims")), dpop_jkt=_dpop_jkt(params),
     )
 
 
@@ -99,6 +100,14 @@ def _response_type(params: Form) -> None:
     mode = params.get("response_mode")
     if mode is not None and mode != "query":
         raise InvalidRequestError("only response_mode=query is supported")
+
+
+def _dpop_jkt(params: Form) -> str | None:
+    """RFC 9449 §10: the thumbprint of the DPoP key the code will be bound to."""
+    jkt = params.get("dpop_jkt")
+    if jkt is not None and not _JKT.fullmatch(jkt):
+        raise InvalidRequestError("dpop_jkt must be a base64url SHA-256 JWK thumbprint")
+    return jkt
 
 
 def _nonce(params: Form) -> str | None:

@@ -1,6 +1,6 @@
 """Where an authorization request's parameters come from.
 
-Today: the query (or form) of the request itself. Pushed authorization requests (RFC 9126:
+The query (or form) of the request itself, or: pushed authorization requests (RFC 9126:
 ``request_uri`` naming a record in Redis) and request objects (RFC 9101: a signed ``request``
 JWT) are further *sources* of the same parameters: each registers a resolver in :data:`SOURCES`
 under the parameter that selects it. A resolver receives the client (already identified by the
@@ -21,12 +21,17 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 Resolver = Callable[["ServerContext", Client, Form], Form]
-SOURCES: dict[str, Resolver] = {}  # "request_uri" (PAR), "request" (JAR): added by the issues that build them
+SOURCES: dict[str, Resolver] = {}  # "request_uri" (PAR, pushed.py), "request" (JAR, jar.py)
+# Checks of the raw request before any source resolves it (PAR required: pushed.py); raise OAuthError.
+Gate = Callable[["ServerContext", Client, Form], None]
+GATES: list[Gate] = []
 _UNSUPPORTED: dict[str, type[OAuthError]] = {"request": RequestNotSupportedError, "request_uri": RequestUriNotSupportedError}
 
 
 def resolve(ctx: "ServerContext", client: Client, raw: Form) -> Form:
     """The parameters of the request: ``raw`` itself, or what a registered source makes of it."""
+    for gate in GATES:
+        gate(ctx, client, raw)
     present = [name for name in _UNSUPPORTED if name in raw]
     if not present:
         return raw

@@ -36,6 +36,7 @@ def fit_checker(settings: "Settings", ring: "Callable[[], KeyRing]", features: C
                               "is not set")
         if isinstance(entity, Client) and "users" in features:
             _check_user_client(entity, ring(), settings.key_set)
+            _check_request_objects(entity, settings, ring(), settings.key_set)
 
     return check
 
@@ -54,6 +55,18 @@ def _check_user_client(client: Client, ring: "KeyRing", key_set: str | None) -> 
                           f"are encrypted to our own key, so we need {_enc_key(key_set)}")
     _signing_key_for(ring, key_set, client.id_token_signed_response_alg, f"client {client.client_id!r}",
                      "id_token_signed_response_alg")
+
+
+def _check_request_objects(client: Client, settings: "Settings", ring: "KeyRing", key_set: str | None) -> None:
+    """docs/par-and-jar.md: a client whose request objects we could never verify or decrypt is a misfit."""
+    alg = client.request_object_signing_alg
+    if alg and alg not in settings.assertion_algs:
+        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r} registered request_object_signing_alg {alg}, "
+                          "which OAUTH_HSM_ASSERTION_ALGS does not allow")
+    enc_alg = client.request_object_encryption_alg
+    if enc_alg and enc_alg not in ring.decryption_algs:
+        raise ConfigError(f"{_enc_setting(key_set)}: client {client.client_id!r} encrypts request objects with {enc_alg}; "
+                          f"we need {_enc_key(key_set)} of that alg")
 
 
 def _enc_setting(key_set: str | None) -> str:

@@ -95,6 +95,12 @@ class Client(Credentials):
     sector_identifier: str | None = field(default=None, kw_only=True)  # the sector host of a pairwise client
     backchannel_token_delivery_mode: str | None = field(default=None, kw_only=True)  # poll (the only mode served)
     backchannel_authentication_request_signing_alg: str | None = field(default=None, kw_only=True)
+    # PAR and request objects (docs/par-and-jar.md)
+    require_pushed_authorization_requests: bool = field(default=False, kw_only=True)  # RFC 9126 §6
+    request_object_signing_alg: str | None = field(default=None, kw_only=True)  # RFC 9101 §10.5 (OIDC Registration §2)
+    request_object_encryption_alg: str | None = field(default=None, kw_only=True)  # set: request objects must be encrypted
+    request_object_encryption_enc: str | None = field(default=None, kw_only=True)
+    request_object_typ_required: bool = field(default=False, kw_only=True)  # typ must be oauth-authz-req+jwt (RFC 9101 §10.8)
 
     kind: ClassVar[str] = "client"
 

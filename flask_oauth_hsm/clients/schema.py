@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates, validates_schema
 
-from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, KEY_MANAGEMENT, SIGNING
+from ..algorithms import CONTENT_ENCRYPTION, DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, KEY_MANAGEMENT, SIGNING
 from ..errors import ConfigError, InvalidKey
 from ..jose.jwk import JWKSet
 from .model import Client, ResourceServer, parse_scope, valid_redirect_uri, valid_resource_uri
@@ -180,6 +180,24 @@ class ClientSchema(CredentialsSchema):
         from ..ciba import check_registration  # the rules live with the feature
 
         check_registration(data)
+
+    require_pushed_authorization_requests = fields.Boolean(load_default=False)
+    request_object_signing_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
+    request_object_encryption_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
+    request_object_encryption_enc = fields.String(load_default=None, validate=validate.OneOf(list(CONTENT_ENCRYPTION)))
+    request_object_typ_required = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _request_objects(self, data: dict[str, Any], **kwargs: Any) -> None:
+        # docs/par-and-jar.md: request objects are verified with the client's own jwks; encryption
+        # is registered as an alg and enc pair (OIDC Registration §2 pairs them the same way).
+        if (data.get("request_object_encryption_alg") is None) != (data.get("request_object_encryption_enc") is None):
+            raise ValidationError("request_object_encryption_alg and request_object_encryption_enc go together",
+                                  "request_object_encryption_alg")
+        signs = data.get("request_object_signing_alg") or data.get("request_object_encryption_alg") \
+            or data.get("request_object_typ_required")
+        if signs and not any(k.use in (None, "sig") for k in (data.get("jwks") or ())):
+            raise ValidationError("request objects need jwks with a signing key", "jwks")
 
     @validates("grant_types")
     def _known_grants(self, values: list[str], **kwargs: Any) -> None:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
-from ..authz import interaction, pending, sources
+from ..algorithms import CONTENT_ENCRYPTION
+from ..authz import interaction, jar, pending, pushed, sources  # noqa: F401  (jar, pushed: register their sources)
 from ..authz.consent import audiences
 from ..authz.params import read_params
 from ..authz.pkce import S256
@@ -70,10 +71,22 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
         "code_challenge_methods_supported": [S256],
         "authorization_response_iss_parameter_supported": True,
         "claims_parameter_supported": True,
+        # RFC 9101 §10.1: request objects by value; request_uri only for our own PAR URIs, never
+        # fetched, so "request_uri_parameter_supported" (fetching by reference) is false.
         "request_parameter_supported": "request" in sources.SOURCES,
-        "request_uri_parameter_supported": "request_uri" in sources.SOURCES,
+        "request_uri_parameter_supported": False,
+        "request_object_signing_alg_values_supported": list(ctx.settings.assertion_algs),
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        **_request_object_encryption(ring),
     }
+
+
+def _request_object_encryption(ring: "KeyRing") -> dict[str, Any]:
+    """OIDC Discovery §3 / RFC 9101 §10.1: what an encrypted request object may use (our keys' algs)."""
+    if not ring.decryption:
+        return {}
+    return {"request_object_encryption_alg_values_supported": ring.decryption_algs,
+            "request_object_encryption_enc_values_supported": list(CONTENT_ENCRYPTION)}
 
 
 register(Endpoint("authorize", "/authorize", authorize_endpoint, methods=("GET", "POST"), browser=True, feature="users",

@@ -66,6 +66,12 @@ def _check(req: TokenRequest, record: CodeRecord) -> None:
         raise InvalidGrantError("the code is bound to another proof-of-possession key")
 
 
+def _certificate(req: TokenRequest) -> str | None:
+    """RFC 8705 §4: a public client's refresh token is bound to the certificate its token is bound to."""
+    thumbprint = req.binding.cnf.get("x5t#S256") if req.binding.cnf else None
+    return thumbprint if isinstance(thumbprint, str) else None
+
+
 def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CodeRecord, grant_id: str) -> UserGrant:
     audiences, scope = narrow(ctx, req.form, req.client, record.resources, record.scope)
     now = int(clock.now())
@@ -75,7 +81,7 @@ def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CodeRecord, gra
             grant_id=grant_id, token_id=refresh.new_id(), client_id=req.client.client_id, subject=record.subject,
             scope=record.scope, resources=record.resources, auth_time=record.auth_time, acr=record.acr, amr=record.amr,
             issued_at=now, expires_at=now + ctx.settings.refresh_token_lifetime,
-            jkt=req.binding.jkt if req.client.public else None)
+            jkt=req.binding.jkt if req.client.public else None, x5t=_certificate(req) if req.client.public else None)
     return UserGrant(grant_id=grant_id, client=req.client, subject=record.subject, scope=scope, audiences=audiences,
                      auth_time=record.auth_time, acr=record.acr, amr=record.amr, release=record.release,
                      nonce=record.nonce, refresh=rt)

@@ -58,3 +58,5 @@ def _check(ctx: "ServerContext", req: TokenRequest, presented: refresh.RefreshCl
         raise InvalidGrantError("the refresh token has expired (unused for too long)")
     if presented.jkt is not None and req.binding.jkt != presented.jkt:
         raise InvalidGrantError("the refresh token is bound to another proof-of-possession key")
+    if presented.x5t is not None and (req.binding.cnf or {}).get("x5t#S256") != presented.x5t:  # RFC 8705 §4
+        raise InvalidGrantError("the refresh token is bound to another client certificate")

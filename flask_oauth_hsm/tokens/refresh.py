@@ -45,11 +45,13 @@ class RefreshClaims:
     issued_at: int  # this token: the idle lifetime counts from here
     expires_at: int  # the grant: the absolute lifetime
     jkt: str | None = None  # RFC 9449 §5: a public client's refresh token is bound to its DPoP key
+    x5t: str | None = None  # RFC 8705 §4: ... or to its TLS client certificate (x5t#S256)
 
     def to_json(self) -> dict[str, Any]:
         return {"gid": self.grant_id, "jti": self.token_id, "client_id": self.client_id, "sub": self.subject,
                 "scope": " ".join(sorted(self.scope)), "aud": list(self.resources), "auth_time": self.auth_time,
-                "acr": self.acr, "amr": list(self.amr), "iat": self.issued_at, "exp": self.expires_at, "jkt": self.jkt}
+                "acr": self.acr, "amr": list(self.amr), "iat": self.issued_at, "exp": self.expires_at, "jkt": self.jkt,
+                "x5t": self.x5t}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "RefreshClaims":
@@ -58,7 +60,7 @@ class RefreshClaims:
                        subject=_str(doc["sub"]), scope=frozenset(_str(doc["scope"]).split()),
                        resources=tuple(_str(r) for r in doc["aud"]), auth_time=int(doc["auth_time"]), acr=doc["acr"],
                        amr=tuple(_str(a) for a in doc["amr"]), issued_at=int(doc["iat"]), expires_at=int(doc["exp"]),
-                       jkt=doc.get("jkt"))
+                       jkt=doc.get("jkt"), x5t=doc.get("x5t"))
         except (KeyError, TypeError, ValueError):
             raise JoseError("not a refresh token of ours") from None
 

@@ -7,6 +7,7 @@ the user by calling ``oauth.ciba.approve/deny`` inside the app's context.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -35,12 +36,14 @@ def ensure_pairwise_key(hsm: Any) -> None:
 def ciba_scenario() -> Scenario:
     """CIBA clients (two of them pairwise, in different sectors), one per aud policy, and a
     pairwise code-flow client whose sector is its redirect URIs' host."""
-    ids = ("ciba-app", "ciba-other", "ciba-pw-a", "ciba-pw-a2", "ciba-pw-b", "web-pw", "c-issuer", "c-es256", "c-endpoint",
+    ids = ("ciba-app", "ciba-other", "ciba-ps", "ciba-pw-a", "ciba-pw-a2", "ciba-pw-b", "web-pw", "c-issuer", "c-es256", "c-endpoint",
            "c-legacy", "rs-1")
     keys = {cid: ClientKey.new("ES256") for cid in ids}
     clients = [
         pkjwt_client("ciba-app", keys["ciba-app"], client_name="Ciba App", **CIBA_CLIENT),
         pkjwt_client("ciba-other", keys["ciba-other"], **CIBA_CLIENT),
+        # signs its requests with ES256 but registered PS256: every signed request of it is refused
+        pkjwt_client("ciba-ps", keys["ciba-ps"], backchannel_authentication_request_signing_alg="PS256", **CIBA_CLIENT),
         pkjwt_client("ciba-pw-a", keys["ciba-pw-a"], subject_type="pairwise", sector_identifier_uri=SECTOR_A, **CIBA_CLIENT),
         pkjwt_client("ciba-pw-a2", keys["ciba-pw-a2"], subject_type="pairwise", sector_identifier_uri=SECTOR_A, **CIBA_CLIENT),
         pkjwt_client("ciba-pw-b", keys["ciba-pw-b"], subject_type="pairwise", sector_identifier_uri=SECTOR_B, **CIBA_CLIENT),
@@ -110,6 +113,24 @@ def bc_authorize(env: Any, client_id: str = "ciba-app", *, scope: str | None = "
         form["login_hint"] = "alice"
     form.pop("no_hint", None)
     return env.client().post("/oauth2/bc-authorize", data=signed_form(env, client_id, scope=scope, **form))
+
+
+def request_claims(env: Any, client_id: str = "ciba-app", aud: Any = None, **overrides: Any) -> dict[str, Any]:
+    """The claims of a good signed authentication request (CIBA Core §7.1.1); ``None`` removes one."""
+    from flask_oauth_hsm import clock
+
+    now = int(clock.now())
+    claims = {"iss": client_id, "aud": env.issuer if aud is None else aud, "iat": now, "nbf": now, "exp": now + 300,
+              "jti": secrets.token_urlsafe(12), "scope": "openid read", "login_hint": "alice", "binding_message": "Signed 1"}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def signed_request(env: Any, client_id: str = "ciba-app", claims: dict[str, Any] | None = None, *,
+                   assertion_aud: Any = None, typ: str | None = None, **form: Any):
+    """POST /bc-authorize with a signed request (``claims``, signed with the client's key) and nothing else."""
+    jwt = env.keys[client_id].jws(claims if claims is not None else request_claims(env, client_id), {"typ": typ})
+    return env.client().post("/oauth2/bc-authorize", data=signed_form(env, client_id, assertion_aud, request=jwt, **form))
 
 
 def started(env: Any, client_id: str = "ciba-app", **form: Any) -> dict[str, Any]:

@@ -164,3 +164,21 @@ def test_the_docs_name_every_receiver_of_the_policy():
         assert ("client assertions", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
     for endpoint in REQUEST_OBJECT_ENDPOINTS:
         assert ("request objects", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
+
+
+# --- CIBA (issue 12): signed authentication requests at /bc-authorize -----------------------------------
+# The same table for the aud of the signed request (CIBA Core §7.1.1), with /bc-authorize as the
+# receiving endpoint; the client assertion beside it always has a good aud.
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_aud_policy_cell_of_signed_authentication_requests(ciba_envs, policy, shape):
+    from ciba_helpers import request_claims, signed_request
+
+    env, client_id = ciba_envs["array" if policy == "issuer+array" else "plain"], CLIENT_FOR[policy]
+    claims = request_claims(env, client_id, aud_value(shape, "backchannel_authentication"))
+    response = signed_request(env, client_id, claims, assertion_aud=_good_assertion_aud(policy, "backchannel_authentication"))
+    accepted = response.status_code == 200
+    assert accepted or response.get_json()["error"] == "invalid_request", (policy, shape, response.get_json())
+    assert accepted == expected(policy, shape, "backchannel_authentication"), (policy, shape)

@@ -113,7 +113,7 @@ def test_metadata_is_exactly_what_is_served(ciba_env, as_env):
     assert doc["backchannel_authentication_endpoint"] == ciba_env.issuer + "/oauth2/bc-authorize"
     assert doc["backchannel_token_delivery_modes_supported"] == ["poll"]
     assert doc["backchannel_user_code_parameter_supported"] is False
-    assert "backchannel_authentication_request_signing_alg_values_supported" not in doc  # signed requests: not yet
+    assert doc["backchannel_authentication_request_signing_alg_values_supported"] == ["ES256", "PS256", "EdDSA"]
     assert CIBA in doc["grant_types_supported"]
     plain = as_env.client().get("/.well-known/oauth-authorization-server").get_json()
     assert not any(k.startswith("backchannel") for k in plain) and CIBA not in plain["grant_types_supported"]

@@ -236,7 +236,7 @@ def test_request_errors(ciba_env):
     expect_error(bc_authorize(ciba_env, scope=None), 400, "invalid_request")
     expect_error(bc_authorize(ciba_env, scope="openid admin"), 400, "invalid_scope")
     expect_error(bc_authorize(ciba_env, scope="openid read", resource="https://elsewhere.example.test"), 400, "invalid_target")
-    expect_error(bc_authorize(ciba_env, request="eyJhbGciOiJFUzI1NiJ9.e30.sig"), 400, "request_not_supported")
+    expect_error(bc_authorize(ciba_env, request_uri="urn:ietf:params:oauth:request_uri:x"), 400, "request_uri_not_supported")
     expect_error(bc_authorize(ciba_env, "web-pw"), 400, "unauthorized_client")  # not registered for CIBA
     expect_error(poll(ciba_env, "x", "web-pw"), 400, "unauthorized_client")
     expect_error(ciba_env.client().post("/oauth2/bc-authorize", data={"login_hint": "alice", "scope": "openid"}), 401,

@@ -1,7 +1,8 @@
 """The backchannel authentication request (CIBA Core §7.1, §7.2) turned into a stored request.
 
 Checks, in order, after client authentication: the client is registered for the CIBA grant;
-no ``request`` object (not served yet: ``request_not_supported``); ``scope`` with ``openid``
+a signed request (``request``) is verified and its claims become the parameters (signed.py;
+``request_uri`` is not served: ``request_uri_not_supported``); ``scope`` with ``openid``
 within the client's scope (and ``resource`` values, RFC 8707, within its resources); exactly one
 hint (hints.py); ``binding_message`` and ``requested_expiry`` well formed; the host resolves the
 hint to a user. Then the request is stored (records.py), its poll timing started (polling.py),
@@ -16,12 +17,12 @@ from typing import TYPE_CHECKING
 from .. import clock
 from ..clients import Client
 from ..errors import (
-    InvalidBindingMessageError, InvalidRequestError, InvalidScopeError, RequestNotSupportedError, UnauthorizedClientError,
+    InvalidBindingMessageError, InvalidRequestError, InvalidScopeError, RequestUriNotSupportedError, UnauthorizedClientError,
 )
 from ..grants.targets import user_resource_servers, user_scope
 from ..users import call_hook
 from ..web import Form
-from . import GRANT_TYPE, hints, polling, records
+from . import GRANT_TYPE, hints, polling, records, signed
 from .records import CibaRecord
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ def begin(ctx: "ServerContext", client: Client, form: Form) -> tuple[str, int, i
     """Check and store the request, notify the user; returns (auth_req_id, expires_in, interval)."""
     if GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClientError("this client is not registered for CIBA")
-    if "request" in form or "request_uri" in form:
-        raise RequestNotSupportedError("signed authentication requests are not supported yet")
+    if "request_uri" in form:
+        raise RequestUriNotSupportedError("request_uri is not served at the backchannel authentication endpoint")
+    if "request" in form:
+        form = signed.parameters(ctx, client, form)  # CIBA Core §7.1.1
     scope = _scope(ctx, client, form)
     kind, value = hints.one_hint(ctx, form)
     binding_message = _binding_message(form.get("binding_message"))

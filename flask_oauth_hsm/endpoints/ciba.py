@@ -34,11 +34,12 @@ def backchannel_authentication(ctx: "ServerContext") -> Response:
 
 
 def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
-    """CIBA Core §4: exactly what is served — poll mode, no user codes, no signed requests yet. The
-    grant type is in the token endpoint's grant_types_supported."""
+    """CIBA Core §4: exactly what is served — poll mode, no user codes, signed requests with the
+    algorithms of client assertions. The grant type is in the token endpoint's grant_types_supported."""
     return {
         "backchannel_authentication_endpoint": ctx.urls.url(PATH),
         "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_authentication_request_signing_alg_values_supported": list(ctx.settings.assertion_algs),
         "backchannel_user_code_parameter_supported": False,
     }
 

@@ -262,6 +262,11 @@ def test_hostile_input(ciba_env):
     assert r.status_code == 405 and r.get_json()["error"] == "invalid_request"
 
 
+def test_a_hint_hook_answering_nonsense_is_503(ciba_env):
+    r = bc_authorize(ciba_env, login_hint="broken-hook")
+    assert r.status_code == 503 and r.get_json()["error"] == "temporarily_unavailable"
+
+
 def test_device_hook_failure_is_503_and_nothing_lingers(ciba_env):
     before = len(notified(ciba_env))
     r = bc_authorize(ciba_env, binding_message="device-down")

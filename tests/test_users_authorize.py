@@ -130,8 +130,8 @@ def test_repeated_or_malformed_parameters_get_an_error_page(user_env):
     ({"claims": '["a"]'}, "invalid_request"),
     ({"claims": '{"introspection": {"email": 1}}'}, "invalid_request"),
     ({"nonce": "\u00e9"}, "invalid_request"),
-    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
-    ({"request_uri": "urn:ietf:params:oauth:request_uri:abc"}, "request_uri_not_supported"),
+    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request_object"),
+    ({"request_uri": "urn:ietf:params:oauth:request_uri:abc"}, "invalid_request_uri"),
 ])
 def test_request_errors_are_redirected_with_state_and_iss(user_env, change, error):
     params = auth_params("web", challenge=CHALLENGE, state="s-1")
@@ -314,7 +314,7 @@ def test_metadata_advertises_what_is_enforced(user_env):
     assert doc["response_types_supported"] == ["code"] and doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
     assert doc["authorization_response_iss_parameter_supported"] is True
-    assert doc["request_parameter_supported"] is False and doc["request_uri_parameter_supported"] is False
+    assert doc["request_parameter_supported"] is True and doc["request_uri_parameter_supported"] is False
     assert doc["userinfo_endpoint"] == user_env.issuer + "/oauth2/userinfo"
     oidc = user_env.client().get("/.well-known/openid-configuration")
     assert oidc.status_code == 200 and oidc.get_json() == doc

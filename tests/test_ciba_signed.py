@@ -35,6 +35,11 @@ def test_every_required_claim(ciba_env, missing):
     expect_error(signed_request(ciba_env, claims=claims), 400, "invalid_request")
 
 
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf", "jti", "iss", "aud"])
+def test_a_json_null_is_no_value(ciba_env, claim):
+    expect_error(signed_request(ciba_env, claims=request_claims(ciba_env) | {claim: None}), 400, "invalid_request")
+
+
 def test_time_rules(ciba_env):
     from flask_oauth_hsm import clock
 

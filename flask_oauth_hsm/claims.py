@@ -63,7 +63,7 @@ def audiences(claims: dict[str, Any]) -> list[str]:
 def check(claims: dict[str, Any], rules: ClaimRules) -> None:
     """Raise ClaimError unless ``claims`` satisfies ``rules`` at the current time."""
     for name in rules.required:
-        if name not in claims:
+        if claims.get(name) is None:  # a JSON null is no value: "exp": null must not pass as present
             raise ClaimError(f"{name} missing")
     now, leeway = clock.now(), rules.leeway
     exp, nbf, iat = (numeric_date(claims, n) for n in ("exp", "nbf", "iat"))

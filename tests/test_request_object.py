@@ -218,3 +218,15 @@ def test_a_client_whose_request_objects_could_never_pass_stops_start_up(make_use
                             redirect_uris=["https://x.example.test/cb"], **extra), "resources": []}
     with pytest.raises(ConfigError, match=message):
         make_user_as(Scenario({"clients": [entry], "resource_servers": []}))
+
+
+@pytest.mark.parametrize("claim", ["exp", "jti"])
+def test_a_null_required_claim_is_missing(env, claim):
+    """Found by tests/test_par_fuzz.py: "exp": null once passed as present and ended in a 500."""
+    assert "missing" in refused(env, "jar", sign(env, "jar", request_claims("jar", **{claim: "placeholder"}) | {claim: None}))
+
+
+def test_a_client_assertion_with_a_null_exp_is_refused_not_a_500(env):
+    form = assertion_form(env.keys["jar"].jws({**claims_for("jar", ISSUER), "exp": None}))
+    r = env.client().post("/oauth2/token", data={**form, "grant_type": "authorization_code", "code": "x"})
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_client"

@@ -24,14 +24,15 @@ from flask import Flask, g, jsonify
 from flask_oauth_hsm import OAuthHSM, ResourceProtector
 from flask_oauth_hsm.serving import stop_on_config_error
 
-from . import demo_pages, users
+from . import ciba, demo_pages, users
 
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(config or {})
     oauth, api = OAuthHSM(), ResourceProtector()
-    users.install(app, oauth)
+    directory = users.install(app, oauth)
+    ciba.install(app, oauth, directory)  # CIBA: the authentication device page /ciba (docs/ciba.md)
     # A configuration error (a wrong PIN above all) prints one line and stops the whole server,
     # whichever server runs us: no worker is booted again to retry the PIN (serving.py).
     with stop_on_config_error():

@@ -7,6 +7,7 @@ Registered as a Flask CLI plugin (``flask.commands`` entry point), so it works w
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -29,7 +30,7 @@ from .cli_keys import admin as _admin
 from .cli_keys import fail as _fail
 from .cli_keys import keys
 from .errors import ConfigError, OAuthHSMError
-from .demo_client import CodeFlow, DemoClient
+from .demo_client import CibaFlow, CodeFlow, DemoClient
 from .extension import KEY_ADMIN
 from .jose import jwt
 from .keys import configured_ring
@@ -140,8 +141,9 @@ BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
 @click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
-@click.option("--flow", type=click.Choice(["client-credentials", "code"]), default="client-credentials", show_default=True,
-              help="code: the authorization code flow with PKCE through your browser, then one refresh")
+@click.option("--flow", type=click.Choice(["client-credentials", "code", "ciba"]), default="client-credentials", show_default=True,
+              help="code: the authorization code flow with PKCE through your browser, then one refresh; "
+                   "ciba: a backchannel request you approve on the host's device page, then polling")
 @click.option("--binding", type=click.Choice(BINDINGS), default="bearer", show_default=True,
               help="client-credentials: what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)")
 @click.option("--pop-key-label", default="demo-client-dpop", show_default=True,
@@ -154,24 +156,34 @@ BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
 @click.option("--api", default=None, help="client-credentials: then call this URL with the token (e.g. <issuer>/api/items)")
 @click.option("--token-only", is_flag=True, help="client-credentials: print only the access token (for ACCESS_TOKEN=$(...))")
+@click.option("--login-hint", default=None, help="ciba: who to ask (default: tel:$EXAMPLE_DEMO_PHONE, else $EXAMPLE_DEMO_USER)")
+@click.option("--binding-message", default=None, help="ciba: a short code shown on the device (default: a random one)")
 @with_appcontext
 def demo_client(client_id: str, key_label: str, flow: str, binding: str, pop_key_label: str, resource: str | None,
-                scope: str | None, redirect_uri: str, timeout: int, url: str | None, api: str | None, token_only: bool) -> None:
+                scope: str | None, redirect_uri: str, timeout: int, url: str | None, api: str | None, token_only: bool,
+                login_hint: str | None, binding_message: str | None) -> None:
     """Obtain tokens as the demo client (private_key_jwt, its key in the token) and show them.
 
     ``--flow client-credentials`` (default): one access token for the client itself, bound to a
     key with ``--binding``, and used with ``--api`` (DPoP proofs and RFC 9421 signatures made in
     the token too). ``--flow code``: prints an authorization URL to open in a browser, listens on
     the loopback redirect URI for the answer, redeems the code with its PKCE verifier, shows the
-    tokens, and refreshes once.
+    tokens, and refreshes once. ``--flow ciba``: asks for the user named by ``--login-hint`` at the
+    backchannel authentication endpoint, tells you to approve on the host's device page, polls
+    (honouring interval and slow_down), shows the tokens and calls ``--api``.
     """
     from .client.demo import obtain_and_call
 
     state = _state()
     jwks_url = state.endpoint_url("jwks")
-    if flow == "code":
+    if flow in ("code", "ciba"):
         client = DemoClient(client_id, state.settings.issuer, state.hsm.key(key_label), state.settings.url_prefix)
-        _code_flow(CodeFlow(client, redirect_uri, scope or "openid profile email read", resource), jwks_url, timeout)
+        if flow == "code":
+            _code_flow(CodeFlow(client, redirect_uri, scope or "openid profile email read", resource), jwks_url, timeout)
+            return
+        hint = login_hint or _default_login_hint()
+        ciba = CibaFlow(client, scope or "openid profile email read", hint, binding_message or f"{secrets.randbelow(10000):04d}")
+        _ciba_flow(ciba, jwks_url, api or _default_api(state))
         return
     token_url = url or state.endpoint_url("token")
     params = {k: v for k, v in (("resource", resource), ("scope", scope)) if v}
@@ -214,13 +226,7 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
     except (OSError, TimeoutError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     status, body = _reach(flow.client.url("/token"), lambda: flow.redeem(code))
-    click.echo(f"\ncode redeemed with PKCE -> {status}")
-    click.echo(json.dumps(body, indent=2))
-    if status != 200:
-        sys.exit(1)
-    _show_claims("access token", body["access_token"], jwks_url)
-    if "id_token" in body:
-        _show_claims("ID token", body["id_token"], jwks_url)
+    _show_user_tokens("code redeemed with PKCE", status, body, jwks_url)
     if "refresh_token" not in body:
         click.echo("\n(no refresh token: the client is not registered for refresh_token)")
         return
@@ -229,6 +235,48 @@ def _code_flow(flow: CodeFlow, jwks_url: str, timeout: int) -> None:
     click.echo(json.dumps(refreshed, indent=2))
     if status != 200:
         sys.exit(1)
+
+
+def _show_user_tokens(what: str, status: int, body: dict[str, Any], jwks_url: str) -> None:
+    """A user grant's token response, and the verified claims of its access and ID tokens (exit 1 unless 200)."""
+    click.echo(f"\n{what} -> {status}")
+    click.echo(json.dumps(body, indent=2))
+    if status != 200:
+        sys.exit(1)
+    _show_claims("access token", body["access_token"], jwks_url)
+    if "id_token" in body:
+        _show_claims("ID token", body["id_token"], jwks_url)
+
+
+def _default_login_hint() -> str:
+    phone, user = os.environ.get("EXAMPLE_DEMO_PHONE"), os.environ.get("EXAMPLE_DEMO_USER")
+    if not phone and not user:
+        raise click.ClickException("give --login-hint (or set EXAMPLE_DEMO_PHONE or EXAMPLE_DEMO_USER)")
+    return f"tel:{phone}" if phone else str(user)
+
+
+def _default_api(state: Any) -> str | None:
+    """The example's protected API, when this app is also its resource server."""
+    return state.settings.issuer.rstrip("/") + "/api/items" if os.environ.get("OAUTH_HSM_RS_RESOURCE") else None
+
+
+def _ciba_flow(flow: CibaFlow, jwks_url: str, api: str | None) -> None:
+    status, body = _reach(flow.client.url("/bc-authorize"), flow.start)
+    click.echo(f"backchannel authentication request -> {status}")
+    click.echo(json.dumps(body, indent=2))
+    if status != 200:
+        sys.exit(1)
+    click.echo(f"\nauth_req_id: {flow.auth_req_id}")
+    click.echo(f"Open {flow.client.issuer.rstrip('/')}/ciba as the user ({flow.login_hint}), check the code "
+               f"{flow.binding_message} and press Approve (or Deny). Polling every {flow.interval} s ...")
+    status, body = _reach(flow.client.url("/token"), flow.poll)
+    _show_user_tokens("polled", status, body, jwks_url)
+    if api is not None:
+        status, answer = _reach(api, lambda: demo.get(api, body["access_token"]))
+        click.echo(f"\nGET {api} -> {status}")
+        click.echo(json.dumps(answer))
+        if status != 200:
+            sys.exit(1)
 
 
 def wait_for_redirect(host: str, port: int, path: str, timeout: float) -> dict[str, str]:

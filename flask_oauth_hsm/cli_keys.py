@@ -168,7 +168,8 @@ def _retired(r: KeyRecord) -> None:
 
 @keys.command("generate-secret")
 @click.option("--kind", required=True, type=click.Choice(["aes", "hmac"]),
-              help="aes: seals PoP keys kept in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); hmac: DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY)")
+              help="aes: seals PoP keys kept in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); hmac: DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY), "
+                   "pairwise sub (OAUTH_HSM_PAIRWISE_KEY)")
 @click.option("--label", required=True, help="CKA_LABEL of the new secret key")
 @click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
 @with_appcontext

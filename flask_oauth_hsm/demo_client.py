@@ -1,7 +1,8 @@
 """A small OAuth client for demonstrations: ``flask oauth-hsm demo-client`` and example_app's
 ``/demo`` pages. It authenticates with ``private_key_jwt``, its key in the (dev) token, and runs the
-client side of the flows: client credentials, and the authorization code flow with PKCE (S256),
-``state``, ``nonce``, the RFC 9207 ``iss`` check, redemption and refresh.
+client side of the flows: client credentials, the authorization code flow with PKCE (S256),
+``state``, ``nonce``, the RFC 9207 ``iss`` check, redemption and refresh, and CIBA in poll mode
+(a backchannel request, then polling at the interval the server asks for).
 
 It is a client like any other: it talks HTTP to the server, never reaches into it.
 """
@@ -92,6 +93,45 @@ class CodeFlow:
 
     def refresh(self, refresh_token: str) -> tuple[int, dict[str, Any]]:
         return self.client.token(grant_type="refresh_token", refresh_token=refresh_token)
+
+
+CIBA_GRANT = "urn:openid:params:grant-type:ciba"
+
+
+@dataclass
+class CibaFlow:
+    """One CIBA request in poll mode (OpenID CIBA Core §7, §10.1): start it, then poll until the
+    user decided, waiting ``interval`` seconds between polls and 5 more after each ``slow_down``."""
+
+    client: DemoClient
+    scope: str
+    login_hint: str
+    binding_message: str | None = None
+    auth_req_id: str = ""
+    interval: int = 5
+    expires_at: float = 0.0
+
+    def start(self) -> tuple[int, dict[str, Any]]:
+        form = {"scope": self.scope, "login_hint": self.login_hint, "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.client.assertion()}
+        if self.binding_message:
+            form["binding_message"] = self.binding_message
+        status, body = post(self.client.url("/bc-authorize"), form)
+        if status == 200:
+            self.auth_req_id, self.interval = body["auth_req_id"], int(body.get("interval", 5))
+            self.expires_at = time.monotonic() + int(body["expires_in"])
+        return status, body
+
+    def poll(self, sleep: Any = time.sleep) -> tuple[int, dict[str, Any]]:
+        """Poll until tokens or a final error (access_denied, expired_token, ...)."""
+        while True:
+            sleep(self.interval)
+            status, body = self.client.token(grant_type=CIBA_GRANT, auth_req_id=self.auth_req_id)
+            error = body.get("error")
+            if error == "slow_down":  # CIBA Core §11: this and every later poll waits 5 s more
+                self.interval += 5
+            if error not in ("authorization_pending", "slow_down") or time.monotonic() > self.expires_at + self.interval:
+                return status, body
 
 
 def post(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -272,3 +272,36 @@ class BrowserError(OAuthError):
 
 class HostHookFailed(OAuthHSMError):
     """A host hook (current user, user claims) raised: the host's user store is down, 503."""
+
+
+# --- CIBA (OpenID CIBA Core 1.0 §13 authentication errors, §11 token errors) ---------------------
+
+
+class UnknownUserIdError(OAuthError):
+    """CIBA Core §13: the hint names no user we can identify."""
+
+    error = "unknown_user_id"
+
+
+class InvalidBindingMessageError(OAuthError):
+    """CIBA Core §13: the binding message is invalid or unacceptable (too long, not printable)."""
+
+    error = "invalid_binding_message"
+
+
+class AuthorizationPendingError(OAuthError):
+    """CIBA Core §11: the user has not decided yet; poll again after the interval."""
+
+    error = "authorization_pending"
+
+
+class SlowDownError(OAuthError):
+    """CIBA Core §11: polling too fast; the interval of this request grew by 5 seconds."""
+
+    error = "slow_down"
+
+
+class ExpiredTokenError(OAuthError):
+    """CIBA Core §11: the auth_req_id expired; the client must start a new request."""
+
+    error = "expired_token"

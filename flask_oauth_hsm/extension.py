@@ -17,8 +17,9 @@ from flask import Blueprint, Flask, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from . import events
+from . import events, subjects
 from .binding import Bindings
+from .ciba.device import CibaDevice
 from .client_auth import AssertionPolicy
 from .clients import ClientRegistry, LoaderRegistry, Registry
 from .clients.fit import fit_checker
@@ -66,6 +67,7 @@ class OAuthHSM:
 
     def __init__(self, app: Flask | None = None, *, redis_client: Any = None):
         self.hooks = Hooks()
+        self.ciba = CibaDevice()  # the host's side of CIBA: pending(), approve(), deny() (docs/ciba.md)
         self._redis_client = redis_client
         if app is not None:
             self.init_app(app)
@@ -96,6 +98,14 @@ class OAuthHSM:
         """Register ``fn(subject) -> dict | None``: a user's claims, for those they agreed to release."""
         return self.hooks.register("user_claims", fn)
 
+    def ciba_user(self, fn: Hook) -> Hook:
+        """Register ``fn(kind, value) -> subject | None``: the user a CIBA hint names (docs/ciba.md)."""
+        return self.hooks.register("ciba_user", fn)
+
+    def ciba_notify(self, fn: Hook) -> Hook:
+        """Register ``fn(CibaRequest) -> None``: ask the user on their authentication device (docs/ciba.md)."""
+        return self.hooks.register("ciba_notify", fn)
+
     # -- wiring ------------------------------------------------------------------------------
 
     def init_app(self, app: Flask, *, redis_client: Any = None) -> None:
@@ -110,6 +120,7 @@ class OAuthHSM:
             return
         ring = configured_ring(hsm, settings)
         holder = KeyRingHolder()
+        subjects.check_key(hsm, settings)
         hooked = _features_from_hooks(self.hooks)
         registry = self._registry(settings, lambda: holder.ring if holder.ready else ring, uses_loaders, hooked)
         features = _features(registry, uses_loaders, hooked)
@@ -168,7 +179,10 @@ def _follow_key_set(holder: KeyRingHolder, hsm: HSM, settings: Settings, registr
 def _features_from_hooks(hooks: Hooks) -> frozenset[str]:
     """Users are on once the host says who is signed in (``@oauth.current_user``): the host owns
     them, so its hooks, not the registry, decide (docs/users.md, host hooks)."""
-    return frozenset({"users"}) if hooks.get("current_user") is not None else frozenset()
+    features = {"users"} if hooks.get("current_user") is not None else set()
+    if hooks.get("ciba_user") is not None or hooks.get("ciba_notify") is not None:
+        features.add("ciba")  # CIBA (docs/ciba.md): freeze() then requires both hooks and users
+    return frozenset(features)
 
 
 def _features(registry: ClientRegistry, uses_loaders: bool, hooked: frozenset[str]) -> frozenset[str]:

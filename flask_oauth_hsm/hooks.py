@@ -31,10 +31,13 @@ SPECS: dict[str, HookSpec] = {
         HookSpec("client_loader", "fn(client_id) -> registry-shaped dict | None"),
         HookSpec("resource_server_loader", "fn(client_id=None, resource=None) -> registry-shaped dict | None"),
         # Users (docs/users.md): the host owns them; these tell the extension who is signed in.
-        HookSpec("current_user", "fn() -> flask_oauth_hsm.User | None", frozenset({"users"})),
+        HookSpec("current_user", "fn() -> flask_oauth_hsm.User | None", frozenset({"users", "ciba"})),
         HookSpec("login_url", "fn(next_url) -> URL of the host's login page", frozenset({"users"})),
         HookSpec("skip_consent", "fn(client_id, user) -> bool (first-party clients)"),
         HookSpec("user_claims", "fn(subject) -> dict of the user's claims | None", frozenset({"introspection_claims"})),
+        # CIBA (docs/ciba.md): who a hint names, and the authentication device that asks them.
+        HookSpec("ciba_user", "fn(kind, value) -> the user's subject | None", frozenset({"ciba"})),
+        HookSpec("ciba_notify", "fn(flask_oauth_hsm.ciba.CibaRequest) -> None", frozenset({"ciba"})),
     )
 }
 

@@ -25,10 +25,16 @@ class Release:
     introspection: Mapping[str, frozenset[str]] = field(default_factory=dict)  # resource server client_id -> names
     userinfo: frozenset[str] = frozenset()
     id_token: frozenset[str] = frozenset()
+    # The user's own subject, kept in the grant's record when the tokens carry a pairwise sub
+    # (subjects.py): claims are read from the host by it. None: the tokens' sub is the user's own.
+    subject: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"introspection": {rs: sorted(names) for rs, names in sorted(self.introspection.items()) if names},
-                "userinfo": sorted(self.userinfo), "id_token": sorted(self.id_token)}
+        doc: dict[str, Any] = {"introspection": {rs: sorted(names) for rs, names in sorted(self.introspection.items()) if names},
+                               "userinfo": sorted(self.userinfo), "id_token": sorted(self.id_token)}
+        if self.subject is not None:
+            doc["subject"] = self.subject
+        return doc
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":")).encode()
@@ -36,7 +42,7 @@ class Release:
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "Release":
         return cls({rs: frozenset(names) for rs, names in doc.get("introspection", {}).items()},
-                   frozenset(doc.get("userinfo", ())), frozenset(doc.get("id_token", ())))
+                   frozenset(doc.get("userinfo", ())), frozenset(doc.get("id_token", ())), doc.get("subject"))
 
     @classmethod
     def decode(cls, raw: bytes) -> "Release":

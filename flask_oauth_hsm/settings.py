@@ -288,6 +288,19 @@ class Settings:
     # by tls_client_auth (RFC 8705 §2.1: the chain is validated), not by the self-signed method.
     mtls_verify_header: str | None = setting("OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name)
 
+    # -- CIBA and pairwise subjects (issue 12; docs/ciba.md) -------------------------------------
+    # ciba: any one of the three hints (CIBA Core §7.1); camara: login_hint only, in the formats of
+    # the CAMARA Security and Interoperability profile (tel:+E.164, ipport:, operatortoken:).
+    ciba_profile: str = setting("OAUTH_HSM_CIBA_PROFILE", fields.String, load_default="ciba",
+                                validate=validate.OneOf(("ciba", "camara")))
+    # 120 s: long enough to find the phone and approve, short enough that a forgotten request dies;
+    # also the most a client's requested_expiry can ask for (CIBA Core §7.1, §7.3).
+    ciba_request_lifetime: int = setting("OAUTH_HSM_CIBA_REQUEST_LIFETIME", fields.Integer, load_default=120,
+                                         validate=validate.Range(30, 3600))
+    # 5 s: CIBA Core §7.3's default interval between polls; slow_down adds 5 s each time (§11).
+    ciba_interval: int = setting("OAUTH_HSM_CIBA_INTERVAL", fields.Integer, load_default=5, validate=validate.Range(1, 60))
+    # Label of an HMAC key in the token for pairwise sub values (OIDC Core §8.1); unset: no pairwise clients.
+    pairwise_key: str | None = setting("OAUTH_HSM_PAIRWISE_KEY", fields.String, load_default=None)
     # -- PAR and request objects (issue 12; docs/par-and-jar.md) ------------------------------------
     # 60 s: a request_uri travels one redirect (RFC 9126 §2.2 suggests 5 to 600 s); shorter is safer.
     par_lifetime: int = setting("OAUTH_HSM_PAR_LIFETIME", fields.Integer, load_default=60, validate=validate.Range(5, 600))

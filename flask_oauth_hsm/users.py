@@ -88,6 +88,16 @@ def user_claims(ctx: "ServerContext", subject: str) -> Mapping[str, Any]:
     return claims
 
 
+def valid_subject(value: Any) -> bool:
+    """A subject as :class:`User` requires it (printable ASCII, 1-255 characters)."""
+    return isinstance(value, str) and bool(_SUBJECT.fullmatch(value))
+
+
+def call_hook(ctx: "ServerContext", name: str, *args: Any) -> Any:
+    """Call the host's hook ``name``; its failure is an outage of the host (503), never a trace."""
+    return _call(ctx, name, *args)
+
+
 def _call(ctx: "ServerContext", name: str, *args: Any) -> Any:
     try:
         return ctx.hooks[name](*args)

@@ -36,6 +36,8 @@ _dev_default EXAMPLE_RESOURCE "$OAUTH_HSM_ISSUER/api"
 _dev_default OAUTH_HSM_DPOP_NONCE optional
 _dev_default OAUTH_HSM_DPOP_NONCE_KEY as-dpop-nonce
 _dev_default OAUTH_HSM_POP_KEY_WRAP_KEY as-pop-wrap
+# Pairwise sub values (docs/ciba.md): an HMAC key in the dev token.
+_dev_default OAUTH_HSM_PAIRWISE_KEY as-pairwise
 # The example app is also a resource server (GET /api/items): these configure its helper.
 _dev_default OAUTH_HSM_RS_ISSUER "$OAUTH_HSM_ISSUER"
 _dev_default OAUTH_HSM_RS_RESOURCE "$EXAMPLE_RESOURCE"
@@ -48,6 +50,8 @@ _dev_default OAUTH_HSM_RS_DECRYPTION_KEY demo-rs-enc
 _dev_default EXAMPLE_DEMO_USER demo
 _dev_default EXAMPLE_DEMO_PASSWORD demo-password
 _dev_default EXAMPLE_DEMO_CALLBACK http://127.0.0.1:8765/callback
+# CIBA (docs/ciba.md): the demo user's phone number, for login_hint=tel:+… (E.164; a dev default).
+_dev_default EXAMPLE_DEMO_PHONE +15550100123
 
 # Said once per set of names: the scripts source this file again from inside each other.
 if [ ${#_kept[@]} -gt 0 ] && [ -z "${_OAUTH_HSM_ENV_QUIET:-}" ] && [ "${_OAUTH_HSM_ENV_KEPT:-}" != "${_kept[*]}" ]; then

@@ -65,6 +65,11 @@ cat >&2 <<MSG
     .venv/bin/flask --app example_app oauth-hsm demo-client --binding dpop --api $OAUTH_HSM_ISSUER/api/items
     .venv/bin/flask --app example_app oauth-hsm demo-client --binding pop-symmetric --api $OAUTH_HSM_ISSUER/api/items
 
+  CIBA (poll mode): the demo client asks for the demo user by phone number ($EXAMPLE_DEMO_PHONE),
+  you approve on the "authentication device" page $OAUTH_HSM_ISSUER/ciba (signed in as above):
+
+    .venv/bin/flask --app example_app oauth-hsm demo-client --flow ciba --login-hint tel:$EXAMPLE_DEMO_PHONE
+
   Ctrl-C stops the server$( [ -n "$started_redis" ] && echo " and its Redis" ).
 
 MSG

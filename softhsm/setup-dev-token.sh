@@ -32,3 +32,4 @@ gen --alg ES256 --use sig --label demo-client-dpop        # the demo client's DP
 secret() { "$FLASK" --app example_app oauth-hsm keys generate-secret --if-missing "$@" >&2; }
 secret --kind hmac --label as-dpop-nonce                  # stateless DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY)
 secret --kind aes --label as-pop-wrap                     # seals symmetric PoP keys in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY)
+secret --kind hmac --label as-pairwise                    # pairwise sub values (OAUTH_HSM_PAIRWISE_KEY, docs/ciba.md)

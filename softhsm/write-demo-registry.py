@@ -31,7 +31,9 @@ def demo_registry(resource: str) -> dict:
             "jwks": jwks("demo-client-sig"),
             # the code flow (docs/users.md): example_app's /demo pages, and
             # `demo-client --flow code` listening on a loopback port
-            "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+            "grant_types": ["client_credentials", "authorization_code", "refresh_token",
+                            "urn:openid:params:grant-type:ciba"],  # CIBA: demo-client --flow ciba, the /ciba page
+            "backchannel_token_delivery_mode": "poll",
             "redirect_uris": [issuer + "/demo/callback",
                               os.environ.get("EXAMPLE_DEMO_CALLBACK", "http://127.0.0.1:8765/callback")],
             "scope": "openid profile email read write",

@@ -13,6 +13,7 @@ from typing import Any
 ISSUER = "https://as.example.test"
 OTHER = "https://other.example.test"
 PATHS = {"token": "/oauth2/token", "introspection": "/oauth2/introspect", "revocation": "/oauth2/revoke"}
+PATHS["backchannel_authentication"] = "/oauth2/bc-authorize"  # CIBA (issue 12): the same table
 # PAR and request objects (issue 12): client assertions at /par; request objects at /authorize and /par.
 PATHS.update({"par": "/oauth2/par", "authorize": "/oauth2/authorize"})
 ASSERTION_ENDPOINTS = ("token", "introspection", "revocation", "par")

@@ -7,10 +7,12 @@ import pytest
 
 from as_helpers import assertion_form, claims_for
 from aud_table import POLICIES, REQUEST_OBJECT_ENDPOINTS, SHAPES, aud_value, expected
+from ciba_helpers import make_ciba_as  # noqa: F401 (fixture)
 
 # Clients of the default scenario registered with each policy; issuer+array is a global opt-in.
 CLIENT_FOR = {"issuer": "c-issuer", "issuer+array": "c-es256", "endpoint": "c-endpoint", "legacy": "c-legacy"}
 AUTHENTICATED = {"token": 200, "introspection": 403, "revocation": 200}  # a client at introspection: 403 after auth
+AUTHENTICATED["backchannel_authentication"] = 200  # CIBA: the ciba scenario has a client per policy too
 
 
 @pytest.fixture(scope="module")
@@ -18,20 +20,30 @@ def issuer_array_env(make_as):
     return make_as(OAUTH_HSM_AUD_ISSUER_ARRAY="true")
 
 
+@pytest.fixture(scope="module")
+def ciba_envs(make_ciba_as):
+    """CIBA hosts (tests/ciba_helpers.py): the default policy, and the issuer-array opt-in."""
+    return {"plain": make_ciba_as(), "array": make_ciba_as(OAUTH_HSM_AUD_ISSUER_ARRAY="true")}
+
+
 def _request(env, endpoint: str, client_id: str, aud):
     form = assertion_form(env.keys[client_id].jws(claims_for(client_id, aud)))
     if endpoint == "token":
         return env.client().post("/oauth2/token", data=form)
     form = {k: v for k, v in form.items() if k != "grant_type"}
+    if endpoint == "backchannel_authentication":
+        return env.client().post("/oauth2/bc-authorize", data={**form, "scope": "openid", "login_hint": "alice"})
     path = "/oauth2/introspect" if endpoint == "introspection" else "/oauth2/revoke"
     return env.client().post(path, data={**form, "token": "not-a-token"})
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("endpoint", ["token", "introspection", "revocation"])
-def test_aud_policy_cell(as_env, issuer_array_env, endpoint, policy, shape):
+@pytest.mark.parametrize("endpoint", ["token", "introspection", "revocation", "backchannel_authentication"])
+def test_aud_policy_cell(as_env, issuer_array_env, ciba_envs, endpoint, policy, shape):
     env = issuer_array_env if policy == "issuer+array" else as_env
+    if endpoint == "backchannel_authentication":
+        env = ciba_envs["array" if policy == "issuer+array" else "plain"]
     response = _request(env, endpoint, CLIENT_FOR[policy], aud_value(shape, endpoint))
     if expected(policy, shape, endpoint):
         assert response.status_code == AUTHENTICATED[endpoint], (endpoint, policy, shape, response.get_json())
@@ -152,3 +164,21 @@ def test_the_docs_name_every_receiver_of_the_policy():
         assert ("client assertions", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
     for endpoint in REQUEST_OBJECT_ENDPOINTS:
         assert ("request objects", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
+
+
+# --- CIBA (issue 12): signed authentication requests at /bc-authorize -----------------------------------
+# The same table for the aud of the signed request (CIBA Core §7.1.1), with /bc-authorize as the
+# receiving endpoint; the client assertion beside it always has a good aud.
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_aud_policy_cell_of_signed_authentication_requests(ciba_envs, policy, shape):
+    from ciba_helpers import request_claims, signed_request
+
+    env, client_id = ciba_envs["array" if policy == "issuer+array" else "plain"], CLIENT_FOR[policy]
+    claims = request_claims(env, client_id, aud_value(shape, "backchannel_authentication"))
+    response = signed_request(env, client_id, claims, assertion_aud=_good_assertion_aud(policy, "backchannel_authentication"))
+    accepted = response.status_code == 200
+    assert accepted or response.get_json()["error"] == "invalid_request", (policy, shape, response.get_json())
+    assert accepted == expected(policy, shape, "backchannel_authentication"), (policy, shape)

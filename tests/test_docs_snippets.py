@@ -226,6 +226,16 @@ SETUPS: dict[str, Setup] = {
                           'app = Flask("docs")\nOAuthHSM(app)\n'
                           'assert app.test_client().post("/oauth2/token", data=token_form()).status_code == 200\n'
                           'assert audit_queue.get_nowait()[:2] == ("token_issued", "billing-batch")\n'),
+    # ciba.md: a host with the CIBA hooks, in process; billing-batch registered for CIBA in a copy of the registry
+    "ciba": Setup("python", files=("billing-batch.pem", "registry.json"),
+                  before='import json\ndoc = json.load(open("registry.json"))\n'
+                         'entry = next(c for c in doc["clients"] if c["client_id"] == "billing-batch")\n'
+                         'entry.update(grant_types=["client_credentials", "urn:openid:params:grant-type:ciba"], '
+                         'backchannel_token_delivery_mode="poll", scope="openid invoices:read")\n'
+                         'json.dump(doc, open("registry.json", "w"))\n',
+                  after='assert tokens["token_type"] == "Bearer" and "id_token" in tokens, tokens\n'
+                        'assert asked[-1].binding_message == "W-4711"\n',
+                  env=(("OAUTH_HSM_REGISTRY", "registry.json"), ("OAUTH_HSM_CIBA_INTERVAL", "1"))),
     # the user's own app module and registry, with the running server's settings
     "yourapp": Setup("sh", files=("yourapp.py", "registry.json"), env=(("SECRET", "correct horse battery staple"),)),
     # the user's own app module over a token store of their own that the block itself initialises

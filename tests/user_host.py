@@ -29,7 +29,7 @@ BY_SUBJECT = {u["subject"]: u for u in USERS.values()}
 
 
 def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (), acr: str | None = "urn:example:pwd",
-                   with_user_claims: bool = True):
+                   with_user_claims: bool = True, configure: Any = None):
     from flask import Flask, redirect, request, session, url_for
 
     from flask_oauth_hsm import OAuthHSM, ResourceProtector, User, clock
@@ -61,6 +61,8 @@ def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (
             user = BY_SUBJECT.get(subject)
             return user["claims"] if user else None
 
+    if configure is not None:  # more hooks before init_app (tests/ciba_helpers.py)
+        configure(app, oauth)
     oauth.init_app(app)
 
     @app.route("/login", methods=["GET", "POST"])

@@ -31,6 +31,9 @@ def fit_checker(settings: "Settings", ring: "Callable[[], KeyRing]", features: C
         if isinstance(entity, ResourceServer):
             _check_resource_server(entity, ring(), settings.key_set)
         binding.fits(settings, entity)
+        if isinstance(entity, Client) and entity.subject_type == "pairwise" and not settings.pairwise_key:
+            raise ConfigError(f"OAUTH_HSM_REGISTRY: {entity.client_id!r} has subject_type pairwise, but OAUTH_HSM_PAIRWISE_KEY "
+                              "is not set")
         if isinstance(entity, Client) and "users" in features:
             _check_user_client(entity, ring(), settings.key_set)
             _check_request_objects(entity, settings, ring(), settings.key_set)
@@ -56,10 +59,11 @@ def _check_user_client(client: Client, ring: "KeyRing", key_set: str | None) -> 
 
 def _check_request_objects(client: Client, settings: "Settings", ring: "KeyRing", key_set: str | None) -> None:
     """docs/par-and-jar.md: a client whose request objects we could never verify or decrypt is a misfit."""
-    alg = client.request_object_signing_alg
-    if alg and alg not in settings.assertion_algs:
-        raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r} registered request_object_signing_alg {alg}, "
-                          "which OAUTH_HSM_ASSERTION_ALGS does not allow")
+    for field in ("request_object_signing_alg", "backchannel_authentication_request_signing_alg"):
+        alg = getattr(client, field)
+        if alg and alg not in settings.assertion_algs:
+            raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r} registered {field} {alg}, "
+                              "which OAUTH_HSM_ASSERTION_ALGS does not allow")
     enc_alg = client.request_object_encryption_alg
     if enc_alg and enc_alg not in ring.decryption_algs:
         raise ConfigError(f"{_enc_setting(key_set)}: client {client.client_id!r} encrypts request objects with {enc_alg}; "

@@ -89,6 +89,12 @@ class Client(Credentials):
     dpop_nonce_required: bool = field(default=False, kw_only=True)  # RFC 9449 §8, for this client
     pop_keys: frozenset[str] = field(default=frozenset(), kw_only=True)  # token_type=pop: symmetric, asymmetric
     tls_client_certificate_bound_access_tokens: bool = field(default=False, kw_only=True)  # RFC 8705 §3.4
+    # CIBA and pairwise subjects (docs/ciba.md): OIDC Core §8.1, OIDC Registration §2, CIBA Core §4
+    subject_type: str = field(default="public", kw_only=True)  # public | pairwise
+    sector_identifier_uri: str | None = field(default=None, kw_only=True)  # never fetched: its host is the sector
+    sector_identifier: str | None = field(default=None, kw_only=True)  # the sector host of a pairwise client
+    backchannel_token_delivery_mode: str | None = field(default=None, kw_only=True)  # poll (the only mode served)
+    backchannel_authentication_request_signing_alg: str | None = field(default=None, kw_only=True)
     # PAR and request objects (docs/par-and-jar.md)
     require_pushed_authorization_requests: bool = field(default=False, kw_only=True)  # RFC 9126 §6
     request_object_signing_alg: str | None = field(default=None, kw_only=True)  # RFC 9101 §10.5 (OIDC Registration §2)

@@ -16,6 +16,7 @@ from .model import Client, ResourceServer, parse_scope, valid_redirect_uri, vali
 ENCRYPTED_ASSERTIONS = ("none", "allowed", "required")
 PRODUCED_ENC = ("A128GCM", "A256GCM")
 AUD_POLICIES = ("issuer", "endpoint", "legacy")
+CIBA_GRANT = "urn:openid:params:grant-type:ciba"  # CIBA Core §10.1
 _IDENTIFIER = re.compile(r"[\x21-\x7E]{1,255}")
 POP_KEY_TYPES = ("symmetric", "asymmetric")
 # RFC 8705 §2.1.2: exactly one of these names the certificate of a tls_client_auth entity.
@@ -172,6 +173,18 @@ class ClientSchema(CredentialsSchema):
     dpop_nonce_required = fields.Boolean(load_default=False)
     pop_keys = fields.List(fields.String(validate=validate.OneOf(POP_KEY_TYPES)), load_default=list)
     tls_client_certificate_bound_access_tokens = fields.Boolean(load_default=False)
+    # CIBA and pairwise subjects (docs/ciba.md)
+    subject_type = fields.String(load_default="public", validate=validate.OneOf(("public", "pairwise")))
+    sector_identifier_uri = fields.String(load_default=None, validate=validate.Length(1, 2000))
+    backchannel_token_delivery_mode = fields.String(load_default=None, validate=validate.OneOf(("poll",)))
+    backchannel_authentication_request_signing_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
+
+    @validates_schema
+    def _ciba_and_pairwise(self, data: dict[str, Any], **kwargs: Any) -> None:
+        from ..ciba import check_registration  # the rules live with the feature
+
+        check_registration(data)
+
     require_pushed_authorization_requests = fields.Boolean(load_default=False)
     request_object_signing_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
     request_object_encryption_alg = fields.String(load_default=None, validate=validate.OneOf(list(KEY_MANAGEMENT)))
@@ -219,9 +232,9 @@ class ClientSchema(CredentialsSchema):
     @validates_schema
     def _user_grants(self, data: dict[str, Any], **kwargs: Any) -> None:
         grants = data.get("grant_types", [])
-        if "refresh_token" in grants and "authorization_code" not in grants:
+        if "refresh_token" in grants and not {"authorization_code", CIBA_GRANT} & set(grants):
             # Refresh tokens continue a user's grant; machines ask again (RFC 6749 §4.4.3).
-            raise ValidationError("refresh_token is issued with authorization_code only", "grant_types")
+            raise ValidationError("refresh_token is issued with authorization_code or CIBA only", "grant_types")
         if "authorization_code" in grants and not data.get("redirect_uris"):
             raise ValidationError("the authorization_code grant needs at least one redirect URI", "redirect_uris")
         if data.get("redirect_uris") and "authorization_code" not in grants:
@@ -289,6 +302,10 @@ def build_client(entry: Any) -> Client:
     data["grant_types"], data["resources"] = tuple(data["grant_types"]), tuple(data["resources"])
     data["redirect_uris"] = tuple(data["redirect_uris"])
     data["pop_keys"] = frozenset(data["pop_keys"])
+    if data["subject_type"] == "pairwise":
+        from ..subjects import sector_of
+
+        data["sector_identifier"] = sector_of(data["sector_identifier_uri"], data["redirect_uris"])  # checked by the schema
     return Client(**data)
 
 

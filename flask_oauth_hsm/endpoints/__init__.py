@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health", "authorize", "userinfo", "openid",
-                    "par")
+                    "ciba", "par")
 
 View = Callable[["ServerContext"], ResponseReturnValue]
 Contribution = Callable[["ServerContext", "KeyRing"], dict[str, Any]]  # the ring being published

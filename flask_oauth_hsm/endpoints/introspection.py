@@ -105,7 +105,8 @@ def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_i
         answer["cnf"] = dict(bound[1])
     if grant is not None and rs.introspection_claims:
         # architecture.md §7: entitled (registry) and consented (the grant's release), else the minimal set.
-        user = for_resource_server(ctx, rs, claims["sub"], Release.decode(grant.release))
+        release = Release.decode(grant.release)  # its subject: the user's own, when sub is pairwise
+        user = for_resource_server(ctx, rs, release.subject or claims["sub"], release)
         answer.update({name: value for name, value in user.items() if name not in answer})
     return answer
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from flask import Response
 
+from .. import subjects
 from ..authz.claims import SCOPE_CLAIMS
 from ..grants.targets import OIDC_SCOPES
 from . import Endpoint, register
@@ -39,7 +40,7 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
     which deviates from the Discovery text that every OP list it."""
     claims = sorted({"sub", "iss", "auth_time", "acr", "amr"} | {c for cs in SCOPE_CLAIMS.values() for c in cs})
     return {
-        "subject_types_supported": ["public"],
+        "subject_types_supported": subjects.supported(ctx.settings),
         "id_token_signing_alg_values_supported": ring.signing_algs,
         "scopes_supported": sorted(OIDC_SCOPES),
         "claims_supported": claims,

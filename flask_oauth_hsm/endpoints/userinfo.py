@@ -39,7 +39,8 @@ def userinfo_endpoint(ctx: "ServerContext") -> Response:
     if state is None or state.revoked:
         raise _invalid("the access token is not active")
     body: dict[str, Any] = {"sub": claims["sub"]}
-    body.update(released(ctx, claims["sub"], Release.decode(state.release).userinfo))
+    release = Release.decode(state.release)  # its subject: the user's own, when sub is pairwise
+    body.update(released(ctx, release.subject or claims["sub"], release.userinfo))
     return json_response(body)
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..tokens.access import IssuedToken
 
 # Each module registers its grant(s) when imported. Adding a grant: one module, one line here.
-GRANT_MODULES = ("client_credentials", "authorization_code", "refresh_token")
+GRANT_MODULES = ("client_credentials", "authorization_code", "refresh_token", "ciba")
 
 
 @dataclass(frozen=True)

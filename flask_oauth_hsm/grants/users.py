@@ -15,11 +15,11 @@ access tokens are inactive, and it holds what the user agreed to release.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import clock, events
+from .. import clock, events, subjects
 from ..clients import Client, ResourceServer
 from ..errors import InvalidGrantError
 from ..release import Release, released
@@ -60,8 +60,8 @@ def as_grant(ctx: "ServerContext", ug: UserGrant) -> Grant:
     if ug.amr:
         claims["amr"] = list(ug.amr)
     also_for = (ctx.endpoint_url("userinfo"),) if "openid" in ug.scope else ()
-    return Grant(subject=ug.subject, scope=ug.scope, audiences=ug.audiences, claims=claims, also_for=also_for,
-                 complete=partial(_complete, ug))
+    return Grant(subject=subjects.for_client(ctx, ug.client, ug.subject), scope=ug.scope, audiences=ug.audiences,
+                 claims=claims, also_for=also_for, complete=partial(_complete, ug))
 
 
 def record_ttl(ctx: "ServerContext", expires_at: int | None) -> int:
@@ -76,8 +76,8 @@ def record_ttl(ctx: "ServerContext", expires_at: int | None) -> int:
 def _complete(ug: UserGrant, ctx: "ServerContext", issued: "IssuedToken") -> dict[str, Any]:
     body: dict[str, Any] = {}
     if "openid" in ug.scope:
-        body["id_token"] = id_token.issue(ctx, ug.client, subject=ug.subject, auth_time=ug.auth_time, acr=ug.acr, amr=ug.amr,
-                                          nonce=ug.nonce, access_token=issued.token,
+        body["id_token"] = id_token.issue(ctx, ug.client, subject=issued.claims["sub"], auth_time=ug.auth_time, acr=ug.acr,
+                                          amr=ug.amr, nonce=ug.nonce, access_token=issued.token,
                                           extra=released(ctx, ug.subject, ug.release.id_token))
     if ug.refresh is not None:
         body["refresh_token"] = refresh.mint(ctx, ug.refresh)
@@ -87,10 +87,13 @@ def _complete(ug: UserGrant, ctx: "ServerContext", issued: "IssuedToken") -> dic
 
 def _record(ctx: "ServerContext", ug: UserGrant) -> None:
     ttl = record_ttl(ctx, ug.refresh.expires_at if ug.refresh else None)
+    release = ug.release
+    if ug.client.subject_type == "pairwise":  # the grant's record keeps the user's own subject (subjects.py)
+        release = replace(release, subject=ug.subject)
     if ug.presented is None:
         # False: a concurrent second redemption of the code revoked the grant first. This, the one
         # successful redemption, still answers (RFC 6749 §4.1.2), with tokens that are already dead.
-        ctx.store.grant_create(ug.grant_id, ug.refresh.token_id if ug.refresh else None, ug.release.encode(), ttl)
+        ctx.store.grant_create(ug.grant_id, ug.refresh.token_id if ug.refresh else None, release.encode(), ttl)
         return
     assert ug.refresh is not None
     outcome = ctx.store.grant_rotate(ug.grant_id, ug.presented.token_id, ug.refresh.token_id, ttl)

@@ -24,7 +24,7 @@ from .health import UNKNOWN, eviction_risk, replica_shortfall
 from .layout import Layout, Placement
 from .replication import ReplicatedWrites, Written
 from .single_use import (
-    CONSUME_SCRIPT, GRANT_CREATE_SCRIPT, GRANT_REVOKE_SCRIPT, ROTATE_SCRIPT, TOMBSTONE, USE_ONCE_SCRIPT, Replayed,
+    CONSUME_SCRIPT, GRANT_CREATE_SCRIPT, GRANT_REVOKE_SCRIPT, ROTATE_SCRIPT, SWAP_SCRIPT, TOMBSTONE, USE_ONCE_SCRIPT, Replayed,
     ResetRule,
 )
 
@@ -174,6 +174,17 @@ class Store:
         if value is not None and value.startswith(TOMBSTONE):
             return Consumed(used_by=value[len(TOMBSTONE):])
         return Consumed(record=value)
+
+    def swap(self, namespace: str, ident: str, expected: bytes, new: bytes, ttl: int) -> bool:
+        """Replace the record with ``new`` only if it still holds ``expected`` (one server-side step);
+        False when it is gone or another writer changed it first. Replica-acknowledged: a state
+        change lost in a failover would be decided again."""
+        with unavailable_on_error():
+            written = self._eval(SWAP_SCRIPT, self.key(namespace, ident), expected, new, max(1, int(ttl)))
+        swapped = bool(written.results[0])
+        if swapped:
+            written.confirmed()
+        return swapped
 
     def save(self, namespace: str, ident: str, value: bytes, ttl: int) -> None:
         """Store (or replace) a record that is not single-use, e.g. a remembered consent."""

@@ -103,6 +103,18 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS
 return 1
 """
 
+# SWAP (compare and set): KEYS[1]; ARGV[1] the value expected, ARGV[2] the new value, ARGV[3] its TTL
+# -> 1 replaced, 0 the record is gone or holds something else (a concurrent writer won). CIBA
+# requests change state this way (pending -> approved or denied; the poll timing): never a
+# get-then-set that could bring back a record another request has taken.
+SWAP_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
 ROTATED, UNKNOWN, REVOKED, REUSED = 1, 0, 2, 3
 
 

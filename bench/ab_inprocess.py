@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 import peer_ab  # noqa: E402
 
-CHILD = r'''
+CHILD = r"""
 import io, json, os, sys, time
 sys.path[:0] = [os.environ["AB_ROOT"]]
 import example_app, flask_oauth_hsm  # from AB_ROOT, before benchlib puts this checkout on sys.path
@@ -64,7 +64,7 @@ for line in sys.stdin:
             raise SystemExit(f"non-200: {st} {body[:200]!r}")
     print(json.dumps({"cpu": (time.process_time() - c0) / n * 1e6, "wall": (time.perf_counter() - t0) / n * 1e6}), flush=True)
     i += n
-'''
+"""
 
 
 def main() -> int:
@@ -76,17 +76,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--env", action="append", default=[], metavar="A|B:NAME=VALUE", help="a setting for one side")
     args = ap.parse_args()
-    from as_helpers import ClientKey
     from cryptography.hazmat.primitives import serialization
+
+    from as_helpers import ClientKey
 
     out = benchlib.Report("ab_inprocess")
     started = time.monotonic()
     roots = {"A": str(Path(args.a).resolve()), "B": str(Path(args.b).resolve())}
-    out.line(f"# bench/ab_inprocess.py — A = {roots['A']}, B = {roots['B']}, {args.alg}, "
-             f"{args.rounds} rounds × {args.calls} calls")
+    out.line(
+        f"# bench/ab_inprocess.py — A = {roots['A']}, B = {roots['B']}, {args.alg}, {args.rounds} rounds × {args.calls} calls"
+    )
     key = ClientKey.new("ES256")
-    pem = key.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
+    pem = key.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     ours = peer_ab.Ours(key, {})
     procs = {}
     try:
@@ -98,11 +101,24 @@ def main() -> int:
                 if s == side:
                     k, _, v = kv.partition("=")
                     extra[k] = v
-            env = {**os.environ, **ours.settings(issuer, issuer + "/api", args.alg), **extra,
-                   "AB_BENCH": str(benchlib.BENCH_DIR), "AB_ROOT": root, "AB_KEY": pem, "AB_KID": key.kid,
-                   "PYTHONPATH": root}
-            procs[side] = subprocess.Popen([sys.executable, "-c", CHILD, str(args.calls), str(args.rounds)], env=env,
-                                           cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            env = {
+                **os.environ,
+                **ours.settings(issuer, issuer + "/api", args.alg),
+                **extra,
+                "AB_BENCH": str(benchlib.BENCH_DIR),
+                "AB_ROOT": root,
+                "AB_KEY": pem,
+                "AB_KID": key.kid,
+                "PYTHONPATH": root,
+            }
+            procs[side] = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(args.calls), str(args.rounds)],
+                env=env,
+                cwd=root,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         for side, p in procs.items():
             if p.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"{side} did not start")
@@ -120,9 +136,18 @@ def main() -> int:
         cpu_ratio = statistics.median(b["cpu"] / a["cpu"] for a, b in zip(res["A"], res["B"], strict=True))
         wall_ratio = statistics.median(b["wall"] / a["wall"] for a, b in zip(res["A"], res["B"], strict=True))
         out.section("Summary (medians)")
-        out.table(["side", "code root", "CPU µs/call", "wall µs/call"],
-                  [[s, roots[s], f"{statistics.median(d['cpu'] for d in res[s]):.0f}",
-                    f"{statistics.median(d['wall'] for d in res[s]):.0f}"] for s in ("A", "B")])
+        out.table(
+            ["side", "code root", "CPU µs/call", "wall µs/call"],
+            [
+                [
+                    s,
+                    roots[s],
+                    f"{statistics.median(d['cpu'] for d in res[s]):.0f}",
+                    f"{statistics.median(d['wall'] for d in res[s]):.0f}",
+                ]
+                for s in ("A", "B")
+            ],
+        )
         out.line()
         out.line(f"B/A: CPU {cpu_ratio:.3f}, wall {wall_ratio:.3f} (median of per-round ratios)")
         out.line()

@@ -104,8 +104,12 @@ def code_state() -> str:
     """The commit measured, and whether the package had uncommitted changes at the time."""
     head = _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "flask_oauth_hsm", "example_app"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "flask_oauth_hsm", "example_app"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return head
     dirty = [line[3:] for line in out.splitlines() if line.strip()]
@@ -170,7 +174,7 @@ class Workspace:
     procs: list = field(default_factory=list)
 
     @classmethod
-    def create(cls, name: str) -> "Workspace":
+    def create(cls, name: str) -> Workspace:
         base = Path(tempfile.mkdtemp(prefix=f"oauth-hsm-bench-{name}-"))
         # Before the PKCS#11 module is ever loaded in this process or any child (spawned workers
         # and gunicorn inherit the environment).
@@ -264,8 +268,9 @@ class WorkerConfig:
 
     def describe(self) -> str:
         what = {"sync": "sync", "gthread": f"gthread ×{self.threads} threads", "gevent": "gevent (1000 conns)"}
-        return (f"{self.workers} workers, {what[self.worker_class]}{', --preload' if self.preload else ''}"
-                + (f", {self.note}" if self.note else ""))
+        return f"{self.workers} workers, {what[self.worker_class]}{', --preload' if self.preload else ''}" + (
+            f", {self.note}" if self.note else ""
+        )
 
 
 def available_worker_configs() -> list[WorkerConfig]:
@@ -298,15 +303,31 @@ class Server:
         stop_process(self.proc)
 
 
-def start_gunicorn(ws: Workspace, app: str, settings: dict, config: WorkerConfig, *, ready_path: str,
-                   extra_args: list[str] = ()) -> Server:
+def start_gunicorn(
+    ws: Workspace, app: str, settings: dict, config: WorkerConfig, *, ready_path: str, extra_args: list[str] = ()
+) -> Server:
     port = support.free_port()
     env = {**os.environ, **settings}
     env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     log_path = ws.base / f"gunicorn-{port}.log"
-    args = [sys.executable, "-m", "gunicorn", *config.args(), "--bind", f"127.0.0.1:{port}",
-            "--graceful-timeout", "2", "--timeout", "30", "--keep-alive", "5", "--backlog", "2048",
-            *extra_args, app]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *config.args(),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "2",
+        "--timeout",
+        "30",
+        "--keep-alive",
+        "5",
+        "--backlog",
+        "2048",
+        *extra_args,
+        app,
+    ]
     with open(log_path, "wb") as log:  # the child has its own copy of the descriptor
         proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ws.procs.append(proc)
@@ -340,8 +361,9 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def http_request(base: str, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None,
-                 timeout: float = 10) -> tuple[int, dict, bytes]:
+def http_request(
+    base: str, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None, timeout: float = 10
+) -> tuple[int, dict, bytes]:
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -485,9 +507,21 @@ def write_bodies(path: Path, bodies: list[str]) -> None:
             fh.write(b + "\n")
 
 
-def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, connections: int = 16,
-            threads: int = 1, cycle: bool = False, headers: dict | None = None, redis_pid: int | None = None,
-            timeout_s: int = 5, expect: str | None = None, whole_requests: bool = False) -> LoadResult:
+def run_wrk(
+    server: Server,
+    path: str,
+    bodies_file: Path,
+    *,
+    duration: float,
+    connections: int = 16,
+    threads: int = 1,
+    cycle: bool = False,
+    headers: dict | None = None,
+    redis_pid: int | None = None,
+    timeout_s: int = 5,
+    expect: str | None = None,
+    whole_requests: bool = False,
+) -> LoadResult:
     """POST the lines of ``bodies_file`` to ``path``, each exactly once (unless ``cycle``), for
     ``duration`` seconds over ``connections`` keep-alive connections. With ``expect``, a 200
     answer whose body lacks that string counts as non-200. ``whole_requests``: each line is a
@@ -495,9 +529,27 @@ def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, co
     header_args = []
     for k, v in (headers or {}).items():
         header_args += ["-H", f"{k}: {v}"]
-    args = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s", "--timeout", f"{timeout_s}s",
-            *header_args, "-s", str(WRK_LUA), server.base + path, "--", str(bodies_file), str(threads),
-            "1" if cycle else "0", "requests" if whole_requests else "bodies", *([expect] if expect else [])]
+    args = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration:g}s",
+        "--timeout",
+        f"{timeout_s}s",
+        *header_args,
+        "-s",
+        str(WRK_LUA),
+        server.base + path,
+        "--",
+        str(bodies_file),
+        str(threads),
+        "1" if cycle else "0",
+        "requests" if whole_requests else "bodies",
+        *([expect] if expect else []),
+    ]
     server_meter = CpuMeter(server.pids)
     redis_meter = CpuMeter(lambda: [redis_pid] if redis_pid else [])
     workers = children(server.proc.pid)
@@ -519,8 +571,10 @@ def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, co
     import threading
 
     captured = {}
-    readers = [threading.Thread(target=lambda n, f: captured.__setitem__(n, f.read()), args=(n, f), daemon=True)
-               for n, f in (("out", proc.stdout), ("err", proc.stderr))]
+    readers = [
+        threading.Thread(target=lambda n, f: captured.__setitem__(n, f.read()), args=(n, f), daemon=True)
+        for n, f in (("out", proc.stdout), ("err", proc.stderr))
+    ]
     for t in readers:
         t.start()
     while True:
@@ -545,14 +599,22 @@ def run_wrk(server: Server, path: str, bodies_file: Path, *, duration: float, co
         raise RuntimeError(f"wrk failed (rc {proc.returncode}): {stdout[-1500:]} {stderr[-1500:]}")
     data = json.loads(m.group(1))
     return LoadResult(
-        requests=data["requests"], seconds=data["duration_us"] / 1e6, p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000, max_ms=data["max_us"] / 1000, non200=data["non200"],
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        non200=data["non200"],
         socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
-        exhausted=data["exhausted"], wrk_cpu=rusage.ru_utime + rusage.ru_stime, server_cpu=server_cpu,
-        redis_cpu=redis_cpu, first_bad=data.get("first_bad", ""),
+        exhausted=data["exhausted"],
+        wrk_cpu=rusage.ru_utime + rusage.ru_stime,
+        server_cpu=server_cpu,
+        redis_cpu=redis_cpu,
+        first_bad=data.get("first_bad", ""),
         conns="+".join(str(conns.get(p, 0)) for p in workers) if conns else "?",
         cpu_split="/".join(f"{100 * c / total:.0f}" for c in worker_cpu.values())
-        if (total := sum(worker_cpu.values())) > 0 else "?",
+        if (total := sum(worker_cpu.values())) > 0
+        else "?",
     )
 
 
@@ -575,8 +637,9 @@ def errors_line(results: list[LoadResult]) -> str:
 def connections_per_pid(port: int) -> dict[int, int]:
     """Established TCP connections on the server's port, by owning process (ss -tnp)."""
     try:
-        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-                             capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, timeout=5
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     counts: dict[int, int] = {}
@@ -600,8 +663,14 @@ def presign_forms(key, client_id: str, aud: str, count: int, extra: dict, lifeti
     head_b64 = b64json(head)
     out = []
     for _ in range(count):
-        claims = {"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + lifetime,
-                  "jti": secrets.token_urlsafe(16)}
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": aud,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": secrets.token_urlsafe(16),
+        }
         signing_input = f"{head_b64}.{b64json(claims)}"
         assertion = f"{signing_input}.{b64(key.sign_raw(signing_input.encode()))}"
         out.append(urlencode({"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion, **extra}))
@@ -638,8 +707,16 @@ def realistic_claims() -> bytes:
     import secrets
 
     now = int(time.time())
-    claims = {"iss": ISSUER, "exp": now + 300, "aud": "https://rs1.example.test", "sub": "c-es256",
-              "client_id": "c-es256", "iat": now, "jti": secrets.token_urlsafe(18), "scope": "read write"}
+    claims = {
+        "iss": ISSUER,
+        "exp": now + 300,
+        "aud": "https://rs1.example.test",
+        "sub": "c-es256",
+        "client_id": "c-es256",
+        "iat": now,
+        "jti": secrets.token_urlsafe(18),
+        "scope": "read write",
+    }
     return json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -762,8 +839,7 @@ def measure_signing(mode: str, alg: str, label: str, processes: int, duration: f
     ctx = mp.get_context("spawn")  # fresh interpreters: no PKCS#11 state inherited
     barrier = ctx.Barrier(processes + 1)  # the parent too: it starts the machine-load meter
     results = ctx.Queue()
-    procs = [ctx.Process(target=sign_worker, args=(mode, alg, label, duration, barrier, results))
-             for _ in range(processes)]
+    procs = [ctx.Process(target=sign_worker, args=(mode, alg, label, duration, barrier, results)) for _ in range(processes)]
     for p in procs:
         p.start()
     out = []

@@ -60,9 +60,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402  (sets up sys.path for tests/ helpers)
-import soak  # noqa: E402
-
 import ha_support  # noqa: E402
+import soak  # noqa: E402
 
 ASSERTION_TYPE = soak.ASSERTION_TYPE
 DROP_WINDOW = 3.0  # seconds after a worker kill in which its clients' connections may drop
@@ -113,8 +112,12 @@ class ChaosClient(soak.Client):
 
         jti = secrets.token_urlsafe(16)
         assertion = self.keys["soak-client"].jws(claims_for("soak-client", benchlib.ISSUER, jti=jti))
-        form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": assertion, "scope": "read"}
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "scope": "read",
+        }
         body = urlencode(form).encode()
         status, data = self.request("token", "POST", "/oauth2/token", body, {200})
         if status == 200:
@@ -244,8 +247,10 @@ def fault_loop(dep: Deployment, rng: random.Random, stop_at: float, gap: tuple[f
         fault = dep.inject(kinds.pop(), rng)
         fault.ready_after = dep.wait_ready()
         dep.faults.append(fault)
-        print(f"  {fault.kind:<13} {fault.note:<22} down {fault.back - fault.at:5.2f} s, ready {fault.ready_after:5.2f} s after",
-              flush=True)
+        print(
+            f"  {fault.kind:<13} {fault.note:<22} down {fault.back - fault.at:5.2f} s, ready {fault.ready_after:5.2f} s after",
+            flush=True,
+        )
 
 
 # --- replay records --------------------------------------------------------------------------------
@@ -314,8 +319,9 @@ def main() -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 30)
     rng = random.Random(seed)
 
-    from as_helpers import ClientKey
     from cryptography.hazmat.primitives import serialization
+
+    from as_helpers import ClientKey
 
     started = time.monotonic()
     out = benchlib.Report("chaos")
@@ -334,9 +340,15 @@ def main() -> int:
         registry = ws.base / "registry.json"
         registry.write_text(json.dumps(soak.build_registry(keys["soak-client"], keys["soak-rs"])))
         settings = benchlib.as_settings(
-            sentinel.url(), str(registry), OAUTH_HSM_PKCS11_MODULE=ha_support.P11KIT_CLIENT_MODULE,
-            OAUTH_HSM_POOL_SIZE="4", OAUTH_HSM_POOL_TIMEOUT="1", OAUTH_HSM_OPERATION_TIMEOUT="1",
-            OAUTH_HSM_RETRY_AFTER="1", OAUTH_HSM_RATE_LIMITS="address=100000/second,client=100000/second,hsm=100000/second")
+            sentinel.url(),
+            str(registry),
+            OAUTH_HSM_PKCS11_MODULE=ha_support.P11KIT_CLIENT_MODULE,
+            OAUTH_HSM_POOL_SIZE="4",
+            OAUTH_HSM_POOL_TIMEOUT="1",
+            OAUTH_HSM_OPERATION_TIMEOUT="1",
+            OAUTH_HSM_RETRY_AFTER="1",
+            OAUTH_HSM_RATE_LIMITS="address=100000/second,client=100000/second,hsm=100000/second",
+        )
         config = benchlib.WorkerConfig("gthread-2x4", "gthread", threads=4)
         dep.server = benchlib.start_gunicorn(ws, "example_app:app", settings, config, ready_path="/oauth2/ready")
         time.sleep(1.1)  # past the epoch's first second (the reset rule)
@@ -345,12 +357,22 @@ def main() -> int:
         results, tokens = ctx.Queue(), ctx.Queue()
         checker = RecordChecker(sentinel, tokens)
         checker.thread.start()
-        portable = {who: (k.alg, k.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()), k.kid) for who, k in keys.items()}
+        portable = {
+            who: (
+                k.alg,
+                k.private.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+                k.kid,
+            )
+            for who, k in keys.items()
+        }
         traffic_start = time.time()
         deadline = time.monotonic() + args.seconds
-        procs = [ctx.Process(target=client_process, args=(dep.server.port, portable, deadline, results, tokens))
-                 for _ in range(args.clients)]
+        procs = [
+            ctx.Process(target=client_process, args=(dep.server.port, portable, deadline, results, tokens))
+            for _ in range(args.clients)
+        ]
         for p in procs:
             p.start()
         print(f"chaos: {args.seconds:.0f} s, seed {seed}", flush=True)
@@ -363,8 +385,10 @@ def main() -> int:
         checker.thread.join(timeout=60)
         dep.server.stop()
         report(out, args, seed, config, collected, dep.faults, checker, traffic_start)
-        out.line(f"load average (1 min) at the start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} on 2 cores "
-                 "(this run's own processes included: gunicorn, 6 redis-server, p11-kit, the clients)")
+        out.line(
+            f"load average (1 min) at the start / end: {load_before:.1f} / {os.getloadavg()[0]:.1f} on 2 cores "
+            "(this run's own processes included: gunicorn, 6 redis-server, p11-kit, the clients)"
+        )
     finally:
         if sentinel is not None:
             sentinel.stop()
@@ -382,23 +406,52 @@ def report(out, args, seed: int, config, collected, faults: list[Fault], checker
     drops = [t for t in timeline if t[3] == -1]
     stray_drops = [t for t in drops if not any(k <= t[1] + t[2] and t[1] <= k + DROP_WINDOW for k in kills)]
     tokens = [t for t in timeline if t[0] == "token" and t[3] == 200]
-    while_down = [t for t in tokens for f in faults
-                  if f.down_window and f.down_window[0] <= t[1] and t[1] + t[2] <= f.down_window[1]]
+    while_down = [
+        t for t in tokens for f in faults if f.down_window and f.down_window[0] <= t[1] and t[1] + t[2] <= f.down_window[1]
+    ]
     kinds = sorted({t[0] for t in timeline})
 
-    out.section(f"Chaos soak: {args.seconds:.0f} s, {args.clients} client processes (keep-alive), gunicorn "
-                f"{config.describe()}, seed {seed}")
-    out.table(["requests", "unexpected answers", "tokens issued while a dependency was down", "replays accepted",
-               "tokens without their replay record", "connections dropped (killed worker's)", "stray drops"],
-              [[f"{len(timeline):,}", str(len(unexpected)), str(len(while_down)), str(replays),
-                f"{checker.missing} of {checker.checked:,} checked", str(len(drops) - len(stray_drops)), str(len(stray_drops))]])
+    out.section(
+        f"Chaos soak: {args.seconds:.0f} s, {args.clients} client processes (keep-alive), gunicorn "
+        f"{config.describe()}, seed {seed}"
+    )
+    out.table(
+        [
+            "requests",
+            "unexpected answers",
+            "tokens issued while a dependency was down",
+            "replays accepted",
+            "tokens without their replay record",
+            "connections dropped (killed worker's)",
+            "stray drops",
+        ],
+        [
+            [
+                f"{len(timeline):,}",
+                str(len(unexpected)),
+                str(len(while_down)),
+                str(replays),
+                f"{checker.missing} of {checker.checked:,} checked",
+                str(len(drops) - len(stray_drops)),
+                str(len(stray_drops)),
+            ]
+        ],
+    )
     out.line()
     rows = []
     for kind in kinds:
         mine = [t for t in timeline if t[0] == kind]
         lat = [t[2] for t in mine]
-        rows.append([kind, f"{len(mine):,}", f"{sum(t[3] == 503 for t in mine):,}", f"{soak.percentile(lat, 0.5):.1f}",
-                     f"{soak.percentile(lat, 0.99):.1f}", f"{max(lat, default=0) * 1000:.0f}"])
+        rows.append(
+            [
+                kind,
+                f"{len(mine):,}",
+                f"{sum(t[3] == 503 for t in mine):,}",
+                f"{soak.percentile(lat, 0.5):.1f}",
+                f"{soak.percentile(lat, 0.99):.1f}",
+                f"{max(lat, default=0) * 1000:.0f}",
+            ]
+        )
     out.table(["request", "count", "503", "p50 ms", "p99 ms", "max ms"], rows)
     out.line()
     rows = []
@@ -407,15 +460,37 @@ def report(out, args, seed: int, config, collected, faults: list[Fault], checker
         recovery = f"{first[1] + first[2] - f.back:.2f}" if first else "none"
         during = [t for t in timeline if f.at <= t[1] <= (first[1] if first else f.back)]
         inside = [t for t in tokens if f.down_window and f.down_window[0] <= t[1] and t[1] + t[2] <= f.down_window[1]]
-        rows.append([f"{f.at - t0:.0f}", f.kind, f.note, f"{f.back - f.at:.2f}", recovery,
-                     f"{f.ready_after:.2f}" if f.ready_after is not None else "-", f"{sum(t[3] == 503 for t in during):,}",
-                     str(len(inside))])
-    out.table(["at (s)", "fault", "detail", "down (s)", "first token after it was back (s)", "/ready 200 after (s)",
-               "503 answers", "tokens while down"], rows)
+        rows.append(
+            [
+                f"{f.at - t0:.0f}",
+                f.kind,
+                f.note,
+                f"{f.back - f.at:.2f}",
+                recovery,
+                f"{f.ready_after:.2f}" if f.ready_after is not None else "-",
+                f"{sum(t[3] == 503 for t in during):,}",
+                str(len(inside)),
+            ]
+        )
+    out.table(
+        [
+            "at (s)",
+            "fault",
+            "detail",
+            "down (s)",
+            "first token after it was back (s)",
+            "/ready 200 after (s)",
+            "503 answers",
+            "tokens while down",
+        ],
+        rows,
+    )
     out.line()
-    out.line("down: SIGKILL to restart (hsm-kill, redis-replica), SIGSTOP to SIGCONT (hsm-stop), SIGKILL to the "
-             "sentinels' promotion (redis-master); 0 for a worker kill. 'first token' counts from that moment to "
-             "the end of the first successful token request started after it.")
+    out.line(
+        "down: SIGKILL to restart (hsm-kill, redis-replica), SIGSTOP to SIGCONT (hsm-stop), SIGKILL to the "
+        "sentinels' promotion (redis-master); 0 for a worker kill. 'first token' counts from that moment to "
+        "the end of the first successful token request started after it."
+    )
     if unexpected:
         out.line()
         out.line("unexpected answers (first 10):")

@@ -39,9 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
-import peer_ab  # noqa: E402
-
 import ha_support  # noqa: E402  (tests/, on sys.path through benchlib)
+import peer_ab  # noqa: E402
 
 SERVER = peer_ab.ServerSpec.parse("granian:2")
 PLOT = benchlib.ROOT / "docs" / "img" / "cost_growth.png"
@@ -90,19 +89,39 @@ def registry(ours: peer_ab.Ours, issuer: str, v: Variant) -> str:
     resources = [f"{issuer}/api"] + [f"{issuer}/api{i}" for i in range(2, v.resources + 1)]
     rs_entries = []
     for n, resource in enumerate(resources):
-        entry = {"resource": resource, "client_id": peer_ab.RS_CLIENT_ID if n == 0 else f"{peer_ab.RS_CLIENT_ID}-{n}", "token_endpoint_auth_method": "private_key_jwt",
-                 "jwks": ours.rs_jwks, "scope": "read write"}
+        entry = {
+            "resource": resource,
+            "client_id": peer_ab.RS_CLIENT_ID if n == 0 else f"{peer_ab.RS_CLIENT_ID}-{n}",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": ours.rs_jwks,
+            "scope": "read write",
+        }
         if v.encrypted:
             entry["access_token_encrypted_response_alg"] = "ECDH-ES+A256KW"
         rs_entries.append(entry)
-    clients = [{"client_id": peer_ab.CLIENT_ID, "token_endpoint_auth_method": "private_key_jwt",
-                "token_endpoint_auth_signing_alg": "ES256", "jwks": {"keys": [ours.client_key.public_jwk]},
-                "grant_types": ["client_credentials"], "scope": "read write", "resources": resources}]
+    clients = [
+        {
+            "client_id": peer_ab.CLIENT_ID,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "ES256",
+            "jwks": {"keys": [ours.client_key.public_jwk]},
+            "grant_types": ["client_credentials"],
+            "scope": "read write",
+            "resources": resources,
+        }
+    ]
     filler_key = ClientKey.new("ES256")  # one key for the idle clients: registry size is what grows
     for i in range(1, v.clients):
-        clients.append({"client_id": f"idle-{i:04d}", "token_endpoint_auth_method": "private_key_jwt",
-                        "jwks": {"keys": [{**filler_key.public_jwk, "kid": f"idle-{i:04d}"}]},
-                        "grant_types": ["client_credentials"], "scope": "read", "resources": resources[:1]})
+        clients.append(
+            {
+                "client_id": f"idle-{i:04d}",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [{**filler_key.public_jwk, "kid": f"idle-{i:04d}"}]},
+                "grant_types": ["client_credentials"],
+                "scope": "read",
+                "resources": resources[:1],
+            }
+        )
     path = ours.ws.base / f"registry-{v.name.replace(' ', '_').replace(',', '')}.json"
     path.write_text(json.dumps({"clients": clients, "resource_servers": rs_entries}))
     return str(path)
@@ -122,15 +141,21 @@ def bodies_for(target: peer_ab.Target, key, v: Variant, count: int) -> list[str]
 def start(ours: peer_ab.Ours, v: Variant, p11: ha_support.P11KitServer) -> peer_ab.Target:
     overrides: dict[str, str | None] = {"OAUTH_HSM_RATE_LIMITS": "off"}
     if v.remote:
-        overrides |= {"OAUTH_HSM_PKCS11_MODULE": ha_support.P11KIT_CLIENT_MODULE, "P11_KIT_SERVER_ADDRESS": p11.address,
-                      "OAUTH_HSM_POOL_SIZE": "4"}
+        overrides |= {
+            "OAUTH_HSM_PKCS11_MODULE": ha_support.P11KIT_CLIENT_MODULE,
+            "P11_KIT_SERVER_ADDRESS": p11.address,
+            "OAUTH_HSM_POOL_SIZE": "4",
+        }
     port = benchlib.support.free_port()  # the issuer names the port, and the registry the issuer
     overrides["OAUTH_HSM_REGISTRY"] = registry(ours, f"http://127.0.0.1:{port}", v)
-    return ours.start(SERVER, "ES256", workers=v.workers, access_log=False, preload=False, env_overrides=overrides,
-                      name=v.name, port=port)
+    return ours.start(
+        SERVER, "ES256", workers=v.workers, access_log=False, preload=False, env_overrides=overrides, name=v.name, port=port
+    )
 
 
-def measure(target: peer_ab.Target, ours: peer_ab.Ours, v: Variant, duration: float, gate: benchlib.QuietGate) -> benchlib.LoadResult:
+def measure(
+    target: peer_ab.Target, ours: peer_ab.Ours, v: Variant, duration: float, gate: benchlib.QuietGate
+) -> benchlib.LoadResult:
     bodies_file = ours.ws.base / "bodies.txt"
     guess = max([2500.0, *target.rates])
     benchlib.write_bodies(bodies_file, bodies_for(target, ours.client_key, v, int(guess * duration * 1.8) + 1000))
@@ -138,8 +163,15 @@ def measure(target: peer_ab.Target, ours: peer_ab.Ours, v: Variant, duration: fl
     gate.wait()
     system = benchlib.SystemMeter()
     system.start()
-    result = benchlib.run_wrk(target, target.token_path, bodies_file, duration=duration, connections=peer_ab.CONNECTIONS,
-                              redis_pid=ours.redis.proc.pid if ours.redis.proc else None, expect=peer_ab.EXPECT)
+    result = benchlib.run_wrk(
+        target,
+        target.token_path,
+        bodies_file,
+        duration=duration,
+        connections=peer_ab.CONNECTIONS,
+        redis_pid=ours.redis.proc.pid if ours.redis.proc else None,
+        expect=peer_ab.EXPECT,
+    )
     window, busy = system.stop()
     result.foreign = max(0.0, busy - result.server_cpu - result.wrk_cpu - result.redis_cpu) / window
     target.rates.append(result.rate)
@@ -149,8 +181,9 @@ def measure(target: peer_ab.Target, ours: peer_ab.Ours, v: Variant, duration: fl
 
 def _check(target: peer_ab.Target, ours: peer_ab.Ours, v: Variant) -> None:
     """One request answered with a token of the expected shape (JWE when encrypted, else JWS)."""
-    status, _, raw = benchlib.http_request(target.base, "POST", target.token_path, bodies_for(target, ours.client_key, v, 1)[0],
-                                           peer_ab.FORM)
+    status, _, raw = benchlib.http_request(
+        target.base, "POST", target.token_path, bodies_for(target, ours.client_key, v, 1)[0], peer_ab.FORM
+    )
     if status != 200:
         raise RuntimeError(f"{v.name}: token request answered {status}: {raw[:300]!r}")
     token = json.loads(raw)["access_token"]
@@ -221,17 +254,44 @@ def main() -> int:
                 row.p99.append(r.p99_ms)
                 row.errors += r.errors
                 row.foreign.append(r.foreign)
-                print(f"round {round_no} | {row.variant.name} | {r.rate:,.0f}/s | {r.cpu_ms(r.server_cpu):.3f} ms CPU | "
-                      f"errors {r.errors} | other load {r.foreign:.2f}", flush=True)
+                print(
+                    f"round {round_no} | {row.variant.name} | {r.rate:,.0f}/s | {r.cpu_ms(r.server_cpu):.3f} ms CPU | "
+                    f"errors {r.errors} | other load {r.foreign:.2f}",
+                    flush=True,
+                )
         out.section(f"Medians over {args.rounds} rounds of {args.duration:g} s (16 connections)")
-        out.table(["row", "what changes", "tokens/s", "ratio to baseline", "p50 ms", "p99 ms", "server CPU ms/token",
-                   "errors", "other load (cores)"],
-                  [[r.variant.name, r.variant.group, f"{statistics.median(r.rates):,.0f}", f"{statistics.median(r.ratios):.2f}",
-                    f"{statistics.median(r.p50):.2f}", f"{statistics.median(r.p99):.2f}", f"{statistics.median(r.cpu):.3f}",
-                    str(r.errors), f"{max(r.foreign):.2f}"] for r in rows])
+        out.table(
+            [
+                "row",
+                "what changes",
+                "tokens/s",
+                "ratio to baseline",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms/token",
+                "errors",
+                "other load (cores)",
+            ],
+            [
+                [
+                    r.variant.name,
+                    r.variant.group,
+                    f"{statistics.median(r.rates):,.0f}",
+                    f"{statistics.median(r.ratios):.2f}",
+                    f"{statistics.median(r.p50):.2f}",
+                    f"{statistics.median(r.p99):.2f}",
+                    f"{statistics.median(r.cpu):.3f}",
+                    str(r.errors),
+                    f"{max(r.foreign):.2f}",
+                ]
+                for r in rows
+            ],
+        )
         out.line()
-        out.line("ratio to baseline = median over rounds of (row ÷ baseline) tokens/s in the same round. "
-                 "other load = the most CPU other programs used during any of the row's runs.")
+        out.line(
+            "ratio to baseline = median over rounds of (row ÷ baseline) tokens/s in the same round. "
+            "other load = the most CPU other programs used during any of the row's runs."
+        )
         if not args.no_plot:
             out.line(plot(rows, PLOT))
         errors = sum(r.errors for r in rows)

@@ -241,8 +241,13 @@ def exp_wait_latency(base: Path, n: int = 3000) -> dict:
             ("evalsha", lambda i: client.execute_command("EVALSHA", sha, 2, "oauth:epoch", f"oauth:jti:a{i}", 1, 60)),
             ("evalsha+wait1 (pipeline)", lambda i: use_once_with_wait(client, sha, "oauth:", f"b{i}")),
             ("evalsha+wait2 (pipeline)", lambda i: use_once_with_wait(client, sha, "oauth:", f"c{i}", replicas=2)),
-            ("evalsha; wait1 (2 round trips)", lambda i: (client.execute_command("EVALSHA", sha, 2, "oauth:epoch", f"oauth:jti:d{i}", 1, 60),
-                                                           client.execute_command("WAIT", 1, 100))),
+            (
+                "evalsha; wait1 (2 round trips)",
+                lambda i: (
+                    client.execute_command("EVALSHA", sha, 2, "oauth:epoch", f"oauth:jti:d{i}", 1, 60),
+                    client.execute_command("WAIT", 1, 100),
+                ),
+            ),
         ):
             for i in range(200):
                 fn(f"warm{i}")
@@ -252,8 +257,11 @@ def exp_wait_latency(base: Path, n: int = 3000) -> dict:
                 fn(i)
                 samples.append(time.perf_counter() - t0)
             samples.sort()
-            out[name] = {"p50_us": round(samples[n // 2] * 1e6), "p99_us": round(samples[int(n * 0.99)] * 1e6),
-                         "mean_us": round(statistics.mean(samples) * 1e6)}
+            out[name] = {
+                "p50_us": round(samples[n // 2] * 1e6),
+                "p99_us": round(samples[int(n * 0.99)] * 1e6),
+                "mean_us": round(statistics.mean(samples) * 1e6),
+            }
         return out
     finally:
         dep.stop()
@@ -263,8 +271,13 @@ def exp_durability(base: Path) -> dict:
     """The replicas' links are partitioned (the master still counts them as connected), a jti is
     acknowledged, the master is killed, the links are cut, a replica is promoted."""
     out = {}
-    variants = ("no WAIT", "WAIT 1 100ms", "min-replicas-to-write 1, max-lag 1 (no WAIT)",
-                "no WAIT, links healthy", "WAIT 1 100ms, links healthy")
+    variants = (
+        "no WAIT",
+        "WAIT 1 100ms",
+        "min-replicas-to-write 1, max-lag 1 (no WAIT)",
+        "no WAIT, links healthy",
+        "WAIT 1 100ms, links healthy",
+    )
     for n, variant in enumerate(variants):
         extra = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "1"] if "min-replicas" in variant else None
         dep = ha_support.SentinelDeployment(base / f"d{n}", master_extra=extra).start()
@@ -289,8 +302,11 @@ def exp_durability(base: Path) -> dict:
             dep.cut_replica_links()
             new = dep.wait_for_new_master(old)
             present = new.client().exists("oauth:jti:" + ident) == 1
-            out[variant] = {**ack, "jti_on_promoted_replica": present,
-                            "replay_window_reopened": ack.get("accepted", False) and not present}
+            out[variant] = {
+                **ack,
+                "jti_on_promoted_replica": present,
+                "replay_window_reopened": ack.get("accepted", False) and not present,
+            }
         finally:
             dep.stop()
     return out
@@ -298,8 +314,11 @@ def exp_durability(base: Path) -> dict:
 
 def exp_eviction(base: Path) -> dict:
     out = {}
-    for name, extra in (("default", []), ("allkeys-lru", ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]),
-                        ("CONFIG renamed", ["--rename-command", "CONFIG", '""', "--maxmemory-policy", "volatile-lru"])):
+    for name, extra in (
+        ("default", []),
+        ("allkeys-lru", ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]),
+        ("CONFIG renamed", ["--rename-command", "CONFIG", '""', "--maxmemory-policy", "volatile-lru"]),
+    ):
         node = ha_support.RedisNode(base / "ev", name.replace(" ", "-"), extra)
         node.start()
         try:
@@ -309,8 +328,11 @@ def exp_eviction(base: Path) -> dict:
             except redis.RedisError as exc:
                 config = f"{type(exc).__name__}: {exc}"
             info = c.info("memory")
-            out[name] = {"CONFIG GET": config, "INFO memory maxmemory_policy": info.get("maxmemory_policy"),
-                         "INFO memory maxmemory": info.get("maxmemory")}
+            out[name] = {
+                "CONFIG GET": config,
+                "INFO memory maxmemory_policy": info.get("maxmemory_policy"),
+                "INFO memory maxmemory": info.get("maxmemory"),
+            }
         finally:
             node.kill()
     return out
@@ -346,8 +368,13 @@ def exp_cluster_buckets(base: Path, buckets: int = 64, n: int = 600) -> dict:
         kinds: dict[str, int] = {}
         for outcome in during:
             kinds[outcome] = kinds.get(outcome, 0) + 1
-        return {"buckets": buckets, "ok_before": before.count("ok"), "during_kill": kinds,
-                "failed_share": round(1 - during.count("ok") / n, 3), "ms_per_check_during": round(1000 * elapsed / n, 2)}
+        return {
+            "buckets": buckets,
+            "ok_before": before.count("ok"),
+            "during_kill": kinds,
+            "failed_share": round(1 - during.count("ok") / n, 3),
+            "ms_per_check_during": round(1000 * elapsed / n, 2),
+        }
     finally:
         dep.stop()
 

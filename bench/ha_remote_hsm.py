@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-import support  # noqa: E402
 import ha_support  # noqa: E402
+import support  # noqa: E402
 
 BASE = Path(tempfile.mkdtemp(prefix="ha-hsm-"))
 os.environ["SOFTHSM2_CONF"] = str(support.write_softhsm_conf(BASE / "softhsm"))
@@ -35,8 +35,16 @@ TOKEN = "remote-bench"
 def make_hsm(module: str, pool_size: int, reconnect_backoff: float = 0.2):
     from flask_oauth_hsm.hsm import HSM, HSMConfig
 
-    return HSM(HSMConfig(module=module, token_label=TOKEN, pin=support.USER_PIN, pool_size=pool_size,
-                         pool_timeout=2.0, reconnect_backoff=reconnect_backoff))
+    return HSM(
+        HSMConfig(
+            module=module,
+            token_label=TOKEN,
+            pin=support.USER_PIN,
+            pool_size=pool_size,
+            pool_timeout=2.0,
+            reconnect_backoff=reconnect_backoff,
+        )
+    )
 
 
 def signs_per_second(key, threads: int, seconds: float = 2.0) -> float:
@@ -177,8 +185,7 @@ def main(argv: list[str]) -> None:
         for name in names:
             t0 = time.monotonic()
             result = {"throughput": exp_throughput, "kill": exp_kill, "stop": exp_stop}[name](server)
-            print(json.dumps({"experiment": name, "seconds": round(time.monotonic() - t0, 1),
-                              "result": result}), flush=True)
+            print(json.dumps({"experiment": name, "seconds": round(time.monotonic() - t0, 1), "result": result}), flush=True)
     finally:
         server.stop()
         shutil.rmtree(BASE, ignore_errors=True)

@@ -29,9 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
-import token_endpoint  # noqa: E402
-
 import ha_support  # noqa: E402  (tests/, on sys.path through benchlib)
+import token_endpoint  # noqa: E402
 
 
 def main() -> int:
@@ -55,8 +54,12 @@ def main() -> int:
         runs = [("local", gthread, 16, "2.0"), ("local", gthread, 16, "0"), ("local", sync, 16, "2.0")]
         runs += [("remote", gthread, pool, "2.0") for pool in args.pool] + [("remote", sync, 1, "2.0")]
         for where, config, pool, deadline in runs:
-            settings = {**bench.settings("ES256"), "OAUTH_HSM_RATE_LIMITS": "off", "OAUTH_HSM_POOL_SIZE": str(pool),
-                        "OAUTH_HSM_OPERATION_TIMEOUT": deadline}
+            settings = {
+                **bench.settings("ES256"),
+                "OAUTH_HSM_RATE_LIMITS": "off",
+                "OAUTH_HSM_POOL_SIZE": str(pool),
+                "OAUTH_HSM_OPERATION_TIMEOUT": deadline,
+            }
             if where == "remote":
                 settings["OAUTH_HSM_PKCS11_MODULE"] = ha_support.P11KIT_CLIENT_MODULE
             server = benchlib.start_gunicorn(bench.ws, "example_app:app", settings, config, ready_path="/oauth2/jwks")
@@ -68,15 +71,42 @@ def main() -> int:
                 bench.check_token(server, "ES256")
             finally:
                 server.stop()
-            rows.append([where, config.name, str(pool), deadline, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}",
-                         f"{r.p99_ms:.2f}", str(r.errors), f"{r.cpu_ms(r.server_cpu):.3f}", f"{r.foreign:.2f}"])
+            rows.append(
+                [
+                    where,
+                    config.name,
+                    str(pool),
+                    deadline,
+                    f"{r.rate:,.0f}",
+                    f"{r.p50_ms:.2f}",
+                    f"{r.p99_ms:.2f}",
+                    str(r.errors),
+                    f"{r.cpu_ms(r.server_cpu):.3f}",
+                    f"{r.foreign:.2f}",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
         out.section(f"ES256 access tokens, 16 connections, {args.duration:g} s per run")
-        out.table(["HSM", "gunicorn", "OAUTH_HSM_POOL_SIZE", "OAUTH_HSM_OPERATION_TIMEOUT", "tokens/s", "p50 ms", "p99 ms",
-                   "errors", "server CPU ms/req", "other load (cores)"], rows)
+        out.table(
+            [
+                "HSM",
+                "gunicorn",
+                "OAUTH_HSM_POOL_SIZE",
+                "OAUTH_HSM_OPERATION_TIMEOUT",
+                "tokens/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "server CPU ms/req",
+                "other load (cores)",
+            ],
+            rows,
+        )
         out.line()
-        out.line("remote = p11-kit server (SoftHSM2 behind a Unix socket, one p11-kit-remote process per "
-                 "client connection, on the same 2 cores); its CPU is not in 'server CPU'.")
+        out.line(
+            "remote = p11-kit server (SoftHSM2 behind a Unix socket, one p11-kit-remote process per "
+            "client connection, on the same 2 cores); its CPU is not in 'server CPU'."
+        )
         return benchlib.finish(out, started)
     finally:
         server_p11.stop()

@@ -77,31 +77,72 @@ def main() -> int:
                 inter_ratio = i.rate / i.raw_rate
                 ok = ratio >= TARGETS[alg] and inter_ratio >= TARGETS[alg]
                 verdicts.append((alg, procs, ratio, inter_ratio, ok))
-                rows.append([alg, procs, f"{raw_null:,.0f}", f"{raw_lock:,.0f}", f"{ours:,.0f}",
-                             f"{ratio:.1%}", f"{ours / raw_null:.1%}", f"{inter_ratio:.1%}",
-                             f"≥ {TARGETS[alg]:.0%}: {'met' if ok else 'MISSED'}", f"{foreign[(alg, procs)]:.2f}"])
-        out.table(["alg", "procs", "raw/s NULL init", "raw/s OS_LOCKING", "ours JWS/s",
-                   "ours/raw same init", "ours/raw NULL init", "ours/raw interleaved", "target", "other load"], rows)
+                rows.append(
+                    [
+                        alg,
+                        procs,
+                        f"{raw_null:,.0f}",
+                        f"{raw_lock:,.0f}",
+                        f"{ours:,.0f}",
+                        f"{ratio:.1%}",
+                        f"{ours / raw_null:.1%}",
+                        f"{inter_ratio:.1%}",
+                        f"≥ {TARGETS[alg]:.0%}: {'met' if ok else 'MISSED'}",
+                        f"{foreign[(alg, procs)]:.2f}",
+                    ]
+                )
+        out.table(
+            [
+                "alg",
+                "procs",
+                "raw/s NULL init",
+                "raw/s OS_LOCKING",
+                "ours JWS/s",
+                "ours/raw same init",
+                "ours/raw NULL init",
+                "ours/raw interleaved",
+                "target",
+                "other load",
+            ],
+            rows,
+        )
         out.line()
-        out.line("raw: python-pkcs11 key.sign() on one session of a process; ours: jws.sign() through HSM "
-                 "(which always initialises with CKF_OS_LOCKING_OK). The target column uses the same-init ratio.")
-        out.line("interleaved: raw and ours alternate in 0.1 s slices inside the same processes (our HSM class's "
-                 "OS_LOCKING initialisation, one extra raw python-pkcs11 session), so both loops see the same load; "
-                 "the target needs both ratios to pass.")
-        out.line("other load: the largest average CPU (in cores) used by programs other than the measuring "
-                 "processes during the row's four windows (/proc/stat); the machine is shared, and a value "
-                 "well above 0 means that row is disturbed.")
-        out.line("Per-signature cost (1 process): " + "; ".join(
-            f"{alg} raw {1e6 / rates[(alg, 1, 'raw-locking')]:.0f} µs, ours {1e6 / rates[(alg, 1, 'ours')]:.0f} µs "
-            f"({1e6 / rates[(alg, 1, 'ours')] - 1e6 / rates[(alg, 1, 'raw-locking')]:+.0f} µs)"
-            for alg in ("ES256", "PS256")))
-        out.line(f"Scaling 1 → {args.processes} processes: " + "; ".join(
-            f"{alg} raw ×{rates[(alg, args.processes, 'raw-locking')] / rates[(alg, 1, 'raw-locking')]:.2f}, "
-            f"ours ×{rates[(alg, args.processes, 'ours')] / rates[(alg, 1, 'ours')]:.2f}" for alg in ("ES256", "PS256")))
+        out.line(
+            "raw: python-pkcs11 key.sign() on one session of a process; ours: jws.sign() through HSM "
+            "(which always initialises with CKF_OS_LOCKING_OK). The target column uses the same-init ratio."
+        )
+        out.line(
+            "interleaved: raw and ours alternate in 0.1 s slices inside the same processes (our HSM class's "
+            "OS_LOCKING initialisation, one extra raw python-pkcs11 session), so both loops see the same load; "
+            "the target needs both ratios to pass."
+        )
+        out.line(
+            "other load: the largest average CPU (in cores) used by programs other than the measuring "
+            "processes during the row's four windows (/proc/stat); the machine is shared, and a value "
+            "well above 0 means that row is disturbed."
+        )
+        out.line(
+            "Per-signature cost (1 process): "
+            + "; ".join(
+                f"{alg} raw {1e6 / rates[(alg, 1, 'raw-locking')]:.0f} µs, ours {1e6 / rates[(alg, 1, 'ours')]:.0f} µs "
+                f"({1e6 / rates[(alg, 1, 'ours')] - 1e6 / rates[(alg, 1, 'raw-locking')]:+.0f} µs)"
+                for alg in ("ES256", "PS256")
+            )
+        )
+        out.line(
+            f"Scaling 1 → {args.processes} processes: "
+            + "; ".join(
+                f"{alg} raw ×{rates[(alg, args.processes, 'raw-locking')] / rates[(alg, 1, 'raw-locking')]:.2f}, "
+                f"ours ×{rates[(alg, args.processes, 'ours')] / rates[(alg, 1, 'ours')]:.2f}"
+                for alg in ("ES256", "PS256")
+            )
+        )
         out.section("Targets")
         for alg, procs, ratio, inter_ratio, ok in verdicts:
-            out.line(f"- {alg}, {procs} process{'es' if procs > 1 else ''}: ours = {ratio:.1%} of raw in separate "
-                     f"processes, {inter_ratio:.1%} interleaved (target ≥ {TARGETS[alg]:.0%}) — {'MET' if ok else 'MISSED'}")
+            out.line(
+                f"- {alg}, {procs} process{'es' if procs > 1 else ''}: ours = {ratio:.1%} of raw in separate "
+                f"processes, {inter_ratio:.1%} interleaved (target ≥ {TARGETS[alg]:.0%}) — {'MET' if ok else 'MISSED'}"
+            )
         out.line()
         return benchlib.finish(out, started)
     finally:

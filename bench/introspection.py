@@ -63,18 +63,34 @@ class Bench:
             keys = [self.rs_keys[client_id].public_jwk]
             if "introspection_encrypted_response_alg" in extra:
                 keys.append(ec_enc_jwk(self.rs_enc_private, "rs-enc-enc"))
-            return {"resource": resource, "client_id": client_id, "token_endpoint_auth_method": "private_key_jwt",
-                    "jwks": {"keys": keys}, "scope": "read write", **extra}
+            return {
+                "resource": resource,
+                "client_id": client_id,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": keys},
+                "scope": "read write",
+                **extra,
+            }
 
         registry = {  # shaped like tests/conftest.py build_registry
-            "clients": [{"client_id": "c-es256", "token_endpoint_auth_method": "private_key_jwt",
-                         "jwks": {"keys": [self.client_key.public_jwk]}, "scope": "read write",
-                         "resources": [RS1, RS_JWT, RS_ENC]}],
+            "clients": [
+                {
+                    "client_id": "c-es256",
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks": {"keys": [self.client_key.public_jwk]},
+                    "scope": "read write",
+                    "resources": [RS1, RS_JWT, RS_ENC],
+                }
+            ],
             "resource_servers": [
                 rs("rs-1", RS1),
                 rs("rs-jwt", RS_JWT),
-                rs("rs-enc", RS_ENC, introspection_encrypted_response_alg="ECDH-ES+A256KW",
-                   introspection_encrypted_response_enc="A256GCM"),
+                rs(
+                    "rs-enc",
+                    RS_ENC,
+                    introspection_encrypted_response_alg="ECDH-ES+A256KW",
+                    introspection_encrypted_response_enc="A256GCM",
+                ),
             ],
         }
         path = self.ws.base / "registry.json"
@@ -83,10 +99,16 @@ class Bench:
         self.bodies = self.ws.base / "bodies.txt"
 
     def access_token(self, server, resource: str) -> str:
-        form = benchlib.presign_forms(self.client_key, "c-es256", benchlib.ISSUER, 1,
-                                      {"grant_type": "client_credentials", "resource": resource, "scope": "read"})[0]
-        status, _, body = benchlib.http_request(server.base, "POST", "/oauth2/token", form,
-                                                {"Content-Type": "application/x-www-form-urlencoded"})
+        form = benchlib.presign_forms(
+            self.client_key,
+            "c-es256",
+            benchlib.ISSUER,
+            1,
+            {"grant_type": "client_credentials", "resource": resource, "scope": "read"},
+        )[0]
+        status, _, body = benchlib.http_request(
+            server.base, "POST", "/oauth2/token", form, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
         if status != 200:
             raise RuntimeError(f"token endpoint answered {status}: {body[:300]!r}")
         return json.loads(body)["access_token"]
@@ -99,8 +121,9 @@ class Bench:
         from jwcrypto import jwe as jw_jwe, jwk as jw_jwk, jws as jw_jws
 
         headers = {"Content-Type": "application/x-www-form-urlencoded", **({"Accept": accept} if accept else {})}
-        status, resp_headers, body = benchlib.http_request(server.base, "POST", "/oauth2/introspect",
-                                                           self.forms(rs_id, token, 1)[0], headers)
+        status, resp_headers, body = benchlib.http_request(
+            server.base, "POST", "/oauth2/introspect", self.forms(rs_id, token, 1)[0], headers
+        )
         if status != 200:
             raise RuntimeError(f"introspection ({rs_id}) answered {status}: {body[:300]!r}")
         if accept is None:
@@ -140,8 +163,7 @@ def main() -> int:
         rows, results = [], {}
         estimate = 3000.0  # req/s guess for the first run's body count; then the highest rate seen
         for config in benchlib.available_worker_configs():
-            server = benchlib.start_gunicorn(bench.ws, "example_app:app", bench.settings, config,
-                                             ready_path="/oauth2/jwks")
+            server = benchlib.start_gunicorn(bench.ws, "example_app:app", bench.settings, config, ready_path="/oauth2/jwks")
             try:
                 benchlib.wait_for_epoch(bench.redis.url)
                 for name, rs_id, resource, accept in VARIANTS:
@@ -150,39 +172,87 @@ def main() -> int:
                     count = int(estimate * args.duration * 1.6) + 3000
                     benchlib.write_bodies(bench.bodies, bench.forms(rs_id, token, count))
                     gate.wait()
-                    r = benchlib.run_wrk_measured(server, "/oauth2/introspect", bench.bodies, duration=args.duration,
-                                                  connections=CONNECTIONS, headers={"Accept": accept} if accept else None,
-                                                  redis_pid=bench.redis.proc.pid)
+                    r = benchlib.run_wrk_measured(
+                        server,
+                        "/oauth2/introspect",
+                        bench.bodies,
+                        duration=args.duration,
+                        connections=CONNECTIONS,
+                        headers={"Accept": accept} if accept else None,
+                        redis_pid=bench.redis.proc.pid,
+                    )
                     bench.check(server, rs_id, token, accept)  # still correct after the run
                     estimate = max(estimate, r.rate)  # bodies never run short
                     results[(config.name, name)] = r
-                    rows.append([config.name, name, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-                                 f"×{r.p99_ms / r.p50_ms:.1f}",
-                                 f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
-                                 f"{r.cpu_ms(r.server_cpu):.3f}", f"{r.cpu_ms(r.wrk_cpu):.3f}", r.conns,
-                                 r.cpu_split, f"{r.foreign:.2f}"])
+                    rows.append(
+                        [
+                            config.name,
+                            name,
+                            f"{r.rate:,.0f}",
+                            f"{r.p50_ms:.2f}",
+                            f"{r.p99_ms:.2f}",
+                            f"×{r.p99_ms / r.p50_ms:.1f}",
+                            f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
+                            f"{r.cpu_ms(r.server_cpu):.3f}",
+                            f"{r.cpu_ms(r.wrk_cpu):.3f}",
+                            r.conns,
+                            r.cpu_split,
+                            f"{r.foreign:.2f}",
+                        ]
+                    )
             finally:
                 server.stop()
 
         out.section(f"Introspection: {CONNECTIONS} connections, wrk 1 thread, {args.duration:g} s per run")
-        out.table(["gunicorn", "response", "req/s", "p50 ms", "p99 ms", "p99/p50", "errors", "server CPU ms/req",
-                   "wrk CPU ms/req", "conns per worker", "worker CPU split %", "other load"], rows)
+        out.table(
+            [
+                "gunicorn",
+                "response",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "p99/p50",
+                "errors",
+                "server CPU ms/req",
+                "wrk CPU ms/req",
+                "conns per worker",
+                "worker CPU split %",
+                "other load",
+            ],
+            rows,
+        )
         out.line()
         for config in benchlib.available_worker_configs():
             out.line(f"- {config.name}: gunicorn {config.describe()}")
-        out.line("errors = non-200 answers + socket errors. conns per worker: client connections each worker "
-                 "held mid-run; worker CPU split: each worker's share of the workers' CPU. other load = CPU other "
-                 "programs used on this shared machine during the run, in cores (of 2).")
+        out.line(
+            "errors = non-200 answers + socket errors. conns per worker: client connections each worker "
+            "held mid-run; worker CPU split: each worker's share of the workers' CPU. other load = CPU other "
+            "programs used on this shared machine during the run, in cores (of 2)."
+        )
 
         out.section("Cost of the JWT forms (same run)")
         ratio_rows = []
         for config in benchlib.available_worker_configs():
             js, sj, ej = (results[(config.name, v[0])] for v in VARIANTS)
-            ratio_rows.append([config.name, f"{sj.rate / js.rate:.1%}", f"{ej.rate / js.rate:.1%}",
-                               f"+{sj.cpu_ms(sj.server_cpu) - js.cpu_ms(js.server_cpu):.3f}",
-                               f"+{ej.cpu_ms(ej.server_cpu) - js.cpu_ms(js.server_cpu):.3f}"])
-        out.table(["gunicorn", "signed JWT ÷ JSON (req/s)", "encrypted JWT ÷ JSON (req/s)",
-                   "signing: extra server CPU ms/req", "sign+encrypt: extra server CPU ms/req"], ratio_rows)
+            ratio_rows.append(
+                [
+                    config.name,
+                    f"{sj.rate / js.rate:.1%}",
+                    f"{ej.rate / js.rate:.1%}",
+                    f"+{sj.cpu_ms(sj.server_cpu) - js.cpu_ms(js.server_cpu):.3f}",
+                    f"+{ej.cpu_ms(ej.server_cpu) - js.cpu_ms(js.server_cpu):.3f}",
+                ]
+            )
+        out.table(
+            [
+                "gunicorn",
+                "signed JWT ÷ JSON (req/s)",
+                "encrypted JWT ÷ JSON (req/s)",
+                "signing: extra server CPU ms/req",
+                "sign+encrypt: extra server CPU ms/req",
+            ],
+            ratio_rows,
+        )
         out.line()
         out.line(benchlib.errors_line(list(results.values())))
         return benchlib.finish(out, started)

@@ -13,8 +13,9 @@ import json
 
 from flask import Flask, Response
 
-BODY = json.dumps({"access_token": "x" * 560, "token_type": "Bearer", "expires_in": 300, "scope": "read write"},
-                  separators=(",", ":")).encode()
+BODY = json.dumps(
+    {"access_token": "x" * 560, "token_type": "Bearer", "expires_in": 300, "scope": "read write"}, separators=(",", ":")
+).encode()
 HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 
 app = Flask(__name__)

@@ -228,7 +228,7 @@ class ServerSpec:
     app: str | None = None  # another WSGI app than example_app:app (experiments): NAME[:T]@module:attr
 
     @classmethod
-    def parse(cls, text: str) -> "ServerSpec":
+    def parse(cls, text: str) -> ServerSpec:
         text, _, app = text.partition("@")
         kind, _, threads = text.partition(":")
         if kind not in ("gthread", "sync", "gevent", "granian", "bjoern"):
@@ -238,17 +238,33 @@ class ServerSpec:
 
     @property
     def label(self) -> str:
-        return (self.kind + (f":{self.threads}" if self.kind in ("gthread", "granian") else "")
-                + (f"@{self.app}" if self.app else ""))
+        return (
+            self.kind + (f":{self.threads}" if self.kind in ("gthread", "granian") else "") + (f"@{self.app}" if self.app else "")
+        )
 
     def command(self, app: str, port: int, workers: int, access_log: bool, preload: bool) -> list[str]:
         venv_bin = Path(sys.executable).parent
         if self.kind == "bjoern":  # no access log
             return [sys.executable, str(benchlib.BENCH_DIR / "bjoern_serve.py"), app, str(port), str(workers)]
         if self.kind == "granian":
-            return [str(venv_bin / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", str(workers), "--blocking-threads", str(self.threads), "--no-ws",
-                    "--http", "1", *(["--access-log"] if access_log else []), app]
+            return [
+                str(venv_bin / "granian"),
+                "--interface",
+                "wsgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--blocking-threads",
+                str(self.threads),
+                "--no-ws",
+                "--http",
+                "1",
+                *(["--access-log"] if access_log else []),
+                app,
+            ]
         args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", self.kind]
         if self.kind == "gthread":
             args += ["--threads", str(self.threads)]
@@ -290,10 +306,30 @@ class BenchRedis(benchlib.support.RedisServer):
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket",
-             str(self.unix_path), "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "yes", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                shutil.which("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--unixsocket",
+                str(self.unix_path),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.unix_path.exists():
@@ -323,17 +359,29 @@ class Ours:
     def registry(self, resource: str) -> str:
         """softhsm/run-example.sh's registry, with the client's key in software."""
         registry = {
-            "clients": [{
-                "client_id": CLIENT_ID, "token_endpoint_auth_method": "private_key_jwt",
-                "token_endpoint_auth_signing_alg": "ES256", "jwks": {"keys": [self.client_key.public_jwk]},
-                "grant_types": ["client_credentials"], "scope": "read write", "resources": [resource],
-            }],
-            "resource_servers": [{
-                "resource": resource, "client_id": RS_CLIENT_ID, "token_endpoint_auth_method": "private_key_jwt",
-                "jwks": self.rs_jwks, "scope": "read write", "introspection_signed_response_alg": "ES256",
-                "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
-                "introspection_encrypted_response_enc": "A256GCM",
-            }],
+            "clients": [
+                {
+                    "client_id": CLIENT_ID,
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "token_endpoint_auth_signing_alg": "ES256",
+                    "jwks": {"keys": [self.client_key.public_jwk]},
+                    "grant_types": ["client_credentials"],
+                    "scope": "read write",
+                    "resources": [resource],
+                }
+            ],
+            "resource_servers": [
+                {
+                    "resource": resource,
+                    "client_id": RS_CLIENT_ID,
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks": self.rs_jwks,
+                    "scope": "read write",
+                    "introspection_signed_response_alg": "ES256",
+                    "introspection_encrypted_response_alg": "ECDH-ES+A256KW",
+                    "introspection_encrypted_response_enc": "A256GCM",
+                }
+            ],
         }
         path = self.ws.base / f"registry-{abs(hash(resource))}.json"
         path.write_text(json.dumps(registry, indent=2))
@@ -364,9 +412,19 @@ class Ours:
             **self.extra_env,
         }
 
-    def start(self, spec: ServerSpec, alg: str, *, workers: int, access_log: bool, preload: bool,
-              app: str = "example_app:app", env_overrides: dict[str, str | None] | None = None,
-              name: str | None = None, port: int | None = None) -> Target:
+    def start(
+        self,
+        spec: ServerSpec,
+        alg: str,
+        *,
+        workers: int,
+        access_log: bool,
+        preload: bool,
+        app: str = "example_app:app",
+        env_overrides: dict[str, str | None] | None = None,
+        name: str | None = None,
+        port: int | None = None,
+    ) -> Target:
         """``env_overrides``: settings to change for this server (None removes one)."""
         port = port or benchlib.support.free_port()
         issuer = f"http://127.0.0.1:{port}"
@@ -383,11 +441,26 @@ class Ours:
         env["PYTHONPATH"] = os.pathsep.join([str(benchlib.BENCH_DIR), code_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         log_path = self.ws.base / f"ours-{spec.kind}-{port}.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(spec.command(app, port, workers, access_log, preload), env=env, cwd=code_root,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                spec.command(app, port, workers, access_log, preload),
+                env=env,
+                cwd=code_root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.ws.procs.append(proc)
-        target = Target(name or f"ours[{spec.label}]", proc, port, "/oauth2/token", "/oauth2/jwks", issuer, resource, log_path,
-                        spec.describe(workers, access_log, preload))
+        target = Target(
+            name or f"ours[{spec.label}]",
+            proc,
+            port,
+            "/oauth2/token",
+            "/oauth2/jwks",
+            issuer,
+            resource,
+            log_path,
+            spec.describe(workers, access_log, preload),
+        )
         if app != "noop_app:app":
             wait_ready(target, "/oauth2/jwks", workers)
             benchlib.wait_for_epoch(self.redis.url)
@@ -409,24 +482,50 @@ def private_jwk(private_key, kid: str, alg: str) -> dict:
     return {**key, "kid": kid, "alg": alg, "use": "sig"}
 
 
-def start_peer(ws: benchlib.Workspace, client_key, signing_keys: list[dict], alg: str, *, workers: int,
-               store: str, version: str, node: str) -> Target:
+def start_peer(
+    ws: benchlib.Workspace, client_key, signing_keys: list[dict], alg: str, *, workers: int, store: str, version: str, node: str
+) -> Target:
     port = benchlib.support.free_port()
     issuer = f"http://127.0.0.1:{port}"
     resource = issuer + "/api"
-    config = {"port": port, "issuer": issuer, "workers": workers, "client_id": CLIENT_ID,
-              "client_jwk": client_key.public_jwk, "resource": resource, "signing_keys": signing_keys,
-              "at_alg": alg, "clock_tolerance": 30, "assertion_max_lifetime": 300, "store": store}
+    config = {
+        "port": port,
+        "issuer": issuer,
+        "workers": workers,
+        "client_id": CLIENT_ID,
+        "client_jwk": client_key.public_jwk,
+        "resource": resource,
+        "signing_keys": signing_keys,
+        "at_alg": alg,
+        "clock_tolerance": 30,
+        "assertion_max_lifetime": 300,
+        "store": store,
+    }
     config_path = ws.base / f"peer-{port}.json"
     config_path.write_text(json.dumps(config))
     log_path = ws.base / f"peer-{port}.log"
     env = {**os.environ, "NODE_ENV": "production"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([node, str(PEER_DIR / PEER_SCRIPT.name), str(config_path)], env=env, cwd=PEER_DIR,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [node, str(PEER_DIR / PEER_SCRIPT.name), str(config_path)],
+            env=env,
+            cwd=PEER_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     ws.procs.append(proc)
-    target = Target(f"node-oidc-provider {version}", proc, port, "/token", "/jwks", issuer, resource, log_path,
-                    f"node cluster, {workers} worker{'s' if workers > 1 else ''}, store {store}")
+    target = Target(
+        f"node-oidc-provider {version}",
+        proc,
+        port,
+        "/token",
+        "/jwks",
+        issuer,
+        resource,
+        log_path,
+        f"node cluster, {workers} worker{'s' if workers > 1 else ''}, store {store}",
+    )
     wait_ready(target, "/jwks", workers)
     return target
 
@@ -443,14 +542,22 @@ def assertion(key, claims: dict, header: dict | None = None) -> str:
 
 
 def body_for(target: Target, token: str) -> str:
-    return urlencode({"grant_type": "client_credentials", "resource": target.resource, "scope": "read",
-                      "client_assertion_type": benchlib.ASSERTION_TYPE, "client_assertion": token})
+    return urlencode(
+        {
+            "grant_type": "client_credentials",
+            "resource": target.resource,
+            "scope": "read",
+            "client_assertion_type": benchlib.ASSERTION_TYPE,
+            "client_assertion": token,
+        }
+    )
 
 
 def bodies(target: Target, key, count: int) -> list[str]:
     """Unique pre-signed bodies (benchlib.presign_forms: fresh jti, exp 240 s ahead, aud = issuer)."""
-    return benchlib.presign_forms(key, CLIENT_ID, target.issuer, count,
-                                  {"grant_type": "client_credentials", "resource": target.resource, "scope": "read"})
+    return benchlib.presign_forms(
+        key, CLIENT_ID, target.issuer, count, {"grant_type": "client_credentials", "resource": target.resource, "scope": "read"}
+    )
 
 
 def check_token(target: Target, key, alg: str) -> None:
@@ -489,8 +596,14 @@ def probe_strictness(target: Target, key) -> dict[str, str]:
     now = int(time.time())
 
     def claims(**over):
-        base = {"iss": CLIENT_ID, "sub": CLIENT_ID, "aud": target.issuer, "iat": now, "exp": now + 120,
-                "jti": os.urandom(12).hex()}
+        base = {
+            "iss": CLIENT_ID,
+            "sub": CLIENT_ID,
+            "aud": target.issuer,
+            "iat": now,
+            "exp": now + 120,
+            "jti": os.urandom(12).hex(),
+        }
         base.update(over)
         return {k: v for k, v in base.items() if v is not None}
 
@@ -536,8 +649,16 @@ class Run:
     result: benchlib.LoadResult
 
 
-def measure(target: Target, key, alg: str, duration: float, bodies_file: Path, redis_pid: int | None,
-            round_no: int, gate: benchlib.QuietGate) -> Run:
+def measure(
+    target: Target,
+    key,
+    alg: str,
+    duration: float,
+    bodies_file: Path,
+    redis_pid: int | None,
+    round_no: int,
+    gate: benchlib.QuietGate,
+) -> Run:
     # Enough unique bodies for the fastest rate seen so far with a wide margin (a shortfall shows
     # as "bodies exhausted" errors and invalidates the run); signing them costs ~30 µs each.
     guess = max([3000.0, *target.rates])
@@ -545,8 +666,9 @@ def measure(target: Target, key, alg: str, duration: float, bodies_file: Path, r
     gate.wait()
     system = benchlib.SystemMeter()
     system.start()
-    result = benchlib.run_wrk(target, target.token_path, bodies_file, duration=duration, connections=CONNECTIONS,
-                              redis_pid=redis_pid, expect=EXPECT)
+    result = benchlib.run_wrk(
+        target, target.token_path, bodies_file, duration=duration, connections=CONNECTIONS, redis_pid=redis_pid, expect=EXPECT
+    )
     window, busy = system.stop()
     result.foreign = max(0.0, busy - result.server_cpu - result.wrk_cpu - result.redis_cpu) / window
     target.rates.append(result.rate)
@@ -557,20 +679,39 @@ def measure(target: Target, key, alg: str, duration: float, bodies_file: Path, r
 def run_row(run: Run) -> list:
     r = run.result
     errors = f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else "")
-    return [run.alg, run.round or "warm-up", run.target.name, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-            errors, f"{r.cpu_ms(r.server_cpu):.3f}", f"{r.cpu_ms(r.redis_cpu):.3f}", r.conns, f"{r.foreign:.2f}"]
+    return [
+        run.alg,
+        run.round or "warm-up",
+        run.target.name,
+        f"{r.rate:,.0f}",
+        f"{r.p50_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        errors,
+        f"{r.cpu_ms(r.server_cpu):.3f}",
+        f"{r.cpu_ms(r.redis_cpu):.3f}",
+        r.conns,
+        f"{r.foreign:.2f}",
+    ]
 
 
-def compare(out: benchlib.Report, args, ours_env: Ours, specs: list[ServerSpec], peer_keys: list[dict],
-            alg: str, probe: bool) -> tuple[list[Run], dict]:
+def compare(
+    out: benchlib.Report, args, ours_env: Ours, specs: list[ServerSpec], peer_keys: list[dict], alg: str, probe: bool
+) -> tuple[list[Run], dict]:
     key = ours_env.client_key
     targets: list[Target] = []
     try:
         for spec in specs:
-            targets.append(ours_env.start(spec, alg, workers=args.workers, access_log=args.access_log,
-                                          preload=args.preload))
-        peer = start_peer(ours_env.ws, key, peer_keys, alg, workers=args.workers, store=args.peer_store,
-                          version=args.installed_version, node=args.node)
+            targets.append(ours_env.start(spec, alg, workers=args.workers, access_log=args.access_log, preload=args.preload))
+        peer = start_peer(
+            ours_env.ws,
+            key,
+            peer_keys,
+            alg,
+            workers=args.workers,
+            store=args.peer_store,
+            version=args.installed_version,
+            node=args.node,
+        )
         targets.append(peer)
         for t in targets:
             check_token(t, key, alg)
@@ -597,8 +738,10 @@ def compare(out: benchlib.Report, args, ours_env: Ours, specs: list[ServerSpec],
             worst = max(r.result.foreign for r in round_runs)
             if worst > args.max_other_load and discarded < args.max_discards:
                 discarded += 1
-                out.line(f"  round {i} discarded: other programs used {worst:.2f} cores during one of its runs "
-                         f"(limit {args.max_other_load:g}; {discarded} of at most {args.max_discards} discarded)")
+                out.line(
+                    f"  round {i} discarded: other programs used {worst:.2f} cores during one of its runs "
+                    f"(limit {args.max_other_load:g}; {discarded} of at most {args.max_discards} discarded)"
+                )
                 continue
             runs += round_runs
             i += 1
@@ -624,14 +767,25 @@ def summarise(out: benchlib.Report, runs: list[Run], peer_name: str) -> list[lis
             # What the ratio would be if both were purely CPU-bound on the same cores: the inverse
             # ratio of all CPU one request costs (server + redis + wrk). Waits (Redis replies on a
             # busy machine) do not enter it, so it moves much less with other load than req/s.
-            cpu_ratio = statistics.median(_cpu_per_req(peer_runs[r.round]) / _cpu_per_req(r.result) for r in mine) \
-                if name != peer_name else None
-            rows.append([alg, name, f"{statistics.median(x.rate for x in res):,.0f}",
-                         f"{statistics.median(x.p50_ms for x in res):.2f}", f"{statistics.median(x.p99_ms for x in res):.2f}",
-                         f"×{statistics.median(x.p99_ms / x.p50_ms for x in res):.1f}",
-                         str(sum(x.errors for x in res)),
-                         f"{statistics.median(x.cpu_ms(x.server_cpu) for x in res):.3f}",
-                         "—" if ratio is None else f"{ratio:.2f}", "—" if cpu_ratio is None else f"{cpu_ratio:.2f}"])
+            cpu_ratio = (
+                statistics.median(_cpu_per_req(peer_runs[r.round]) / _cpu_per_req(r.result) for r in mine)
+                if name != peer_name
+                else None
+            )
+            rows.append(
+                [
+                    alg,
+                    name,
+                    f"{statistics.median(x.rate for x in res):,.0f}",
+                    f"{statistics.median(x.p50_ms for x in res):.2f}",
+                    f"{statistics.median(x.p99_ms for x in res):.2f}",
+                    f"×{statistics.median(x.p99_ms / x.p50_ms for x in res):.1f}",
+                    str(sum(x.errors for x in res)),
+                    f"{statistics.median(x.cpu_ms(x.server_cpu) for x in res):.3f}",
+                    "—" if ratio is None else f"{ratio:.2f}",
+                    "—" if cpu_ratio is None else f"{cpu_ratio:.2f}",
+                ]
+            )
     return rows
 
 
@@ -641,28 +795,47 @@ def _cpu_per_req(r: benchlib.LoadResult) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--server", action="append", type=ServerSpec.parse,
-                    help="our server: granian[:T] (granian:2 is the default, the documented command), gthread[:T], sync, gevent, bjoern; "
-                         "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@diag_app:app)")
+    ap.add_argument(
+        "--server",
+        action="append",
+        type=ServerSpec.parse,
+        help="our server: granian[:T] (granian:2 is the default, the documented command), gthread[:T], sync, gevent, bjoern; "
+        "repeatable; SERVER@module:attr serves another app (experiments, e.g. granian@diag_app:app)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="worker processes, both sides (default 2)")
-    ap.add_argument("--access-log", dest="access_log", action="store_true",
-                    help="with the server's access log (gunicorn --access-logfile -, granian --access-log); "
-                         "the documented commands have none")
+    ap.add_argument(
+        "--access-log",
+        dest="access_log",
+        action="store_true",
+        help="with the server's access log (gunicorn --access-logfile -, granian --access-log); "
+        "the documented commands have none",
+    )
     ap.add_argument("--preload", action="store_true", help="gunicorn --preload (operations.md uses it; ./dev run does not)")
     ap.add_argument("--algs", default="ES256,PS256", help="access-token algorithms, comma-separated (default ES256,PS256)")
     ap.add_argument("--runs", type=int, default=3, help="measured rounds per algorithm (default 3)")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up run per server (default 3)")
-    ap.add_argument("--peer-version", default=DEFAULT_PEER_VERSION, help=f"oidc-provider version (default {DEFAULT_PEER_VERSION})")
+    ap.add_argument(
+        "--peer-version", default=DEFAULT_PEER_VERSION, help=f"oidc-provider version (default {DEFAULT_PEER_VERSION})"
+    )
     ap.add_argument("--node", help="node binary for the peer (default: system node if >= 22, else Node 22 from npm)")
     ap.add_argument("--peer-store", choices=["map", "lru"], default="map", help="the peer's in-memory replay store (default map)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for our app (experiments)")
-    ap.add_argument("--quiet-budget", type=float, default=60.0,
-                    help="seconds, in total, to wait for the shared machine to go quiet before runs (default 60)")
-    ap.add_argument("--quiet-wait", type=float, default=10.0,
-                    help="seconds, at most, to wait for quiet before one run (default 10)")
-    ap.add_argument("--max-other-load", type=float, default=0.3,
-                    help="discard (and repeat) a round during which other programs used more cores than this (default 0.3)")
+    ap.add_argument(
+        "--quiet-budget",
+        type=float,
+        default=60.0,
+        help="seconds, in total, to wait for the shared machine to go quiet before runs (default 60)",
+    )
+    ap.add_argument(
+        "--quiet-wait", type=float, default=10.0, help="seconds, at most, to wait for quiet before one run (default 10)"
+    )
+    ap.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.3,
+        help="discard (and repeat) a round during which other programs used more cores than this (default 0.3)",
+    )
     ap.add_argument("--max-discards", type=int, default=6, help="rounds discarded at most per algorithm (default 6)")
     args = ap.parse_args()
     specs = args.server or [ServerSpec.parse("granian:2")]
@@ -676,41 +849,81 @@ def main() -> int:
     started = time.monotonic()
     out.line("# bench/peer_ab.py — POST token, client credentials + private_key_jwt, ours vs node-oidc-provider")
     benchlib.print_facts(out)
-    out.table(["fact", "value"], [["node", subprocess.run([args.node, "--version"], capture_output=True, text=True).stdout.strip()],
-                                  ["oidc-provider", args.installed_version],
-                                  ["granian", _pv("granian")], ["extra settings", " ".join(args.env) or "none"]])
+    out.table(
+        ["fact", "value"],
+        [
+            ["node", subprocess.run([args.node, "--version"], capture_output=True, text=True).stdout.strip()],
+            ["oidc-provider", args.installed_version],
+            ["granian", _pv("granian")],
+            ["extra settings", " ".join(args.env) or "none"],
+        ],
+    )
 
-    from as_helpers import ClientKey
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    from as_helpers import ClientKey
+
     client_key = ClientKey.new("ES256")
-    peer_keys = [private_jwk(ec.generate_private_key(ec.SECP256R1()), "peer-es256", "ES256"),
-                 private_jwk(rsa.generate_private_key(65537, 2048), "peer-ps256", "PS256")]
+    peer_keys = [
+        private_jwk(ec.generate_private_key(ec.SECP256R1()), "peer-es256", "ES256"),
+        private_jwk(rsa.generate_private_key(65537, 2048), "peer-ps256", "PS256"),
+    ]
     ours = Ours(client_key, extra_env)
     all_runs, described = [], {}
     peer_name = f"node-oidc-provider {args.installed_version}"
     try:
         for n, alg in enumerate(a.strip() for a in args.algs.split(",")):
             out.section(f"{alg} access tokens: runs ({args.duration:g} s each, {CONNECTIONS} connections, order alternating)")
-            out.line("  alg | round | server | req/s | p50 ms | p99 ms | errors | server CPU ms/req | redis CPU ms/req "
-                     "| conns per worker | other load")
+            out.line(
+                "  alg | round | server | req/s | p50 ms | p99 ms | errors | server CPU ms/req | redis CPU ms/req "
+                "| conns per worker | other load"
+            )
             runs, desc = compare(out, args, ours, specs, peer_keys, alg, probe=(n == 0))
             all_runs += runs
             described.update(desc)
         out.section("Servers")
         out.table(["name", "command / configuration"], [[k, v] for k, v in described.items()])
         out.section("All runs")
-        out.table(["alg", "round", "server", "req/s", "p50 ms", "p99 ms", "errors", "server CPU ms/req",
-                   "redis CPU ms/req", "conns per worker", "other load"], [run_row(r) for r in all_runs])
+        out.table(
+            [
+                "alg",
+                "round",
+                "server",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "server CPU ms/req",
+                "redis CPU ms/req",
+                "conns per worker",
+                "other load",
+            ],
+            [run_row(r) for r in all_runs],
+        )
         out.line()
         out.line("other load = CPU (cores, of 2) used by programs other than the servers, wrk and redis during the run.")
         out.section(f"Summary: medians over {args.runs} rounds; ratio = median of (ours ÷ theirs) within a round")
         rows = summarise(out, all_runs, peer_name)
-        out.table(["alg", "server", "req/s", "p50 ms", "p99 ms", "p99/p50", "errors", "server CPU ms/req",
-                   "ratio ours/theirs", "CPU-bound ratio"], rows)
+        out.table(
+            [
+                "alg",
+                "server",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "p99/p50",
+                "errors",
+                "server CPU ms/req",
+                "ratio ours/theirs",
+                "CPU-bound ratio",
+            ],
+            rows,
+        )
         out.line()
-        out.line("CPU-bound ratio: median over rounds of (theirs ÷ ours) CPU per request, server + redis + wrk "
-                 "(from /proc) — the ratio if both were limited by the 2 cores alone; waits do not enter it.")
+        out.line(
+            "CPU-bound ratio: median over rounds of (theirs ÷ ours) CPU per request, server + redis + wrk "
+            "(from /proc) — the ratio if both were limited by the 2 cores alone; waits do not enter it."
+        )
         errors = sum(r.result.errors for r in all_runs)
         out.line()
         out.line(f"errors over all runs (warm-up included): {errors} (must be 0)")

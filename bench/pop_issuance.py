@@ -66,29 +66,53 @@ class Bench:
         self.pop_key = ClientKey.new("ES256")
         rs_enc = benchlib.public_jwk_of("rs-enc")
         registry = {
-            "clients": [{"client_id": cid, "token_endpoint_auth_method": "private_key_jwt", "scope": "read write",
-                         "jwks": {"keys": [self.client_key.public_jwk]}, "resources": [RS],
-                         "pop_keys": ["symmetric", "asymmetric"], "dpop_nonce_required": cid == "cn"}
-                        for cid in ("c", "cn")],  # cn: DPoP nonces required for it (RFC 9449 §8)
-            "resource_servers": [{"resource": RS, "client_id": "rs", "token_endpoint_auth_method": "private_key_jwt",
-                                  "jwks": {"keys": [ClientKey.new("ES256").public_jwk, rs_enc]}, "scope": "read write"}],
+            "clients": [
+                {
+                    "client_id": cid,
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "scope": "read write",
+                    "jwks": {"keys": [self.client_key.public_jwk]},
+                    "resources": [RS],
+                    "pop_keys": ["symmetric", "asymmetric"],
+                    "dpop_nonce_required": cid == "cn",
+                }
+                for cid in ("c", "cn")
+            ],  # cn: DPoP nonces required for it (RFC 9449 §8)
+            "resource_servers": [
+                {
+                    "resource": RS,
+                    "client_id": "rs",
+                    "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks": {"keys": [ClientKey.new("ES256").public_jwk, rs_enc]},
+                    "scope": "read write",
+                }
+            ],
         }
         path = self.ws.base / "registry.json"
         path.write_text(json.dumps(registry))
         self.settings = benchlib.as_settings(
-            self.redis.url, str(path), OAUTH_HSM_RATE_LIMITS="off", OAUTH_HSM_DPOP_NONCE_KEY="dpop-nonce",
-            OAUTH_HSM_POP_KEY_WRAP_KEY="pop-wrap", OAUTH_HSM_RS_ISSUER=benchlib.ISSUER, OAUTH_HSM_RS_RESOURCE=RS,
-            OAUTH_HSM_RS_DECRYPTION_KEY="rs-enc")
+            self.redis.url,
+            str(path),
+            OAUTH_HSM_RATE_LIMITS="off",
+            OAUTH_HSM_DPOP_NONCE_KEY="dpop-nonce",
+            OAUTH_HSM_POP_KEY_WRAP_KEY="pop-wrap",
+            OAUTH_HSM_RS_ISSUER=benchlib.ISSUER,
+            OAUTH_HSM_RS_RESOURCE=RS,
+            OAUTH_HSM_RS_DECRYPTION_KEY="rs-enc",
+        )
         self.requests_file = self.ws.base / "requests.txt"
 
     def _generate_secrets(self) -> None:
         import subprocess
 
-        code = ("import json, sys\nfrom flask_oauth_hsm.hsm import HSM, HSMConfig\ncfg = json.loads(sys.argv[1])\n"
-                "hsm = HSM(HSMConfig(module=cfg['module'], token_label=cfg['token'], pin=cfg['pin']))\n"
-                "[hsm.generate_secret_key(kind, label) for label, kind in cfg['keys'].items()]\nhsm.close()\n")
-        arg = json.dumps({"module": benchlib.support.SOFTHSM_MODULE, "token": benchlib.TOKEN_LABEL, "pin": benchlib.PIN,
-                          "keys": SECRETS})
+        code = (
+            "import json, sys\nfrom flask_oauth_hsm.hsm import HSM, HSMConfig\ncfg = json.loads(sys.argv[1])\n"
+            "hsm = HSM(HSMConfig(module=cfg['module'], token_label=cfg['token'], pin=cfg['pin']))\n"
+            "[hsm.generate_secret_key(kind, label) for label, kind in cfg['keys'].items()]\nhsm.close()\n"
+        )
+        arg = json.dumps(
+            {"module": benchlib.support.SOFTHSM_MODULE, "token": benchlib.TOKEN_LABEL, "pin": benchlib.PIN, "keys": SECRETS}
+        )
         subprocess.run([sys.executable, "-c", code, arg], check=True, cwd=benchlib.ROOT, timeout=120)
 
     # --- token requests --------------------------------------------------------------------------
@@ -109,9 +133,16 @@ class Bench:
             if kind.startswith("dpop"):
                 headers["DPoP"] = dpop_proof(self.dpop_key, nonce=nonce)
             elif kind == "pop-asymmetric":
-                signed = signed_headers("POST", TOKEN_URL, {"Content-Type": "application/x-www-form-urlencoded"}, form.encode(),
-                                        key=self.pop_key.private, alg="ES256", keyid=jkt(self.pop_key),
-                                        components=("@method", "@target-uri"))
+                signed = signed_headers(
+                    "POST",
+                    TOKEN_URL,
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                    form.encode(),
+                    key=self.pop_key.private,
+                    alg="ES256",
+                    keyid=jkt(self.pop_key),
+                    components=("@method", "@target-uri"),
+                )
                 headers = {k: v for k, v in signed.items() if k != "Content-Type"}
             out.append(line("POST", "/oauth2/token", form, headers))
         return out
@@ -150,8 +181,15 @@ class Bench:
             elif kind == "dpop":
                 headers = {"Authorization": f"DPoP {access}", "DPoP": dpop_proof(self.dpop_key, "GET", API, ath=ath(access))}
             elif kind == "pop-asymmetric":
-                headers = signed_headers("GET", API, {"Authorization": f"PoP {access}"}, None, key=self.pop_key.private,
-                                         alg="ES256", keyid=self.pop_key.kid)
+                headers = signed_headers(
+                    "GET",
+                    API,
+                    {"Authorization": f"PoP {access}"},
+                    None,
+                    key=self.pop_key.private,
+                    alg="ES256",
+                    keyid=self.pop_key.kid,
+                )
             else:
                 secret, kid = symmetric_secret(token["cnf"])
                 headers = signed_headers("GET", API, {"Authorization": f"PoP {access}"}, None, key=secret, alg="hmac", keyid=kid)
@@ -162,18 +200,34 @@ class Bench:
         self.ws.close()
 
 
-ISSUANCE = [("bearer", "bearer"), ("DPoP", "dpop"), ("DPoP + nonce", "dpop-nonce"), ("asymmetric PoP", "pop-asymmetric"),
-            ("symmetric PoP", "pop-symmetric")]
-VERIFICATION = [("bearer", "bearer"), ("DPoP", "dpop"), ("asymmetric PoP (ecdsa-p256-sha256)", "pop-asymmetric"),
-                ("symmetric PoP (hmac-sha256, cnf.jwe opened in the token)", "pop-symmetric")]
+ISSUANCE = [
+    ("bearer", "bearer"),
+    ("DPoP", "dpop"),
+    ("DPoP + nonce", "dpop-nonce"),
+    ("asymmetric PoP", "pop-asymmetric"),
+    ("symmetric PoP", "pop-symmetric"),
+]
+VERIFICATION = [
+    ("bearer", "bearer"),
+    ("DPoP", "dpop"),
+    ("asymmetric PoP (ecdsa-p256-sha256)", "pop-asymmetric"),
+    ("symmetric PoP (hmac-sha256, cnf.jwe opened in the token)", "pop-symmetric"),
+]
 
 
 def measure(bench: Bench, server, lines_fn, estimate: float, duration: float, gate) -> benchlib.LoadResult:
     count = int(estimate * duration * 1.6) + 2000
     benchlib.write_bodies(bench.requests_file, lines_fn(count))
     gate.wait()
-    return benchlib.run_wrk_measured(server, "/", bench.requests_file, duration=duration, connections=CONNECTIONS,
-                                     redis_pid=bench.redis.proc.pid, whole_requests=True)
+    return benchlib.run_wrk_measured(
+        server,
+        "/",
+        bench.requests_file,
+        duration=duration,
+        connections=CONNECTIONS,
+        redis_pid=bench.redis.proc.pid,
+        whole_requests=True,
+    )
 
 
 def summary(name: str, runs: list[benchlib.LoadResult], bases: list[benchlib.LoadResult]) -> list[str]:
@@ -182,21 +236,28 @@ def summary(name: str, runs: list[benchlib.LoadResult], bases: list[benchlib.Loa
 
     med = statistics.median
     rates = [r.rate for r in runs]
-    return [name, f"{med(rates):,.0f}", f"{min(rates):,.0f}–{max(rates):,.0f}",
-            f"{med(r.rate / b.rate for r, b in zip(runs, bases, strict=False)):.0%}", f"{med(r.p50_ms for r in runs):.2f}",
-            f"{med(r.p99_ms for r in runs):.2f}", str(sum(r.errors for r in runs)),
-            f"{med(r.cpu_ms(r.server_cpu) for r in runs):.3f}",
-            f"{med(r.cpu_ms(r.server_cpu) for r in runs) / med(b.cpu_ms(b.server_cpu) for b in bases):.2f}",
-            f"{med(r.cpu_ms(r.redis_cpu) for r in runs):.3f}", f"{med(r.foreign for r in runs):.2f}"]
+    return [
+        name,
+        f"{med(rates):,.0f}",
+        f"{min(rates):,.0f}–{max(rates):,.0f}",
+        f"{med(r.rate / b.rate for r, b in zip(runs, bases, strict=False)):.0%}",
+        f"{med(r.p50_ms for r in runs):.2f}",
+        f"{med(r.p99_ms for r in runs):.2f}",
+        str(sum(r.errors for r in runs)),
+        f"{med(r.cpu_ms(r.server_cpu) for r in runs):.3f}",
+        f"{med(r.cpu_ms(r.server_cpu) for r in runs) / med(b.cpu_ms(b.server_cpu) for b in bases):.2f}",
+        f"{med(r.cpu_ms(r.redis_cpu) for r in runs):.3f}",
+        f"{med(r.foreign for r in runs):.2f}",
+    ]
 
 
 def micro(bench: Bench, seconds: float = 2.0) -> list[list[str]]:
     """The checks alone, in this process: proofs per second on one core."""
+    from as_helpers import ClientKey
     from flask_oauth_hsm.binding import dpop, httpsig
     from flask_oauth_hsm.binding.pop_keys import decrypt_key, encrypt_key, new_symmetric_key
     from flask_oauth_hsm.hsm import HSM, HSMConfig
     from flask_oauth_hsm.jose import jwk
-    from as_helpers import ClientKey
     from pop_proofs import ath, dpop_proof, signed_headers
 
     rows = []
@@ -211,10 +272,18 @@ def micro(bench: Bench, seconds: float = 2.0) -> list[list[str]]:
 
     token = "x" * 600
     proofs = [dpop_proof(bench.dpop_key, "GET", API, ath=ath(token)) for _ in range(20000)]
-    rate("DPoP proof (ES256), RFC 9449 §4.3 with ath", lambda p: dpop.verify_proof(
-        p, method="GET", url=API, algorithms=("ES256",), max_age=60, leeway=30, access_token=token), proofs)
+    rate(
+        "DPoP proof (ES256), RFC 9449 §4.3 with ath",
+        lambda p: dpop.verify_proof(p, method="GET", url=API, algorithms=("ES256",), max_age=60, leeway=30, access_token=token),
+        proofs,
+    )
     rules = httpsig.Rules(("@method", "@target-uri", "authorization"), 60, 30)
-    for alg, key_alg in (("ecdsa-p256-sha256", "ES256"), ("ed25519", "EdDSA"), ("rsa-pss-sha512", "PS256"), ("hmac-sha256", "hmac")):
+    for alg, key_alg in (
+        ("ecdsa-p256-sha256", "ES256"),
+        ("ed25519", "EdDSA"),
+        ("rsa-pss-sha512", "PS256"),
+        ("hmac-sha256", "hmac"),
+    ):
         if key_alg == "hmac":
             secret, public, keyid = b"k" * 32, b"k" * 32, "k"
         else:
@@ -224,8 +293,11 @@ def micro(bench: Bench, seconds: float = 2.0) -> list[list[str]]:
         for _ in range(3000 if key_alg == "PS256" else 15000):
             headers = signed_headers("GET", API, {"Authorization": f"PoP {token}"}, None, key=secret, alg=key_alg, keyid=keyid)
             messages.append(httpsig.Message("GET", API, httpsig.Lines(headers.items())))
-        rate(f"RFC 9421 {alg} (package base + verify, our checks)",
-             lambda m, public=public, alg=alg, keyid=keyid: httpsig.verify(m, b"", public, alg, {keyid}, rules), messages)
+        rate(
+            f"RFC 9421 {alg} (package base + verify, our checks)",
+            lambda m, public=public, alg=alg, keyid=keyid: httpsig.verify(m, b"", public, alg, {keyid}, rules),
+            messages,
+        )
     hsm = HSM(HSMConfig(module=benchlib.support.SOFTHSM_MODULE, token_label=benchlib.TOKEN_LABEL, pin=benchlib.PIN))
     try:
         rs_key = hsm.key("rs-enc")
@@ -260,32 +332,61 @@ def main() -> int:
             for name, kind in ISSUANCE:
                 nonce = bench.nonce(server) if kind == "dpop-nonce" else None
                 bench.one_token(server, kind, nonce)  # correct before the run
-                r = measure(bench, server, lambda n, kind=kind, nonce=nonce: bench.token_lines(kind, n, nonce), estimate,
-                            args.duration, gate)
+                r = measure(
+                    bench,
+                    server,
+                    lambda n, kind=kind, nonce=nonce: bench.token_lines(kind, n, nonce),
+                    estimate,
+                    args.duration,
+                    gate,
+                )
                 bench.one_token(server, kind, nonce)  # and after
                 estimate = max(estimate, r.rate)
                 issued[name].append(r)
             for name, kind in VERIFICATION:
                 token = bench.one_token(server, kind)
-                verified[name].append(measure(bench, server, lambda n, kind=kind, token=token: bench.resource_lines(kind, token, n),
-                                              estimate, args.duration, gate))
+                verified[name].append(
+                    measure(
+                        bench,
+                        server,
+                        lambda n, kind=kind, token=token: bench.resource_lines(kind, token, n),
+                        estimate,
+                        args.duration,
+                        gate,
+                    )
+                )
     finally:
         server.stop()
     try:
-        headers = ["", "req/s (median)", "min–max", "÷ bearer", "p50 ms", "p99 ms", "errors", "server CPU ms/req",
-                   "CPU ÷ bearer", "redis CPU ms/req", "other load"]
+        headers = [
+            "",
+            "req/s (median)",
+            "min–max",
+            "÷ bearer",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "server CPU ms/req",
+            "CPU ÷ bearer",
+            "redis CPU ms/req",
+            "other load",
+        ]
         runs = f"{args.rounds} rounds × {args.duration:g} s, variants interleaved"
         out.section(f"Issuance: POST /oauth2/token, gunicorn {config.describe()}, {CONNECTIONS} connections, {runs}")
         out.table(headers, [summary(name, issued[name], issued["bearer"]) for name, _ in ISSUANCE])
         out.line()
-        out.line("Medians over the rounds; ÷ bearer = median of each round's ratio to that round's bearer run. "
-                 "DPoP + nonce: a client registered with dpop_nonce_required, the nonce fetched before each run. "
-                 "other load = CPU other programs used on this shared machine during the run, in cores (of 2).")
+        out.line(
+            "Medians over the rounds; ÷ bearer = median of each round's ratio to that round's bearer run. "
+            "DPoP + nonce: a client registered with dpop_nonce_required, the nonce fetched before each run. "
+            "other load = CPU other programs used on this shared machine during the run, in cores (of 2)."
+        )
         out.section(f"Verification at the resource server: GET /api/items (local validation), same server, {runs}")
         out.table(headers, [summary(name, verified[name], verified["bearer"]) for name, _ in VERIFICATION])
         out.line()
-        out.line("Symmetric PoP: the key opened from cnf.jwe in the token once per token and process, then cached until "
-                 "the token expires (rs/state.py); the cost of opening it is in the next table.")
+        out.line(
+            "Symmetric PoP: the key opened from cnf.jwe in the token once per token and process, then cached until "
+            "the token expires (rs/state.py); the cost of opening it is in the next table."
+        )
         out.section("The checks alone, one process, no HTTP (per second on one core)")
         out.table(["check", "per second", "µs each"], micro(bench))
         out.line()

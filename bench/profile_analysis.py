@@ -46,8 +46,22 @@ def py_spy() -> str:
 
 
 def start_py_spy(pid: int, out_path: Path, duration: float, *, idle: bool) -> subprocess.Popen:
-    args = [py_spy(), "record", "--pid", str(pid), "--subprocesses", "--rate", "100", "--duration", str(int(duration)),
-            "--format", "raw", "--full-filenames", "--output", str(out_path)]
+    args = [
+        py_spy(),
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--rate",
+        "100",
+        "--duration",
+        str(int(duration)),
+        "--format",
+        "raw",
+        "--full-filenames",
+        "--output",
+        str(out_path),
+    ]
     if idle:
         args.append("--idle")
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -75,7 +89,7 @@ def parse(path: Path) -> list[tuple[str, list[tuple[str, str]], int]]:
         procs = [p for p in parts if p.startswith("process ")]
         process = procs[-1] if procs else ""
         frames = []
-        for raw in parts[len(procs):]:
+        for raw in parts[len(procs) :]:
             m = _FRAME.match(raw)
             frames.append((m.group("func"), m.group("file")) if m else (raw, ""))
         samples.append((process, frames, int(count)))
@@ -103,8 +117,18 @@ def in_request(frames) -> bool:
     return any(func.rsplit(".", 1)[-1] == "handle" and "/gunicorn/workers/" in file for func, file in frames)
 
 
-def report(out, path: Path, *, master_pid: int, server_cpu_ms: float, idle: bool, workers_n: int = 2,
-           spy_seconds: float = 0.0, requests: int = 0, threaded: bool = False) -> None:
+def report(
+    out,
+    path: Path,
+    *,
+    master_pid: int,
+    server_cpu_ms: float,
+    idle: bool,
+    workers_n: int = 2,
+    spy_seconds: float = 0.0,
+    requests: int = 0,
+    threaded: bool = False,
+) -> None:
     samples = parse(path)
     workers = [(p, f, c) for p, f, c in samples if p and not p.startswith(f"process {master_pid}:")]
     total = sum(c for _, _, c in workers)
@@ -113,16 +137,20 @@ def report(out, path: Path, *, master_pid: int, server_cpu_ms: float, idle: bool
     if not req_total:
         out.line("no request samples recorded")
         return
-    out.line(f"{total} worker samples, {req_total} inside gunicorn's per-connection handle() "
-             f"({req_total / total:.0%}); the rest is the worker waiting for / accepting connections"
-             + (" (idle included)" if idle else ""))
+    out.line(
+        f"{total} worker samples, {req_total} inside gunicorn's per-connection handle() "
+        f"({req_total / total:.0%}); the rest is the worker waiting for / accepting connections"
+        + (" (idle included)" if idle else "")
+    )
     if threaded:
         per_req = None
         unit = ""
-        out.line("Threaded worker: here py-spy keeps samples of threads that are not running (its idle detection "
-                 "does not drop them: even pool threads waiting for work are kept), so these shares are where the "
-                 "handler threads spend their time - running, blocked on a socket (Redis reply, client write) or "
-                 "waiting to take the GIL back - not CPU.")
+        out.line(
+            "Threaded worker: here py-spy keeps samples of threads that are not running (its idle detection "
+            "does not drop them: even pool threads waiting for work are kept), so these shares are where the "
+            "handler threads spend their time - running, blocked on a socket (Redis reply, client write) or "
+            "waiting to take the GIL back - not CPU."
+        )
     elif idle and requests and spy_seconds:
         # idle included: every worker is sampled all the time, so samples measure wall time
         per_req = req_total * (workers_n * spy_seconds / total) * 1000 / requests
@@ -136,11 +164,15 @@ def report(out, path: Path, *, master_pid: int, server_cpu_ms: float, idle: bool
         cats[category(frames)] += c
     out.line()
     if per_req is None:
-        out.table(["category (request path)", "share of handler-thread samples"],
-                  [[name, f"{c / req_total:.1%}"] for name, c in cats.most_common()])
+        out.table(
+            ["category (request path)", "share of handler-thread samples"],
+            [[name, f"{c / req_total:.1%}"] for name, c in cats.most_common()],
+        )
     else:
-        out.table(["category (request path)", "share", f"≈ {unit}"],
-                  [[name, f"{c / req_total:.1%}", f"{per_req * c / req_total:.3f}"] for name, c in cats.most_common()])
+        out.table(
+            ["category (request path)", "share", f"≈ {unit}"],
+            [[name, f"{c / req_total:.1%}", f"{per_req * c / req_total:.3f}"] for name, c in cats.most_common()],
+        )
 
     self_time = Counter()
     inclusive = Counter()
@@ -155,13 +187,13 @@ def report(out, path: Path, *, master_pid: int, server_cpu_ms: float, idle: bool
                     seen.add(key)
                     inclusive[key] += c
     out.line()
-    out.line("Top functions by self time (innermost Python frame; C calls such as C_Sign, ECDSA verify or "
-             "socket reads are charged to the Python line that made them):")
+    out.line(
+        "Top functions by self time (innermost Python frame; C calls such as C_Sign, ECDSA verify or "
+        "socket reads are charged to the Python line that made them):"
+    )
     out.line()
-    out.table(["function (file)", "self share"],
-              [[k, f"{c / req_total:.1%}"] for k, c in self_time.most_common(20)])
+    out.table(["function (file)", "self share"], [[k, f"{c / req_total:.1%}"] for k, c in self_time.most_common(20)])
     out.line()
     out.line("Top functions by inclusive time (our package, redis-py, Flask, Werkzeug):")
     out.line()
-    out.table(["function (file)", "inclusive share"],
-              [[k, f"{c / req_total:.1%}"] for k, c in inclusive.most_common(28)])
+    out.table(["function (file)", "inclusive share"], [[k, f"{c / req_total:.1%}"] for k, c in inclusive.most_common(28)])

@@ -40,8 +40,16 @@ import profile_analysis  # noqa: E402
 RULES = [
     ("HSM sign (SoftHSM C_Sign via python-pkcs11, session pool)", "flask_oauth_hsm/hsm.py", None),
     ("HSM sign (SoftHSM C_Sign via python-pkcs11, session pool)", "/pkcs11/", None),
-    ("ECDSA verify of the client assertion (OpenSSL via cryptography)", "flask_oauth_hsm/jose/jws.py", r"(^|\.)verify_signature$"),
-    ("Redis round trip: socket send/recv (kernel, loopback TCP)", "/redis/", r"(send_packed_command|read_from_socket|_socket_can_read|recv|sendall)"),
+    (
+        "ECDSA verify of the client assertion (OpenSSL via cryptography)",
+        "flask_oauth_hsm/jose/jws.py",
+        r"(^|\.)verify_signature$",
+    ),
+    (
+        "Redis round trip: socket send/recv (kernel, loopback TCP)",
+        "/redis/",
+        r"(send_packed_command|read_from_socket|_socket_can_read|recv|sendall)",
+    ),
     ("Redis: redis-py command machinery (pool, retry, pack, parse)", "/redis/", None),
     ("Redis: use_once (key hashing, script call)", "flask_oauth_hsm/store.py", None),
     ("access log (gunicorn glogging: atoms, strftime, logging)", "/gunicorn/glogging.py", None),
@@ -78,16 +86,21 @@ def categorise(frames: list[str]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--server", type=peer_ab.ServerSpec.parse, default=peer_ab.ServerSpec.parse("granian:2"),
-                    help="as bench/peer_ab.py (default granian:2, the documented command)")
+    ap.add_argument(
+        "--server",
+        type=peer_ab.ServerSpec.parse,
+        default=peer_ab.ServerSpec.parse("granian:2"),
+        help="as bench/peer_ab.py (default granian:2, the documented command)",
+    )
     ap.add_argument("--access-log", dest="access_log", action="store_true", help="with the server's access log")
     ap.add_argument("--app", choices=["example", "noop"], default="example")
     ap.add_argument("--alg", default="ES256", choices=["ES256", "PS256"])
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rate", type=int, default=250)
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
-    ap.add_argument("--stages", action="store_true",
-                    help="no py-spy: serve bench/diag_app.py and report per-stage thread CPU time instead")
+    ap.add_argument(
+        "--stages", action="store_true", help="no py-spy: serve bench/diag_app.py and report per-stage thread CPU time instead"
+    )
     args = ap.parse_args()
     if args.stages:
         return stages(args)
@@ -106,8 +119,9 @@ def main() -> int:
     app = "example_app:app" if args.app == "example" else "noop_app:app"
     target = None
     try:
-        target = ours.start(args.server, args.alg, workers=2, access_log=args.access_log, preload=False, app=app,
-                            env_overrides=extra)
+        target = ours.start(
+            args.server, args.alg, workers=2, access_log=args.access_log, preload=False, app=app, env_overrides=extra
+        )
         bodies_file = ours.ws.base / "bodies.txt"
         if args.app == "example":
             peer_ab.measure(target, key, args.alg, 2, bodies_file, ours.redis.proc.pid, 0, benchlib.QuietGate(5, 3))
@@ -116,16 +130,40 @@ def main() -> int:
             benchlib.write_bodies(bodies_file, ["x=1"] * 1000)
         raw = benchlib.RESULTS_DIR / f"profile_example-{label}.raw.txt"
         benchlib.RESULTS_DIR.mkdir(exist_ok=True)
-        spy = subprocess.Popen([profile_analysis.py_spy(), "record", "--pid", str(target.proc.pid), "--subprocesses",
-                                "--nonblocking", "--rate", str(args.rate), "--duration", str(int(args.duration + 2)),
-                                "--format", "raw", "--full-filenames", "--output", str(raw)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = subprocess.Popen(
+            [
+                profile_analysis.py_spy(),
+                "record",
+                "--pid",
+                str(target.proc.pid),
+                "--subprocesses",
+                "--nonblocking",
+                "--rate",
+                str(args.rate),
+                "--duration",
+                str(int(args.duration + 2)),
+                "--format",
+                "raw",
+                "--full-filenames",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(1.0)
         system = benchlib.SystemMeter()
         system.start()
-        r = benchlib.run_wrk(target, target.token_path, bodies_file, duration=args.duration, connections=peer_ab.CONNECTIONS,
-                             cycle=args.app != "example", redis_pid=ours.redis.proc.pid,
-                             expect=peer_ab.EXPECT if args.app == "example" else None)
+        r = benchlib.run_wrk(
+            target,
+            target.token_path,
+            bodies_file,
+            duration=args.duration,
+            connections=peer_ab.CONNECTIONS,
+            cycle=args.app != "example",
+            redis_pid=ours.redis.proc.pid,
+            expect=peer_ab.EXPECT if args.app == "example" else None,
+        )
         window, busy = system.stop()
         foreign = max(0.0, busy - r.server_cpu - r.wrk_cpu - r.redis_cpu) / window
         profile_analysis.wait_py_spy(spy)
@@ -142,17 +180,21 @@ def main() -> int:
             procs = [p for p in parts if p.startswith("process ")]
             if not procs or procs[-1].startswith(master):
                 continue  # the master (gunicorn arbiter / granian main) does no request work
-            frames = [p for p in parts[len(procs):] if not p.startswith("thread ")]
+            frames = [p for p in parts[len(procs) :] if not p.startswith("thread ")]
             cats[categorise(frames)] += int(count)
             total += int(count)
         out.section(f"{target.describe} — {args.app} app, {args.alg}")
-        out.line(f"under py-spy: {r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, errors {r.errors}, "
-                 f"server CPU {cpu_us:.0f} µs/req, redis CPU {1000 * r.cpu_ms(r.redis_cpu):.0f} µs/req, "
-                 f"wrk CPU {1000 * r.cpu_ms(r.wrk_cpu):.0f} µs/req, other load {foreign:.2f} cores; "
-                 f"{total} worker samples; settings {extra or 'as peer_ab'}")
+        out.line(
+            f"under py-spy: {r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, errors {r.errors}, "
+            f"server CPU {cpu_us:.0f} µs/req, redis CPU {1000 * r.cpu_ms(r.redis_cpu):.0f} µs/req, "
+            f"wrk CPU {1000 * r.cpu_ms(r.wrk_cpu):.0f} µs/req, other load {foreign:.2f} cores; "
+            f"{total} worker samples; settings {extra or 'as peer_ab'}"
+        )
         out.line()
-        out.table(["category", "share of worker samples", "≈ µs CPU per request"],
-                  [[name, f"{c / total:.1%}", f"{cpu_us * c / total:.0f}"] for name, c in cats.most_common()])
+        out.table(
+            ["category", "share of worker samples", "≈ µs CPU per request"],
+            [[name, f"{c / total:.1%}", f"{cpu_us * c / total:.0f}"] for name, c in cats.most_common()],
+        )
         out.line()
         out.line(f"raw stacks: {raw.relative_to(benchlib.ROOT)}")
         return benchlib.finish(out, started)
@@ -189,11 +231,21 @@ def stages(args) -> int:
     diag_dir.mkdir()
     target = None
     try:
-        target = ours.start(args.server, args.alg, workers=2, access_log=args.access_log, preload=False,
-                            app="diag_app:app", env_overrides={**extra, "DIAG_DIR": str(diag_dir),
-                                                                  # the HSM call in the request's own thread, where
-                                                                  # the stage timers (thread CPU) can see it
-                                                                  "OAUTH_HSM_OPERATION_TIMEOUT": "0"})
+        target = ours.start(
+            args.server,
+            args.alg,
+            workers=2,
+            access_log=args.access_log,
+            preload=False,
+            app="diag_app:app",
+            env_overrides={
+                **extra,
+                "DIAG_DIR": str(diag_dir),
+                # the HSM call in the request's own thread, where
+                # the stage timers (thread CPU) can see it
+                "OAUTH_HSM_OPERATION_TIMEOUT": "0",
+            },
+        )
         bodies_file = ours.ws.base / "bodies.txt"
         peer_ab.measure(target, key, args.alg, 2, bodies_file, ours.redis.proc.pid, 0, benchlib.QuietGate(5, 3))
         benchlib.write_bodies(bodies_file, peer_ab.bodies(target, key, int(max(target.rates) * args.duration * 1.8) + 2000))
@@ -201,8 +253,15 @@ def stages(args) -> int:
         before = _read_stages(diag_dir)
         system = benchlib.SystemMeter()
         system.start()
-        r = benchlib.run_wrk(target, target.token_path, bodies_file, duration=args.duration, connections=peer_ab.CONNECTIONS,
-                             redis_pid=ours.redis.proc.pid, expect=peer_ab.EXPECT)
+        r = benchlib.run_wrk(
+            target,
+            target.token_path,
+            bodies_file,
+            duration=args.duration,
+            connections=peer_ab.CONNECTIONS,
+            redis_pid=ours.redis.proc.pid,
+            expect=peer_ab.EXPECT,
+        )
         window, busy = system.stop()
         time.sleep(1.5)  # the workers' next writes
         after = _read_stages(diag_dir)
@@ -216,8 +275,10 @@ def stages(args) -> int:
             ["WSGI server (outside the app: HTTP parsing, sockets, threads, access log)", server_us - get("wsgi")],
             ["Flask + Werkzeug around the view (contexts, routing, Request/Response)", get("wsgi") - get("view")],
             ["read_form (body read, parse_qsl)", get("read_form")],
-            ["client auth: assertion parsing, lookup, claims checks (no crypto, no Redis)",
-             get("authenticate") - get("ecdsa_verify") - get("redis_use_once")],
+            [
+                "client auth: assertion parsing, lookup, claims checks (no crypto, no Redis)",
+                get("authenticate") - get("ecdsa_verify") - get("redis_use_once"),
+            ],
             ["client auth: ES256 verify (cryptography/OpenSSL)", get("ecdsa_verify")],
             ["client auth: replay check, Redis round trip (client side: redis-py + syscalls)", get("redis_use_once")],
             ["DPoP / PoP binding steps (no proof presented: the checks that there is none)", get("binding")],
@@ -226,21 +287,32 @@ def stages(args) -> int:
             [f"access token: {args.alg} signature in the HSM (our layer + python-pkcs11 + SoftHSM C_Sign)", get("hsm_sign")],
             ["json_response", get("json_response")],
             ["security event (events.emit)", get("events")],
-            ["view glue (grant type, scope, current_state, remaining lines)",
-             get("view") - sum(get(k) for k in ("read_form", "binding", "authenticate", "grant", "issue", "json_response", "events"))],
+            [
+                "view glue (grant type, scope, current_state, remaining lines)",
+                get("view")
+                - sum(get(k) for k in ("read_form", "binding", "authenticate", "grant", "issue", "json_response", "events")),
+            ],
         ]
         out.section(f"{target.describe} — diag_app (example app + stage timers), {args.alg}")
-        out.line(f"{r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, errors {r.errors}, {n} requests in "
-                 f"the stage window; other load {foreign:.2f} cores")
+        out.line(
+            f"{r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, errors {r.errors}, {n} requests in "
+            f"the stage window; other load {foreign:.2f} cores"
+        )
         out.line()
-        out.table(["stage", "µs CPU per request", "share"],
-                  [[name, f"{v:.0f}", f"{v / server_us:.0%}"] for name, v in rows]
-                  + [["**server total** (all worker processes, /proc)", f"{server_us:.0f}", "100%"],
-                     ["redis-server (its own process, /proc)", f"{redis_us:.0f}", ""]])
+        out.table(
+            ["stage", "µs CPU per request", "share"],
+            [[name, f"{v:.0f}", f"{v / server_us:.0%}"] for name, v in rows]
+            + [
+                ["**server total** (all worker processes, /proc)", f"{server_us:.0f}", "100%"],
+                ["redis-server (its own process, /proc)", f"{redis_us:.0f}", ""],
+            ],
+        )
         out.line()
-        out.line("Thread CPU time per stage (time.thread_time: waits for Redis, the GIL or a CPU are not counted); "
-                 "nested stages subtracted. Timer overhead ≈ 1 µs per wrapped call (12 per request) is in the "
-                 "enclosing stages.")
+        out.line(
+            "Thread CPU time per stage (time.thread_time: waits for Redis, the GIL or a CPU are not counted); "
+            "nested stages subtracted. Timer overhead ≈ 1 µs per wrapped call (12 per request) is in the "
+            "enclosing stages."
+        )
         return benchlib.finish(out, started)
     finally:
         if target is not None:

@@ -32,10 +32,24 @@ JWT_ACCEPT = "application/token-introspection+jwt"
 
 def build_registry(client_key, rs_key) -> dict:
     return {
-        "clients": [{"client_id": "soak-client", "token_endpoint_auth_method": "private_key_jwt",
-                     "jwks": {"keys": [client_key.public_jwk]}, "scope": "read write", "resources": [RS1]}],
-        "resource_servers": [{"resource": RS1, "client_id": "soak-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [rs_key.public_jwk]}, "scope": "read write"}],
+        "clients": [
+            {
+                "client_id": "soak-client",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [client_key.public_jwk]},
+                "scope": "read write",
+                "resources": [RS1],
+            }
+        ],
+        "resource_servers": [
+            {
+                "resource": RS1,
+                "client_id": "soak-rs",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [rs_key.public_jwk]},
+                "scope": "read write",
+            }
+        ],
     }
 
 
@@ -46,12 +60,14 @@ class Client:
     """A keep-alive HTTP client that records (kind, status, expected, latency) per request."""
 
     def __init__(self, port: int, keys: dict, deadline: float):
-        from as_helpers import ClientKey
         from cryptography.hazmat.primitives import serialization
 
+        from as_helpers import ClientKey
+
         self.port, self.deadline = port, deadline
-        self.keys = {who: ClientKey(alg, serialization.load_pem_private_key(pem, None), kid)
-                     for who, (alg, pem, kid) in keys.items()}
+        self.keys = {
+            who: ClientKey(alg, serialization.load_pem_private_key(pem, None), kid) for who, (alg, pem, kid) in keys.items()
+        }
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         self.samples: list[tuple[str, float]] = []
         self.unexpected: list[str] = []
@@ -85,19 +101,32 @@ class Client:
     # -- the traffic mix ------------------------------------------------------------------------
 
     def get_token(self) -> None:
-        form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.assertion("soak-client", benchlib.ISSUER), "scope": "read"}
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion("soak-client", benchlib.ISSUER),
+            "scope": "read",
+        }
         status, data = self.request("token", "POST", "/oauth2/token", urlencode(form).encode(), {200})
         if status == 200:
             self.tokens.append(json.loads(data)["access_token"])
             del self.tokens[:-50]
 
     def introspect(self, token: str, expect_active: bool | None, jwt_response: bool = False) -> None:
-        form = {"token": token, "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.assertion("soak-rs", benchlib.ISSUER)}
+        form = {
+            "token": token,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion("soak-rs", benchlib.ISSUER),
+        }
         headers = {"Accept": JWT_ACCEPT} if jwt_response else None
-        status, data = self.request("introspect-jwt" if jwt_response else "introspect", "POST", "/oauth2/introspect",
-                                    urlencode(form).encode(), {200}, headers)
+        status, data = self.request(
+            "introspect-jwt" if jwt_response else "introspect",
+            "POST",
+            "/oauth2/introspect",
+            urlencode(form).encode(),
+            {200},
+            headers,
+        )
         if status == 200 and expect_active is not None and not jwt_response:
             active = json.loads(data).get("active")
             if active is not expect_active:
@@ -107,8 +136,11 @@ class Client:
         if not self.tokens:
             return
         token = self.tokens.pop()
-        form = {"token": token, "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.assertion("soak-client", benchlib.ISSUER)}
+        form = {
+            "token": token,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion("soak-client", benchlib.ISSUER),
+        }
         status, _ = self.request("revoke", "POST", "/oauth2/revoke", urlencode(form).encode(), {200})
         if status == 200:  # (chaos.py: a 503 revoked nothing, and the token is still active)
             self.introspect(token, expect_active=False)
@@ -116,8 +148,11 @@ class Client:
     def hostile(self) -> None:
         choice = random.randrange(6)
         if choice == 0:  # a replayed assertion
-            form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                    "client_assertion": self.assertion("soak-client", benchlib.ISSUER)}
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.assertion("soak-client", benchlib.ISSUER),
+            }
             body = urlencode(form).encode()
             self.request("token", "POST", "/oauth2/token", body, {200})
             self.request("hostile-replay", "POST", "/oauth2/token", body, {401})
@@ -130,8 +165,11 @@ class Client:
         elif choice == 4:
             self.introspect("eyJhbGciOiJub25lIn0." + secrets.token_urlsafe(40) + ".", expect_active=False)
         else:
-            form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-                    "client_assertion": self.keys["soak-rs"].jws({"iss": "soak-client", "sub": "soak-client"})}
+            form = {
+                "grant_type": "client_credentials",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.keys["soak-rs"].jws({"iss": "soak-client", "sub": "soak-client"}),
+            }
             self.request("hostile-forged", "POST", "/oauth2/token", urlencode(form).encode(), {401})
 
     def run(self) -> None:
@@ -191,16 +229,25 @@ def main() -> int:
         registry = ws.base / "registry.json"
         registry.write_text(json.dumps(build_registry(keys["soak-client"], keys["soak-rs"])))
         config = benchlib.WorkerConfig("sync-2", "sync")
-        server = benchlib.start_gunicorn(ws, "example_app:app", benchlib.as_settings(redis.url, str(registry)), config,
-                                         ready_path="/oauth2/ready")
+        server = benchlib.start_gunicorn(
+            ws, "example_app:app", benchlib.as_settings(redis.url, str(registry)), config, ready_path="/oauth2/ready"
+        )
         benchlib.wait_for_epoch(redis.url)
         workers = server.pids()[1:]
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         from cryptography.hazmat.primitives import serialization
 
-        portable = {who: (k.alg, k.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()), k.kid) for who, k in keys.items()}
+        portable = {
+            who: (
+                k.alg,
+                k.private.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ),
+                k.kid,
+            )
+            for who, k in keys.items()
+        }
         warmup = time.monotonic() + 5
         deadline = time.monotonic() + args.seconds
         procs = [ctx.Process(target=client_process, args=(server.port, portable, deadline, queue)) for _ in range(args.clients)]
@@ -228,17 +275,29 @@ def report(out, args, config, results, rss_start: dict, rss_end: dict) -> None:
     rows = []
     for kind in kinds:
         lat = [t for k, t in samples if k == kind]
-        rows.append([kind, f"{len(lat):,}", f"{len(lat) / args.seconds:,.0f}", f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"])
+        rows.append(
+            [
+                kind,
+                f"{len(lat):,}",
+                f"{len(lat) / args.seconds:,.0f}",
+                f"{percentile(lat, 0.5):.1f}",
+                f"{percentile(lat, 0.99):.1f}",
+            ]
+        )
     lat = [t for _, t in samples]
-    rows.append(["all", f"{len(lat):,}", f"{len(lat) / args.seconds:,.0f}", f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"])
+    rows.append(
+        ["all", f"{len(lat):,}", f"{len(lat) / args.seconds:,.0f}", f"{percentile(lat, 0.5):.1f}", f"{percentile(lat, 0.99):.1f}"]
+    )
     out.table(["request", "count", "per s", "p50 ms", "p99 ms"], rows)
     out.line()
     out.line(f"unexpected answers: {len(unexpected)} (must be 0)")
     for sample in unexpected[:10]:
         out.line(f"  {sample}")
     out.line()
-    out.table(["worker pid", "RSS after 5 s warm-up (KiB)", "RSS at the end (KiB)", "growth (KiB)"],
-              [[str(pid), f"{rss_start[pid]:,}", f"{rss_end[pid]:,}", f"{rss_end[pid] - rss_start[pid]:+,}"] for pid in rss_start])
+    out.table(
+        ["worker pid", "RSS after 5 s warm-up (KiB)", "RSS at the end (KiB)", "growth (KiB)"],
+        [[str(pid), f"{rss_start[pid]:,}", f"{rss_end[pid]:,}", f"{rss_end[pid] - rss_start[pid]:+,}"] for pid in rss_start],
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ are also used by bench/ab_inprocess.py.
 from __future__ import annotations
 
 import io
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ REPEATS = 5
 
 
 def timed(fn, n: int) -> str:
-    """"wall | CPU" µs per call: medians over REPEATS loops of n calls (fn gets the call index)."""
+    """ "wall | CPU" µs per call: medians over REPEATS loops of n calls (fn gets the call index)."""
     wall, cpu = [], []
     for rep in range(REPEATS):
         base = rep * n
@@ -47,8 +46,9 @@ def timed(fn, n: int) -> str:
 def environ_for(path: str, body: str) -> dict:
     from werkzeug.test import EnvironBuilder
 
-    env = EnvironBuilder(path=path, method="POST", data=body.encode(), content_type=peer_ab.FORM["Content-Type"],
-                         base_url="http://127.0.0.1:5000").get_environ()
+    env = EnvironBuilder(
+        path=path, method="POST", data=body.encode(), content_type=peer_ab.FORM["Content-Type"], base_url="http://127.0.0.1:5000"
+    ).get_environ()
     env["REMOTE_ADDR"] = "127.0.0.1"
     return env
 
@@ -117,15 +117,24 @@ def run(out, ours, key, started) -> int:
 
     noop_env = environ_for("/oauth2/token", "x=1")
     noop_env["_body"] = b"x=1"
-    rows.append(["whole WSGI call, do-nothing Flask view (bench/noop_app.py)", timed(lambda i: call_wsgi(noop_app.app, noop_env), 5000)])
-    rows.append(["whole WSGI call, bare WSGI callable (bench/noop_app.py bare)", timed(lambda i: call_wsgi(noop_app.bare, noop_env), 20000)])
+    rows.append(
+        ["whole WSGI call, do-nothing Flask view (bench/noop_app.py)", timed(lambda i: call_wsgi(noop_app.app, noop_env), 5000)]
+    )
+    rows.append(
+        [
+            "whole WSGI call, bare WSGI callable (bench/noop_app.py bare)",
+            timed(lambda i: call_wsgi(noop_app.bare, noop_env), 20000),
+        ]
+    )
 
     window, busy = system.stop()
     cpu = time.process_time() - cpu0
     out.section("µs per call, one thread: wall time | CPU time of this process (medians of 5 loops)")
     out.table(["stage", "µs wall | CPU"], rows)
     out.line()
-    out.line(f"this process used {cpu / window:.2f} cores of the window; whole machine busy {busy / window:.2f} cores "
-             f"(other load ≈ {max(0.0, busy - cpu) / window:.2f} cores, redis included)")
+    out.line(
+        f"this process used {cpu / window:.2f} cores of the window; whole machine busy {busy / window:.2f} cores "
+        f"(other load ≈ {max(0.0, busy - cpu) / window:.2f} cores, redis included)"
+    )
     out.line()
     return benchlib.finish(out, started)

@@ -55,10 +55,24 @@ TAIL_TARGET = 3.0
 def build_registry(client_key, rs_key) -> dict:
     """Shaped like tests/conftest.py build_registry: a private_key_jwt client with a software key."""
     return {
-        "clients": [{"client_id": CLIENT_ID, "token_endpoint_auth_method": "private_key_jwt",
-                     "jwks": {"keys": [client_key.public_jwk]}, "scope": "read write", "resources": [RS1]}],
-        "resource_servers": [{"resource": RS1, "client_id": "rs-1", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [rs_key.public_jwk]}, "scope": "read write"}],
+        "clients": [
+            {
+                "client_id": CLIENT_ID,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [client_key.public_jwk]},
+                "scope": "read write",
+                "resources": [RS1],
+            }
+        ],
+        "resource_servers": [
+            {
+                "resource": RS1,
+                "client_id": "rs-1",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [rs_key.public_jwk]},
+                "scope": "read write",
+            }
+        ],
     }
 
 
@@ -78,24 +92,32 @@ class Bench:
 
     def settings(self, alg: str) -> dict:
         other = "sig-ps256" if alg == "ES256" else "sig-es256"
-        return benchlib.as_settings(self.redis.url, self.registry, OAUTH_HSM_SIGNING_KEY=LABEL[alg],
-                                    OAUTH_HSM_PUBLISHED_KEYS=other)
+        return benchlib.as_settings(
+            self.redis.url, self.registry, OAUTH_HSM_SIGNING_KEY=LABEL[alg], OAUTH_HSM_PUBLISHED_KEYS=other
+        )
 
     def forms(self, count: int) -> list[str]:
-        return benchlib.presign_forms(self.client_key, CLIENT_ID, benchlib.ISSUER, count,
-                                      {"grant_type": "client_credentials", "resource": RS1, "scope": "read"})
+        return benchlib.presign_forms(
+            self.client_key,
+            CLIENT_ID,
+            benchlib.ISSUER,
+            count,
+            {"grant_type": "client_credentials", "resource": RS1, "scope": "read"},
+        )
 
     def start_as(self, alg: str, config: benchlib.WorkerConfig, extra_args=()) -> benchlib.Server:
-        server = benchlib.start_gunicorn(self.ws, "example_app:app", self.settings(alg), config,
-                                         ready_path="/oauth2/jwks", extra_args=list(extra_args))
+        server = benchlib.start_gunicorn(
+            self.ws, "example_app:app", self.settings(alg), config, ready_path="/oauth2/jwks", extra_args=list(extra_args)
+        )
         benchlib.wait_for_epoch(self.redis.url)
         self.check_token(server, alg)
         return server
 
     def check_token(self, server: benchlib.Server, alg: str) -> None:
         """One real request before measuring: 200 and an at+jwt signed with ``alg``."""
-        status, _, body = benchlib.http_request(server.base, "POST", "/oauth2/token", self.forms(1)[0],
-                                                {"Content-Type": "application/x-www-form-urlencoded"})
+        status, _, body = benchlib.http_request(
+            server.base, "POST", "/oauth2/token", self.forms(1)[0], {"Content-Type": "application/x-www-form-urlencoded"}
+        )
         if status != 200:
             raise RuntimeError(f"token endpoint answered {status}: {body[:300]!r}")
         token = json.loads(body)["access_token"]
@@ -105,8 +127,15 @@ class Bench:
 
     def load(self, server, count: int, duration: float, *, cycle: bool = False) -> benchlib.LoadResult:
         benchlib.write_bodies(self.bodies, self.forms(count))
-        return benchlib.run_wrk_measured(server, "/oauth2/token", self.bodies, duration=duration, connections=CONNECTIONS,
-                                         cycle=cycle, redis_pid=self.redis.proc.pid)
+        return benchlib.run_wrk_measured(
+            server,
+            "/oauth2/token",
+            self.bodies,
+            duration=duration,
+            connections=CONNECTIONS,
+            cycle=cycle,
+            redis_pid=self.redis.proc.pid,
+        )
 
     def close(self) -> None:
         self.ws.close()
@@ -127,9 +156,12 @@ def run_tables(args) -> int:
         rows, results = [], {}
         configs = benchlib.available_worker_configs()
         experiment = benchlib.WorkerConfig(
-            "gthread-2x8-si", "gthread", threads=8,
+            "gthread-2x8-si",
+            "gthread",
+            threads=8,
             extra=("--config", str(benchlib.BENCH_DIR / "gunicorn_switchinterval.py")),
-            note="sys.setswitchinterval(0.5 ms) in each worker (bench/gunicorn_switchinterval.py)")
+            note="sys.setswitchinterval(0.5 ms) in each worker (bench/gunicorn_switchinterval.py)",
+        )
         fastest = 4000.0  # req/s guess for the first token run; then the fastest token run seen
         for config in [*configs, experiment]:
             if config is not experiment:
@@ -158,23 +190,47 @@ def run_tables(args) -> int:
                 rows.append(row(config, f"token endpoint, {alg} AT", r))
 
         out.section(f"Raw HSM sign rate, 2 processes (python-pkcs11, CKF_OS_LOCKING_OK), {args.raw_duration:g} s each")
-        out.table(["alg", "signatures/s (2 procs)", "other load (cores)"],
-                  [[alg, f"{raw[alg].rate:,.0f}", f"{raw[alg].foreign_cores:.2f}"] for alg in raw])
+        out.table(
+            ["alg", "signatures/s (2 procs)", "other load (cores)"],
+            [[alg, f"{raw[alg].rate:,.0f}", f"{raw[alg].foreign_cores:.2f}"] for alg in raw],
+        )
 
-        out.section(f"Load: {CONNECTIONS} connections, wrk 1 thread, {args.duration:g} s per token run "
-                    f"({args.noop_duration:g} s per no-op run)")
-        out.table(["gunicorn", "app", "req/s", "p50 ms", "p99 ms", "p99/p50", "errors", "server CPU ms/req",
-                   "wrk CPU ms/req", "redis CPU ms/req", "conns per worker", "worker CPU split %", "other load"], rows)
+        out.section(
+            f"Load: {CONNECTIONS} connections, wrk 1 thread, {args.duration:g} s per token run "
+            f"({args.noop_duration:g} s per no-op run)"
+        )
+        out.table(
+            [
+                "gunicorn",
+                "app",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "p99/p50",
+                "errors",
+                "server CPU ms/req",
+                "wrk CPU ms/req",
+                "redis CPU ms/req",
+                "conns per worker",
+                "worker CPU split %",
+                "other load",
+            ],
+            rows,
+        )
         out.line()
-        out.line("errors = non-200 answers + socket errors (sync workers close every connection: wrk reconnects, "
-                 "which is not an error). CPU ms/req from /proc (utime+stime) over the run. other load = CPU used "
-                 "by other programs on this shared machine during the run, in cores (of 2). conns per worker: "
-                 "client connections each worker held mid-run (ss; sync workers close each connection, so few "
-                 "are open at any instant); worker CPU split: each worker's share of the workers' CPU.")
+        out.line(
+            "errors = non-200 answers + socket errors (sync workers close every connection: wrk reconnects, "
+            "which is not an error). CPU ms/req from /proc (utime+stime) over the run. other load = CPU used "
+            "by other programs on this shared machine during the run, in cores (of 2). conns per worker: "
+            "client connections each worker held mid-run (ss; sync workers close each connection, so few "
+            "are open at any instant); worker CPU split: each worker's share of the workers' CPU."
+        )
         for config in [*configs, experiment]:
             out.line(f"- {config.name}: gunicorn {config.describe()}")
-        out.line(f"- {experiment.name} is an experiment (ES256 only), not one of the configurations the targets "
-                 "are judged on; it tests one remedy for the gthread latency tail.")
+        out.line(
+            f"- {experiment.name} is an experiment (ES256 only), not one of the configurations the targets "
+            "are judged on; it tests one remedy for the gthread latency tail."
+        )
 
         out.section("Ratios (same run)")
         ratio_rows, verdicts = [], []
@@ -183,30 +239,53 @@ def run_tables(args) -> int:
             noop = results[(config.name, "Flask no-op")]
             ps_ratio = ps.rate / raw["PS256"].rate
             es_ratio = es.rate / raw["ES256"].rate
-            ratio_rows.append([config.name, f"{ps.rate:,.0f} / {raw['PS256'].rate:,.0f} = {ps_ratio:.1%}",
-                               f"{es.rate:,.0f} / {raw['ES256'].rate:,.0f} = {es_ratio:.1%}",
-                               f"{es.rate / noop.rate:.1%}", f"{ps.rate / noop.rate:.1%}"])
-            verdicts.append((config.name, "PS256 tokens/s ≥ 70 % of raw PS256 sign rate",
-                             f"{ps_ratio:.1%}", ps_ratio >= PS256_TARGET))
+            ratio_rows.append(
+                [
+                    config.name,
+                    f"{ps.rate:,.0f} / {raw['PS256'].rate:,.0f} = {ps_ratio:.1%}",
+                    f"{es.rate:,.0f} / {raw['ES256'].rate:,.0f} = {es_ratio:.1%}",
+                    f"{es.rate / noop.rate:.1%}",
+                    f"{ps.rate / noop.rate:.1%}",
+                ]
+            )
+            verdicts.append(
+                (config.name, "PS256 tokens/s ≥ 70 % of raw PS256 sign rate", f"{ps_ratio:.1%}", ps_ratio >= PS256_TARGET)
+            )
             verdicts.append((config.name, "ES256 ≥ 1,500 tokens/s", f"{es.rate:,.0f}/s", es.rate >= ES256_TARGET))
             for alg, r in (("ES256", es), ("PS256", ps)):
-                verdicts.append((config.name, f"{alg} p99 ≤ 3 × p50",
-                                 f"{r.p99_ms:.1f} / {r.p50_ms:.1f} ms = ×{r.p99_ms / r.p50_ms:.2f}",
-                                 r.p99_ms <= TAIL_TARGET * r.p50_ms))
+                verdicts.append(
+                    (
+                        config.name,
+                        f"{alg} p99 ≤ 3 × p50",
+                        f"{r.p99_ms:.1f} / {r.p50_ms:.1f} ms = ×{r.p99_ms / r.p50_ms:.2f}",
+                        r.p99_ms <= TAIL_TARGET * r.p50_ms,
+                    )
+                )
                 verdicts.append((config.name, f"{alg} errors = 0", str(r.errors), r.errors == 0))
-        out.table(["gunicorn", "PS256 tokens/s ÷ raw PS256 signs/s", "ES256 tokens/s ÷ raw ES256 signs/s",
-                   "ES256 ÷ Flask no-op", "PS256 ÷ Flask no-op"], ratio_rows)
+        out.table(
+            [
+                "gunicorn",
+                "PS256 tokens/s ÷ raw PS256 signs/s",
+                "ES256 tokens/s ÷ raw ES256 signs/s",
+                "ES256 ÷ Flask no-op",
+                "PS256 ÷ Flask no-op",
+            ],
+            ratio_rows,
+        )
 
         x = results[(experiment.name, "ES256")]
         base = results[("gthread-2x8", "ES256")]
         out.line()
-        out.line(f"Experiment {experiment.name} (ES256): {x.rate:,.0f} tokens/s, p99/p50 = {x.p99_ms:.1f} / "
-                 f"{x.p50_ms:.1f} ms = ×{x.p99_ms / x.p50_ms:.2f}, errors {x.errors}; plain gthread-2x8 in this run: "
-                 f"{base.rate:,.0f} tokens/s, ×{base.p99_ms / base.p50_ms:.2f}.")
+        out.line(
+            f"Experiment {experiment.name} (ES256): {x.rate:,.0f} tokens/s, p99/p50 = {x.p99_ms:.1f} / "
+            f"{x.p50_ms:.1f} ms = ×{x.p99_ms / x.p50_ms:.2f}, errors {x.errors}; plain gthread-2x8 in this run: "
+            f"{base.rate:,.0f} tokens/s, ×{base.p99_ms / base.p50_ms:.2f}."
+        )
 
         out.section("Targets")
-        out.table(["gunicorn", "target", "measured", "verdict"],
-                  [[c, t, m, "met" if ok else "MISSED"] for c, t, m, ok in verdicts])
+        out.table(
+            ["gunicorn", "target", "measured", "verdict"], [[c, t, m, "met" if ok else "MISSED"] for c, t, m, ok in verdicts]
+        )
         bad = [r.first_bad for r in results.values() if r.first_bad]
         if bad:
             out.line()
@@ -218,10 +297,21 @@ def run_tables(args) -> int:
 
 
 def row(config, label: str, r: benchlib.LoadResult) -> list:
-    return [config.name, label, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"×{r.p99_ms / r.p50_ms:.1f}",
-            f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
-            f"{r.cpu_ms(r.server_cpu):.3f}", f"{r.cpu_ms(r.wrk_cpu):.3f}", f"{r.cpu_ms(r.redis_cpu):.3f}",
-            r.conns, r.cpu_split, f"{r.foreign:.2f}"]
+    return [
+        config.name,
+        label,
+        f"{r.rate:,.0f}",
+        f"{r.p50_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        f"×{r.p99_ms / r.p50_ms:.1f}",
+        f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
+        f"{r.cpu_ms(r.server_cpu):.3f}",
+        f"{r.cpu_ms(r.wrk_cpu):.3f}",
+        f"{r.cpu_ms(r.redis_cpu):.3f}",
+        r.conns,
+        r.cpu_split,
+        f"{r.foreign:.2f}",
+    ]
 
 
 # --- profiling ----------------------------------------------------------------------------------------
@@ -239,31 +329,50 @@ def run_profile(args) -> int:
     try:
         # sync workers: one thread per process, so a sample's stack is exactly what that request
         # is doing (threaded workers add GIL waits charged to whatever line a thread waits on).
-        for cfg_name, idle, what in (("sync-2", True, "all samples incl. idle = wall time (Redis waits included)"),
-                                     ("sync-2", False, "on-CPU samples only (py-spy drops sleeping threads)"),
-                                     ("gthread-2x8", False, "handler threads (running, blocked on I/O or waiting for the GIL)")):
+        for cfg_name, idle, what in (
+            ("sync-2", True, "all samples incl. idle = wall time (Redis waits included)"),
+            ("sync-2", False, "on-CPU samples only (py-spy drops sleeping threads)"),
+            ("gthread-2x8", False, "handler threads (running, blocked on I/O or waiting for the GIL)"),
+        ):
             config = configs[cfg_name]
             server = bench.start_as(args.profile_alg, config)
             try:
                 count = int(3000 * args.profile_duration) + 2000
                 benchlib.write_bodies(bench.bodies, bench.forms(count))
-                raw_path = (benchlib.RESULTS_DIR /
-                            f"profile-{args.profile_alg}-{cfg_name}-{'wall' if idle else 'cpu'}.collapsed.txt")
+                raw_path = (
+                    benchlib.RESULTS_DIR / f"profile-{args.profile_alg}-{cfg_name}-{'wall' if idle else 'cpu'}.collapsed.txt"
+                )
                 benchlib.RESULTS_DIR.mkdir(exist_ok=True)
                 spy = profile_analysis.start_py_spy(server.proc.pid, raw_path, args.profile_duration + 1, idle=idle)
                 time.sleep(1.0)  # py-spy attached to master and workers
-                r = benchlib.run_wrk(server, "/oauth2/token", bench.bodies, duration=args.profile_duration,
-                                     connections=CONNECTIONS, redis_pid=bench.redis.proc.pid)
+                r = benchlib.run_wrk(
+                    server,
+                    "/oauth2/token",
+                    bench.bodies,
+                    duration=args.profile_duration,
+                    connections=CONNECTIONS,
+                    redis_pid=bench.redis.proc.pid,
+                )
                 profile_analysis.wait_py_spy(spy)
             finally:
                 server.stop()
             out.section(f"{args.profile_alg} token endpoint, gunicorn {config.describe()} — {what}")
-            out.line(f"under py-spy (100 Hz): {r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-                     f"errors {r.errors}, server CPU {r.cpu_ms(r.server_cpu):.3f} ms/req")
+            out.line(
+                f"under py-spy (100 Hz): {r.rate:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+                f"errors {r.errors}, server CPU {r.cpu_ms(r.server_cpu):.3f} ms/req"
+            )
             out.line(f"collapsed stacks: {raw_path.relative_to(benchlib.ROOT)}")
-            profile_analysis.report(out, raw_path, master_pid=server.proc.pid, server_cpu_ms=r.cpu_ms(r.server_cpu),
-                                    idle=idle, workers_n=config.workers, spy_seconds=args.profile_duration + 1,
-                                    requests=r.requests, threaded=config.worker_class == "gthread")
+            profile_analysis.report(
+                out,
+                raw_path,
+                master_pid=server.proc.pid,
+                server_cpu_ms=r.cpu_ms(r.server_cpu),
+                idle=idle,
+                workers_n=config.workers,
+                spy_seconds=args.profile_duration + 1,
+                requests=r.requests,
+                threaded=config.worker_class == "gthread",
+            )
         out.line()
         return benchlib.finish(out, started)
     finally:

@@ -28,8 +28,8 @@ What one run does, all on 127.0.0.1 (the plumbing is bench/benchlib.py, as for t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import base64
+import hashlib
 import json
 import secrets
 import sys
@@ -41,8 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 
-KEYS = {"sig-es256": ("ES256", "sig"), "sig-ps256": ("PS256", "sig"), "enc-rsa": ("RSA-OAEP-256", "enc"),
-        "enc-ecdh": ("ECDH-ES", "enc")}
+KEYS = {
+    "sig-es256": ("ES256", "sig"),
+    "sig-ps256": ("PS256", "sig"),
+    "enc-rsa": ("RSA-OAEP-256", "enc"),
+    "enc-ecdh": ("ECDH-ES", "enc"),
+}
 RS1 = "https://rs1.example.test"
 CLIENT_ID = "c-web"
 REDIRECT = "https://web.example.test/cb"
@@ -53,12 +57,26 @@ CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest())
 
 def build_registry(client_key, rs_key) -> dict:
     return {
-        "clients": [{"client_id": CLIENT_ID, "token_endpoint_auth_method": "private_key_jwt",
-                     "jwks": {"keys": [client_key.public_jwk]},
-                     "grant_types": ["client_credentials", "authorization_code", "refresh_token"], "redirect_uris": [REDIRECT],
-                     "scope": "read write", "resources": [RS1]}],
-        "resource_servers": [{"resource": RS1, "client_id": "rs-1", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [rs_key.public_jwk]}, "scope": "read write"}],
+        "clients": [
+            {
+                "client_id": CLIENT_ID,
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [client_key.public_jwk]},
+                "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+                "redirect_uris": [REDIRECT],
+                "scope": "read write",
+                "resources": [RS1],
+            }
+        ],
+        "resource_servers": [
+            {
+                "resource": RS1,
+                "client_id": "rs-1",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [rs_key.public_jwk]},
+                "scope": "read write",
+            }
+        ],
     }
 
 
@@ -78,9 +96,14 @@ class Bench:
 
     def settings(self, first_enc: str) -> dict:
         other = "enc-ecdh" if first_enc == "enc-rsa" else "enc-rsa"
-        return benchlib.as_settings(self.redis.url, self.registry, OAUTH_HSM_ENCRYPTION_KEYS=f"{first_enc},{other}",
-                                    OAUTH_HSM_RATE_LIMITS="off", OAUTH_HSM_CODE_LIFETIME="600",
-                                    EXAMPLE_SECRET_KEY="bench-users")
+        return benchlib.as_settings(
+            self.redis.url,
+            self.registry,
+            OAUTH_HSM_ENCRYPTION_KEYS=f"{first_enc},{other}",
+            OAUTH_HSM_RATE_LIMITS="off",
+            OAUTH_HSM_CODE_LIFETIME="600",
+            EXAMPLE_SECRET_KEY="bench-users",
+        )
 
     def store(self):
         import redis
@@ -96,9 +119,21 @@ class Bench:
         from flask_oauth_hsm.tokens.codes import NAMESPACE, CodeRecord
 
         store, now = self.store(), time.time()
-        record = CodeRecord(client_id=CLIENT_ID, redirect_uri=REDIRECT, redirect_uri_given=True, code_challenge=CHALLENGE,
-                            scope=frozenset({"read"}), resources=(RS1,), subject="user-1", auth_time=int(now), acr=None,
-                            amr=("pwd",), nonce=None, release=Release(), expires_at=now + 600).encode()
+        record = CodeRecord(
+            client_id=CLIENT_ID,
+            redirect_uri=REDIRECT,
+            redirect_uri_given=True,
+            code_challenge=CHALLENGE,
+            scope=frozenset({"read"}),
+            resources=(RS1,),
+            subject="user-1",
+            auth_time=int(now),
+            acr=None,
+            amr=("pwd",),
+            nonce=None,
+            release=Release(),
+            expires_at=now + 600,
+        ).encode()
         out = []
         pipe = store.client.pipeline(transaction=False)
         for _ in range(count):
@@ -117,9 +152,19 @@ class Bench:
         store, key, now = self.store(), load_jwk(self.enc_jwks[first_enc]), int(time.time())
         out = []
         for _ in range(count):
-            claims = RefreshClaims(grant_id=new_id(), token_id=new_id(), client_id=CLIENT_ID, subject="user-1",
-                                   scope=frozenset({"read"}), resources=(RS1,), auth_time=now, acr=None, amr=("pwd",),
-                                   issued_at=now, expires_at=now + 86400)
+            claims = RefreshClaims(
+                grant_id=new_id(),
+                token_id=new_id(),
+                client_id=CLIENT_ID,
+                subject="user-1",
+                scope=frozenset({"read"}),
+                resources=(RS1,),
+                auth_time=now,
+                acr=None,
+                amr=("pwd",),
+                issued_at=now,
+                expires_at=now + 86400,
+            )
             out.append(jwe.encrypt(jwt.encode_claims(claims.to_json()), key, key.alg, "A256GCM", {"typ": RT_TYP}))
             store.grant_create(claims.grant_id, claims.token_id, Release().encode(), 3600)
         return out
@@ -132,13 +177,22 @@ class Bench:
         if path == "client credentials":
             return self.forms([{"grant_type": "client_credentials", "resource": RS1, "scope": "read"}] * count)
         if path == "code redemption":
-            return self.forms([{"grant_type": "authorization_code", "code": c, "redirect_uri": REDIRECT,
-                                "code_verifier": VERIFIER} for c in self.codes(count)])
+            return self.forms(
+                [
+                    {"grant_type": "authorization_code", "code": c, "redirect_uri": REDIRECT, "code_verifier": VERIFIER}
+                    for c in self.codes(count)
+                ]
+            )
         return self.forms([{"grant_type": "refresh_token", "refresh_token": t} for t in self.refresh_tokens(count, first_enc)])
 
     def check(self, server, path: str, first_enc: str) -> None:
-        status, _, body = benchlib.http_request(server.base, "POST", "/oauth2/token", self.bodies_for(path, 1, first_enc)[0],
-                                                {"Content-Type": "application/x-www-form-urlencoded"})
+        status, _, body = benchlib.http_request(
+            server.base,
+            "POST",
+            "/oauth2/token",
+            self.bodies_for(path, 1, first_enc)[0],
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
         answer = json.loads(body)
         if status != 200 or (path != "client credentials" and "refresh_token" not in answer):
             raise RuntimeError(f"{path}: {status} {body[:300]!r}\n" + server.log_path.read_text()[-3000:])
@@ -147,8 +201,9 @@ class Bench:
         benchlib.write_bodies(self.bodies, self.bodies_for(path, count, first_enc))
         system = benchlib.SystemMeter()
         system.start()
-        result = benchlib.run_wrk(server, "/oauth2/token", self.bodies, duration=duration, connections=CONNECTIONS,
-                                  redis_pid=self.redis.proc.pid)
+        result = benchlib.run_wrk(
+            server, "/oauth2/token", self.bodies, duration=duration, connections=CONNECTIONS, redis_pid=self.redis.proc.pid
+        )
         window, busy = system.stop()
         result.foreign = max(0.0, busy - result.server_cpu - result.wrk_cpu - result.redis_cpu) / window
         return result
@@ -164,13 +219,16 @@ def run(args) -> int:
     try:
         gate = benchlib.QuietGate(budget=8, per_wait=3)
         configs = {c.name: c for c in benchlib.available_worker_configs()}
-        plan = [(configs["sync-2"], "enc-rsa", ("client credentials", "code redemption", "refresh")),
-                (configs["gthread-2x8"], "enc-rsa", ("client credentials", "code redemption", "refresh")),
-                (configs["gthread-2x8"], "enc-ecdh", ("refresh",))]
+        plan = [
+            (configs["sync-2"], "enc-rsa", ("client credentials", "code redemption", "refresh")),
+            (configs["gthread-2x8"], "enc-rsa", ("client credentials", "code redemption", "refresh")),
+            (configs["gthread-2x8"], "enc-ecdh", ("refresh",)),
+        ]
         fastest = 2500.0
         for config, first_enc, paths in plan:
-            server = benchlib.start_gunicorn(bench.ws, "example_app:app", bench.settings(first_enc), config,
-                                             ready_path="/oauth2/jwks")
+            server = benchlib.start_gunicorn(
+                bench.ws, "example_app:app", bench.settings(first_enc), config, ready_path="/oauth2/jwks"
+            )
             try:
                 benchlib.wait_for_epoch(bench.redis.url)
                 for path in paths:
@@ -184,18 +242,32 @@ def run(args) -> int:
                         bad.append(r.first_bad)
                     alg = {"enc-rsa": "RSA-OAEP-256", "enc-ecdh": "ECDH-ES"}[first_enc]
                     what = path + (f" (refresh token: {alg})" if path != "client credentials" else "")
-                    rows.append([config.name, what, f"{r.rate:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-                                 f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
-                                 f"{r.cpu_ms(r.server_cpu):.3f}", f"{r.cpu_ms(r.redis_cpu):.3f}", f"{r.foreign:.2f}"])
+                    rows.append(
+                        [
+                            config.name,
+                            what,
+                            f"{r.rate:,.0f}",
+                            f"{r.p50_ms:.2f}",
+                            f"{r.p99_ms:.2f}",
+                            f"{r.errors}" + (f" ({r.exhausted} bodies exhausted)" if r.exhausted else ""),
+                            f"{r.cpu_ms(r.server_cpu):.3f}",
+                            f"{r.cpu_ms(r.redis_cpu):.3f}",
+                            f"{r.foreign:.2f}",
+                        ]
+                    )
             finally:
                 server.stop()
         out.section(f"Load: {CONNECTIONS} connections, wrk 1 thread, {args.duration:g} s per run, ES256 access tokens")
-        out.table(["gunicorn", "path", "req/s", "p50 ms", "p99 ms", "errors", "server CPU ms/req", "redis CPU ms/req",
-                   "other load"], rows)
+        out.table(
+            ["gunicorn", "path", "req/s", "p50 ms", "p99 ms", "errors", "server CPU ms/req", "redis CPU ms/req", "other load"],
+            rows,
+        )
         out.line()
-        out.line("errors = non-200 answers + socket errors. CPU ms/req from /proc (utime+stime) over the run. other load "
-                 "= CPU used by other programs on this shared machine during the run, in cores (of 2): read rows "
-                 "with other load well above 0 as disturbed.")
+        out.line(
+            "errors = non-200 answers + socket errors. CPU ms/req from /proc (utime+stime) over the run. other load "
+            "= CPU used by other programs on this shared machine during the run, in cores (of 2): read rows "
+            "with other load well above 0 as disturbed."
+        )
         for name in ("sync-2", "gthread-2x8"):
             out.line(f"- {name}: gunicorn {configs[name].describe()}")
         if bad:

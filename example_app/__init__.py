@@ -46,8 +46,13 @@ def create_app(config: dict | None = None) -> Flask:
     def index():
         state = app.extensions["oauth_hsm"]
         issuer = state.settings.issuer.rstrip("/")
-        return jsonify(service="flask-oauth-hsm example", issuer=state.settings.issuer, token_endpoint=state.urls.token,
-                       demo=issuer + "/demo/start", login=issuer + "/login")
+        return jsonify(
+            service="flask-oauth-hsm example",
+            issuer=state.settings.issuer,
+            token_endpoint=state.urls.token,
+            demo=issuer + "/demo/start",
+            login=issuer + "/login",
+        )
 
     if "oauth_hsm_rs" in app.extensions:
 
@@ -71,7 +76,8 @@ def _secret_key(app: Flask) -> str:
         return secrets.token_hex(32)
     logging.getLogger("example_app").warning(
         "EXAMPLE_SECRET_KEY is not set: a random session key for this process (sign-ins do not survive a restart "
-        "and do not work across several workers)")
+        "and do not work across several workers)"
+    )
     return secrets.token_hex(32)
 
 

@@ -21,11 +21,16 @@ SCOPE = "openid profile email read"
 
 def _flow(verifier: str | None = None, state: str | None = None, nonce: str | None = None) -> CodeFlow:
     ctx = oauth_server()
-    client = DemoClient(os.environ.get("EXAMPLE_DEMO_CLIENT_ID", "demo-client"), ctx.settings.issuer,
-                        ctx.hsm.key(os.environ.get("EXAMPLE_DEMO_CLIENT_KEY", "demo-client-sig")), ctx.settings.url_prefix)
+    client = DemoClient(
+        os.environ.get("EXAMPLE_DEMO_CLIENT_ID", "demo-client"),
+        ctx.settings.issuer,
+        ctx.hsm.key(os.environ.get("EXAMPLE_DEMO_CLIENT_KEY", "demo-client-sig")),
+        ctx.settings.url_prefix,
+    )
     resource = current_app.config.get("OAUTH_HSM_RS_RESOURCE") or os.environ.get("OAUTH_HSM_RS_RESOURCE")
-    flow = CodeFlow(client, ctx.settings.issuer.rstrip("/") + "/demo/callback", os.environ.get("EXAMPLE_DEMO_SCOPE", SCOPE),
-                    resource)
+    flow = CodeFlow(
+        client, ctx.settings.issuer.rstrip("/") + "/demo/callback", os.environ.get("EXAMPLE_DEMO_SCOPE", SCOPE), resource
+    )
     if verifier and state and nonce:
         flow.verifier, flow.state, flow.nonce = verifier, state, nonce
     return flow
@@ -55,8 +60,9 @@ def callback() -> Any:
         steps[0]["claims"] = verified_claims(tokens["access_token"], jwks)[1]
         if "id_token" in tokens:
             id_claims = verified_claims(tokens["id_token"], jwks)[1]
-            steps.append({"title": "ID token", "status": 200, "body": id_claims,
-                          "nonce_ok": id_claims.get("nonce") == flow.nonce})
+            steps.append(
+                {"title": "ID token", "status": 200, "body": id_claims, "nonce_ok": id_claims.get("nonce") == flow.nonce}
+            )
         status, refreshed = flow.refresh(tokens["refresh_token"])
         steps.append({"title": "Refreshed once", "status": status, "body": refreshed})
         if status == 200:

@@ -40,8 +40,13 @@ class DemoUser(UserMixin):
 
     @property
     def claims(self) -> dict[str, Any]:
-        return {"name": self.username.title(), "preferred_username": self.username, "username": self.username,
-                "email": f"{self.username}@example.com", "email_verified": False}
+        return {
+            "name": self.username.title(),
+            "preferred_username": self.username,
+            "username": self.username,
+            "email": f"{self.username}@example.com",
+            "email_verified": False,
+        }
 
 
 class Directory:
@@ -121,8 +126,9 @@ def login() -> Any:
             session["auth_time"] = int(time.time())
             return redirect(_safe_next(request.args.get("next")))
         error = "Wrong user name or password."
-    return render_template("login.html", error=error, csrf_token=_csrf(), no_users=not directory.users,
-                           next=_safe_next(request.args.get("next"))), 401 if error else 200
+    return render_template(
+        "login.html", error=error, csrf_token=_csrf(), no_users=not directory.users, next=_safe_next(request.args.get("next"))
+    ), 401 if error else 200
 
 
 @bp.route("/logout", methods=["GET", "POST"])

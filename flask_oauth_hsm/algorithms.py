@@ -94,5 +94,6 @@ DEFAULT_POP_SIGNATURE_ALGS = ("hmac-sha256", "ecdsa-p256-sha256", "ed25519", "rs
 
 def http_signature_alg(kty: str, crv: str | None) -> str | None:
     """The RFC 9421 algorithm for an asymmetric key (RFC 9421 §3.3), or None when there is none."""
-    return {"RSA": "rsa-pss-sha512", "P-256": "ecdsa-p256-sha256", "P-384": "ecdsa-p384-sha384",
-            "Ed25519": "ed25519"}.get(crv or kty)
+    return {"RSA": "rsa-pss-sha512", "P-256": "ecdsa-p256-sha256", "P-384": "ecdsa-p384-sha384", "Ed25519": "ed25519"}.get(
+        crv or kty
+    )

@@ -14,23 +14,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import client_keys
-from . import demo_client as demo
+from . import client_keys, demo_client as demo
+from .cli_keys import admin as _admin, fail as _fail, keys
 from .client_auth import hash_secret
 from .clients import Registry
 from .clients.fit import fit_checker
-from .cli_keys import admin as _admin
-from .cli_keys import fail as _fail
-from .cli_keys import keys
-from .errors import ConfigError, OAuthHSMError
 from .demo_client import CibaFlow, CodeFlow, DemoClient
+from .errors import ConfigError, OAuthHSMError
 from .extension import KEY_ADMIN
 from .jose import jwt
 from .keys import configured_ring
@@ -96,12 +94,27 @@ def client() -> None:
 
 
 @client.command("keygen")
-@click.option("--alg", default="ES256", show_default=True, type=click.Choice(client_keys.CLIENT_ALGS),
-              help="the client's token_endpoint_auth_signing_alg")
-@click.option("--out", "path", required=True, type=click.Path(dir_okay=False),
-              help="file for the private key: PKCS#8 PEM, mode 0600, never overwritten")
-@click.option("--rsa-bits", default=2048, show_default=True,
-              type=click.IntRange(*client_keys.RSA_BITS), help="RSA modulus size (PS256 only)")
+@click.option(
+    "--alg",
+    default="ES256",
+    show_default=True,
+    type=click.Choice(client_keys.CLIENT_ALGS),
+    help="the client's token_endpoint_auth_signing_alg",
+)
+@click.option(
+    "--out",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="file for the private key: PKCS#8 PEM, mode 0600, never overwritten",
+)
+@click.option(
+    "--rsa-bits",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(*client_keys.RSA_BITS),
+    help="RSA modulus size (PS256 only)",
+)
 def client_keygen(alg: str, path: str, rsa_bits: int) -> None:
     """Make a software key pair: the private key into a new file, its public JWKS to stdout.
 
@@ -116,15 +129,23 @@ def client_keygen(alg: str, path: str, rsa_bits: int) -> None:
         client_keys.write_private_key(path, key)
     except OAuthHSMError as exc:
         _fail(exc)
-    click.echo(f"{path}: {alg} private key written (mode 0600); keep it with the client. "
-               "The public JWKS for the registry entry follows.", err=True)
+    click.echo(
+        f"{path}: {alg} private key written (mode 0600); keep it with the client. "
+        "The public JWKS for the registry entry follows.",
+        err=True,
+    )
     click.echo(json.dumps(jwks_doc, indent=2))
 
 
 @client.command("jwks")
 @click.argument("key_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--alg", default="ES256", show_default=True, type=click.Choice(client_keys.CLIENT_ALGS),
-              help="the client's token_endpoint_auth_signing_alg")
+@click.option(
+    "--alg",
+    default="ES256",
+    show_default=True,
+    type=click.Choice(client_keys.CLIENT_ALGS),
+    help="the client's token_endpoint_auth_signing_alg",
+)
 def client_jwks(key_file: str, alg: str) -> None:
     """Print the public JWKS of a key file (PEM or DER; public, or an unencrypted private key),
     e.g. a public key exported from the client's own PKCS#11 token."""
@@ -141,17 +162,32 @@ BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
 @cli.command("demo-client")
 @click.option("--client-id", default="demo-client", show_default=True)
 @click.option("--key-label", default="demo-client-sig", show_default=True, help="the client's signing key (in the dev token)")
-@click.option("--flow", type=click.Choice(["client-credentials", "code", "ciba"]), default="client-credentials", show_default=True,
-              help="code: the authorization code flow with PKCE through your browser, then one refresh; "
-                   "ciba: a backchannel request you approve on the host's device page, then polling")
-@click.option("--binding", type=click.Choice(BINDINGS), default="bearer", show_default=True,
-              help="client-credentials: what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)")
-@click.option("--pop-key-label", default="demo-client-dpop", show_default=True,
-              help="the DPoP / asymmetric PoP key (in the dev token)")
+@click.option(
+    "--flow",
+    type=click.Choice(["client-credentials", "code", "ciba"]),
+    default="client-credentials",
+    show_default=True,
+    help="code: the authorization code flow with PKCE through your browser, then one refresh; "
+    "ciba: a backchannel request you approve on the host's device page, then polling",
+)
+@click.option(
+    "--binding",
+    type=click.Choice(BINDINGS),
+    default="bearer",
+    show_default=True,
+    help="client-credentials: what the token is bound to: nothing, a DPoP key, or a PoP key (symmetric from the AS, or ours)",
+)
+@click.option(
+    "--pop-key-label", default="demo-client-dpop", show_default=True, help="the DPoP / asymmetric PoP key (in the dev token)"
+)
 @click.option("--resource", default=None, help="RFC 8707 resource (default: the client's default)")
 @click.option("--scope", default=None, help="default: the client's (client-credentials); 'openid profile email read' (code)")
-@click.option("--redirect-uri", default="http://127.0.0.1:8765/callback", show_default=True,
-              help="code flow: a registered loopback redirect URI; the command listens on it")
+@click.option(
+    "--redirect-uri",
+    default="http://127.0.0.1:8765/callback",
+    show_default=True,
+    help="code flow: a registered loopback redirect URI; the command listens on it",
+)
 @click.option("--timeout", default=300, show_default=True, type=int, help="code flow: seconds to wait for the browser")
 @click.option("--url", default=None, help="token endpoint URL (default: derived from OAUTH_HSM_ISSUER)")
 @click.option("--api", default=None, help="client-credentials: then call this URL with the token (e.g. <issuer>/api/items)")
@@ -159,9 +195,22 @@ BINDINGS = ("bearer", "dpop", "pop-symmetric", "pop-asymmetric")
 @click.option("--login-hint", default=None, help="ciba: who to ask (default: tel:$EXAMPLE_DEMO_PHONE, else $EXAMPLE_DEMO_USER)")
 @click.option("--binding-message", default=None, help="ciba: a short code shown on the device (default: a random one)")
 @with_appcontext
-def demo_client(client_id: str, key_label: str, flow: str, binding: str, pop_key_label: str, resource: str | None,
-                scope: str | None, redirect_uri: str, timeout: int, url: str | None, api: str | None, token_only: bool,
-                login_hint: str | None, binding_message: str | None) -> None:
+def demo_client(
+    client_id: str,
+    key_label: str,
+    flow: str,
+    binding: str,
+    pop_key_label: str,
+    resource: str | None,
+    scope: str | None,
+    redirect_uri: str,
+    timeout: int,
+    url: str | None,
+    api: str | None,
+    token_only: bool,
+    login_hint: str | None,
+    binding_message: str | None,
+) -> None:
     """Obtain tokens as the demo client (private_key_jwt, its key in the token) and show them.
 
     ``--flow client-credentials`` (default): one access token for the client itself, bound to a
@@ -267,8 +316,10 @@ def _ciba_flow(flow: CibaFlow, jwks_url: str, api: str | None) -> None:
     if status != 200:
         sys.exit(1)
     click.echo(f"\nauth_req_id: {flow.auth_req_id}")
-    click.echo(f"Open {flow.client.issuer.rstrip('/')}/ciba as the user ({flow.login_hint}), check the code "
-               f"{flow.binding_message} and press Approve (or Deny). Polling every {flow.interval} s ...")
+    click.echo(
+        f"Open {flow.client.issuer.rstrip('/')}/ciba as the user ({flow.login_hint}), check the code "
+        f"{flow.binding_message} and press Approve (or Deny). Polling every {flow.interval} s ..."
+    )
     status, body = _reach(flow.client.url("/token"), flow.poll)
     _show_user_tokens("polled", status, body, jwks_url)
     if api is not None:
@@ -295,8 +346,10 @@ def wait_for_redirect(host: str, port: int, path: str, timeout: float) -> dict[s
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.end_headers()
-            self.wfile.write(b"<!doctype html><html lang=en><title>Done</title><p>You can close this window and go back "
-                             b"to the terminal.</p></html>")
+            self.wfile.write(
+                b"<!doctype html><html lang=en><title>Done</title><p>You can close this window and go back "
+                b"to the terminal.</p></html>"
+            )
 
         def log_message(self, *args: object) -> None:
             pass

@@ -9,7 +9,8 @@ follow the states. docs/hsm-and-keys.md has the rotation runbook.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 from flask import current_app
@@ -60,12 +61,18 @@ def keys() -> None:
 @click.option("--alg", required=True, type=click.Choice(sorted(ALGORITHMS)), help="JOSE algorithm the key is bound to")
 @click.option("--use", required=True, type=USE_CHOICE, help="sig: signs (JWS); enc: decrypts (JWE); must match --alg")
 @click.option("--label", required=True, help="CKA_LABEL of the new key pair")
-@click.option("--rsa-bits", default=2048, show_default=True, type=click.IntRange(2048, 8192),
-              help="RSA modulus size (RSA algs only)")
-@click.option("--crv", default="P-256", show_default=True, type=click.Choice(["P-256", "P-384", "P-521"]),
-              help="curve for ECDH-ES keys")
-@click.option("--state", type=STATE_CHOICE, default=None,
-              help="add it to the key set (OAUTH_HSM_KEY_SET): next (the usual), or active for the first key of a use")
+@click.option(
+    "--rsa-bits", default=2048, show_default=True, type=click.IntRange(2048, 8192), help="RSA modulus size (RSA algs only)"
+)
+@click.option(
+    "--crv", default="P-256", show_default=True, type=click.Choice(["P-256", "P-384", "P-521"]), help="curve for ECDH-ES keys"
+)
+@click.option(
+    "--state",
+    type=STATE_CHOICE,
+    default=None,
+    help="add it to the key set (OAUTH_HSM_KEY_SET): next (the usual), or active for the first key of a use",
+)
 @click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
 @with_appcontext
 def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, state: str | None, if_missing: bool) -> None:
@@ -105,15 +112,18 @@ def _added(chosen: KeySet, change: Change) -> None:
         click.echo(f"{r.label}: active {KIND[r.use]} key of key set {chosen.name!r}; every process uses it within {t.refresh} s")
         return
     assert r.published is not None
-    click.echo(f"{r.label}: next {KIND[r.use]} key of key set {chosen.name!r}; every process publishes it within "
-               f"{t.refresh} s; `keys rotate --use {r.use}` from {iso(r.published + t.publication)} (in {t.publication} s)")
+    click.echo(
+        f"{r.label}: next {KIND[r.use]} key of key set {chosen.name!r}; every process publishes it within "
+        f"{t.refresh} s; `keys rotate --use {r.use}` from {iso(r.published + t.publication)} (in {t.publication} s)"
+    )
 
 
 @keys.command("rotate")
 @click.option("--use", required=True, type=USE_CHOICE)
 @click.option("--label", default=None, help="the next key to promote, when there are several")
-@click.option("--force", is_flag=True,
-              help="DANGEROUS: promote before caches can know the key; resource servers may reject its tokens")
+@click.option(
+    "--force", is_flag=True, help="DANGEROUS: promote before caches can know the key; resource servers may reject its tokens"
+)
 @with_appcontext
 def rotate(use: str, label: str | None, force: bool) -> None:
     """Promote the next key to active and retire the active one (docs/hsm-and-keys.md)."""
@@ -123,8 +133,11 @@ def rotate(use: str, label: str | None, force: bool) -> None:
     except OAuthHSMError as exc:
         fail(exc)
     if force:
-        click.echo("warning: rotated with --force; a resource server that has not seen the new key rejects its "
-                   "tokens until it refetches the JWKS", err=True)
+        click.echo(
+            "warning: rotated with --force; a resource server that has not seen the new key rejects its "
+            "tokens until it refetches the JWKS",
+            err=True,
+        )
     promoted = change.record
     click.echo(f"{promoted.label}: active (kid={promoted.kid}); every process uses it within {chosen.timings.refresh} s")
     for old in change.retired:
@@ -146,8 +159,11 @@ def _registry_vet() -> Callable[[KeyRing], None] | None:
 
 @keys.command("retire")
 @click.option("--label", required=True)
-@click.option("--force", is_flag=True,
-              help="DANGEROUS (a compromised key): out of service now, although tokens it signed or JWEs to it may be refused")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="DANGEROUS (a compromised key): out of service now, although tokens it signed or JWEs to it may be refused",
+)
 @with_appcontext
 def retire(label: str, force: bool) -> None:
     """Retire a key outside a rotation (a next key not wanted); refuses while the key is still needed."""
@@ -162,14 +178,19 @@ def retire(label: str, force: bool) -> None:
 def _retired(r: KeyRecord) -> None:
     assert r.until is not None
     remaining = max(0, r.until - int(clock.now()))
-    click.echo(f"{r.label}: retired; in service until {iso(r.until)} (in {remaining} s), "
-               f"then `keys destroy --label {r.label} --yes`")
+    click.echo(
+        f"{r.label}: retired; in service until {iso(r.until)} (in {remaining} s), then `keys destroy --label {r.label} --yes`"
+    )
 
 
 @keys.command("generate-secret")
-@click.option("--kind", required=True, type=click.Choice(["aes", "hmac"]),
-              help="aes: seals PoP keys kept in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); hmac: DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY), "
-                   "pairwise sub (OAUTH_HSM_PAIRWISE_KEY)")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["aes", "hmac"]),
+    help="aes: seals PoP keys kept in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); hmac: DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY), "
+    "pairwise sub (OAUTH_HSM_PAIRWISE_KEY)",
+)
 @click.option("--label", required=True, help="CKA_LABEL of the new secret key")
 @click.option("--if-missing", is_flag=True, help="succeed quietly when the label already exists")
 @with_appcontext
@@ -216,8 +237,9 @@ def list_keys() -> None:
     for label, raw in sorted(records.items()):  # records without a key pair: destroyed keys
         state, dates = _state(found.settings.key_set, label, raw, now)
         if raw.get("key_set") == found.settings.key_set:
-            click.echo(f"{label:24} {state:9} {raw.get('kid', '-'):44} {raw.get('alg', '-'):15} {raw.get('use', '-'):4} "
-                       f"{'-':9} {dates}")
+            click.echo(
+                f"{label:24} {state:9} {raw.get('kid', '-'):44} {raw.get('alg', '-'):15} {raw.get('use', '-'):4} {'-':9} {dates}"
+            )
 
 
 def _state(mine: str, label: str, raw: dict[str, Any] | None, now: float) -> tuple[str, str]:
@@ -229,8 +251,11 @@ def _state(mine: str, label: str, raw: dict[str, Any] | None, now: float) -> tup
         return "UNUSABLE", str(exc)
     if record.key_set != mine:
         return f"set:{record.key_set}", ""
-    dates = ", ".join(f"{name} {iso(value)}" for name in ("published", "activated", "retired", "until", "destroyed")
-                      if (value := getattr(record, name)) is not None)
+    dates = ", ".join(
+        f"{name} {iso(value)}"
+        for name in ("published", "activated", "retired", "until", "destroyed")
+        if (value := getattr(record, name)) is not None
+    )
     return record.shown_state(now), dates
 
 

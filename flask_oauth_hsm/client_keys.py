@@ -8,8 +8,9 @@ the client. Our own keys never come through here: they are generated inside the 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -38,8 +39,7 @@ def generate(alg: str, rsa_bits: int = 2048) -> Any:
 
 def write_private_key(path: str | Path, key: Any) -> None:
     """PKCS#8 PEM, created with mode 0600; an existing file (or link) is never overwritten."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
         # O_EXCL: refuse anything already there, a symlink included, without a check-then-open race.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -87,5 +87,6 @@ def _check_fits(public: Any, alg: str) -> None:
     if alg not in fits:
         raise ConfigError(f"client keys are {', '.join(CLIENT_ALGS)}, not {alg}")
     if not fits[alg]:
-        raise ConfigError(f"this key cannot be used with {alg} (ES256: EC P-256; "
-                          f"PS256: RSA {RSA_BITS[0]}-{RSA_BITS[1]} bits; EdDSA: Ed25519)")
+        raise ConfigError(
+            f"this key cannot be used with {alg} (ES256: EC P-256; PS256: RSA {RSA_BITS[0]}-{RSA_BITS[1]} bits; EdDSA: Ed25519)"
+        )

@@ -40,8 +40,14 @@ class DemoClient:
     def assertion(self) -> str:
         """RFC 7523 §3: iss = sub = client_id, aud = the issuer, a fresh jti, one minute."""
         now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.issuer, "iat": now, "exp": now + 60,
-                  "jti": secrets.token_urlsafe(16)}
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": self.issuer,
+            "iat": now,
+            "exp": now + 60,
+            "jti": secrets.token_urlsafe(16),
+        }
         return jwt.sign_jwt(claims, self.key, "JWT")
 
     def token(self, **form: str) -> tuple[int, dict[str, Any]]:
@@ -67,9 +73,16 @@ class CodeFlow:
         return base64.urlsafe_b64encode(hashlib.sha256(self.verifier.encode()).digest()).rstrip(b"=").decode()
 
     def authorization_url(self) -> str:
-        params = {"response_type": "code", "client_id": self.client.client_id, "redirect_uri": self.redirect_uri,
-                  "scope": self.scope, "state": self.state, "nonce": self.nonce, "code_challenge": self.challenge,
-                  "code_challenge_method": "S256"}
+        params = {
+            "response_type": "code",
+            "client_id": self.client.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": self.scope,
+            "state": self.state,
+            "nonce": self.nonce,
+            "code_challenge": self.challenge,
+            "code_challenge_method": "S256",
+        }
         if self.resource:
             params["resource"] = self.resource
         return self.client.url("/authorize") + "?" + urllib.parse.urlencode(params)
@@ -88,8 +101,9 @@ class CodeFlow:
         return code
 
     def redeem(self, code: str) -> tuple[int, dict[str, Any]]:
-        return self.client.token(grant_type="authorization_code", code=code, redirect_uri=self.redirect_uri,
-                                 code_verifier=self.verifier)
+        return self.client.token(
+            grant_type="authorization_code", code=code, redirect_uri=self.redirect_uri, code_verifier=self.verifier
+        )
 
     def refresh(self, refresh_token: str) -> tuple[int, dict[str, Any]]:
         return self.client.token(grant_type="refresh_token", refresh_token=refresh_token)
@@ -112,8 +126,12 @@ class CibaFlow:
     expires_at: float = 0.0
 
     def start(self) -> tuple[int, dict[str, Any]]:
-        form = {"scope": self.scope, "login_hint": self.login_hint, "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": self.client.assertion()}
+        form = {
+            "scope": self.scope,
+            "login_hint": self.login_hint,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.client.assertion(),
+        }
         if self.binding_message:
             form["binding_message"] = self.binding_message
         status, body = post(self.client.url("/bc-authorize"), form)

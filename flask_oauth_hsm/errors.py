@@ -144,7 +144,6 @@ class InvalidClientError(OAuthError):
     status_code = 401
 
 
-
 class UnauthorizedClientError(OAuthError):
     error = "unauthorized_client"
 
@@ -168,7 +167,6 @@ class AccessDeniedError(OAuthError):
 
     error = "access_denied"
     status_code = 403
-
 
 
 class InvalidGrantError(OAuthError):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Flask, request
 from flask.typing import ResponseReturnValue
@@ -40,12 +41,12 @@ from .errors import (
 from .hooks import Hook, Hooks
 from .hsm import HSM
 from .keys import KeyRing, KeyRingHolder, configured_ring, load_ring
-from .ratelimit import RateLimitExceeded, RateLimiter, limited_error
+from .ratelimit import RateLimiter, RateLimitExceeded, limited_error
 from .server import EXTENSION_KEY, ServerContext, Urls, current
 from .settings import Settings, hsm_config_from, load_settings
 from .store import ResetRule, Store, connect, redacted
-from .store.health import UNKNOWN
 from .store.connection import REDIS_ERRORS
+from .store.health import UNKNOWN
 from .web import error_response, json_response
 
 log = logging.getLogger("flask_oauth_hsm")
@@ -129,8 +130,13 @@ class OAuthHSM:
         urls = Urls(settings.issuer, settings.url_prefix)
         trusted = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
         ctx = ServerContext(
-            settings=settings, hsm=hsm, keys=holder, store=store, registry=registry,
-            urls=urls, policies=_assertion_policies(settings, endpoints),
+            settings=settings,
+            hsm=hsm,
+            keys=holder,
+            store=store,
+            registry=registry,
+            urls=urls,
+            policies=_assertion_policies(settings, endpoints),
             trusted_networks=trusted,
             hooks=self.hooks.freeze(features),
             limits=RateLimiter(app, settings.rate_limits, store.client, settings.redis_prefix, trusted),
@@ -146,8 +152,9 @@ class OAuthHSM:
         app.extensions[EXTENSION_KEY] = ctx
         _mount(app, ctx)
 
-    def _registry(self, settings: Settings, ring: Callable[[], KeyRing], uses_loaders: bool,
-                  hooked: frozenset[str]) -> ClientRegistry:
+    def _registry(
+        self, settings: Settings, ring: Callable[[], KeyRing], uses_loaders: bool, hooked: frozenset[str]
+    ) -> ClientRegistry:
         check = fit_checker(settings, ring, hooked)
         if uses_loaders:
             from .client_auth import METHODS
@@ -160,8 +167,9 @@ class OAuthHSM:
         return Registry.from_file(settings.registry, check)
 
 
-def _follow_key_set(holder: KeyRingHolder, hsm: HSM, settings: Settings, registry: ClientRegistry,
-                    features: frozenset[str]) -> None:
+def _follow_key_set(
+    holder: KeyRingHolder, hsm: HSM, settings: Settings, registry: ClientRegistry, features: frozenset[str]
+) -> None:
     """Key-set mode: re-read the key states every OAUTH_HSM_KEYS_REFRESH seconds (no restart to
     rotate); a new ring must still serve every entry of a registry file."""
     name = settings.key_set
@@ -204,34 +212,52 @@ def _warn_about_user_clients_without_users(registry: Registry, hooked: frozenset
         return
     waiting = sorted(c.client_id for c in registry.clients() if "authorization_code" in c.grant_types)
     if waiting:
-        log.warning("clients with the authorization_code grant (%s), but no @oauth.current_user hook: the authorization "
-                    "code flow is off in this app (docs/users.md, host hooks)", ", ".join(waiting))
+        log.warning(
+            "clients with the authorization_code grant (%s), but no @oauth.current_user hook: the authorization "
+            "code flow is off in this app (docs/users.md, host hooks)",
+            ", ".join(waiting),
+        )
 
 
 def _store(settings: Settings, client: Any) -> Store:
     if client is None:
         assert settings.redis_url is not None
         client = connect(settings.redis_url, settings.redis_timeout)
-    return Store(client, settings.redis_prefix, ResetRule(settings.reset_clock_tolerance),
-                 wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout,
-                 allow_eviction=settings.redis_allow_eviction)
+    return Store(
+        client,
+        settings.redis_prefix,
+        ResetRule(settings.reset_clock_tolerance),
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=settings.redis_wait_timeout,
+        allow_eviction=settings.redis_allow_eviction,
+    )
 
 
 def _assertion_policies(settings: Settings, endpoints: tuple[Endpoint, ...]) -> dict[str, AssertionPolicy]:
     urls = Urls(settings.issuer, settings.url_prefix)
     return {
-        e.name: AssertionPolicy(settings.issuer, urls.token, urls.url(e.path), settings.aud_policy,
-                                settings.aud_issuer_array, settings.assertion_algs, settings.assertion_max_lifetime,
-                                settings.clock_skew)
-        for e in endpoints if e.authenticates and isinstance(e.path, str)
+        e.name: AssertionPolicy(
+            settings.issuer,
+            urls.token,
+            urls.url(e.path),
+            settings.aud_policy,
+            settings.aud_issuer_array,
+            settings.assertion_algs,
+            settings.assertion_max_lifetime,
+            settings.clock_skew,
+        )
+        for e in endpoints
+        if e.authenticates and isinstance(e.path, str)
     }
 
 
 def _warn_about_legacy_audiences(settings: Settings, registry: ClientRegistry) -> None:
     """The legacy aud policy accepts endpoint URLs: exposed to audience injection (docs/security.md)."""
     if settings.aud_policy == "legacy":
-        log.warning("OAUTH_HSM_AUD_POLICY=legacy: client assertions may name endpoint URLs, which exposes them to "
-                    "the audience-injection attack; prefer 'issuer' (FAPI 2.0 Final) or 'endpoint' (CAMARA)")
+        log.warning(
+            "OAUTH_HSM_AUD_POLICY=legacy: client assertions may name endpoint URLs, which exposes them to "
+            "the audience-injection attack; prefer 'issuer' (FAPI 2.0 Final) or 'endpoint' (CAMARA)"
+        )
     if isinstance(registry, Registry):
         legacy = sorted(e.client_id for e in registry.entities() if e.aud_policy == "legacy")
         if legacy:
@@ -249,11 +275,18 @@ def _start_epoch(store: Store, settings: Settings) -> None:
         log.warning("Redis (%s) is unreachable at start-up: token requests answer 503 until it is back", url)
         return
     if risk not in (None, UNKNOWN) and not settings.redis_allow_eviction:
-        raise ConfigError(f"OAUTH_HSM_REDIS_URL: Redis may evict replay records ({risk}); set maxmemory-policy "
-                          "noeviction (or OAUTH_HSM_REDIS_ALLOW_EVICTION=true to run anyway)")
+        raise ConfigError(
+            f"OAUTH_HSM_REDIS_URL: Redis may evict replay records ({risk}); set maxmemory-policy "
+            "noeviction (or OAUTH_HSM_REDIS_ALLOW_EVICTION=true to run anyway)"
+        )
     if shortfall is not None:
-        log.error("OAUTH_HSM_REDIS_WAIT_REPLICAS=%d but %s (%s): requests answer 503 until enough replicas "
-                  "acknowledge; set it to 0 for a Redis without replicas", store.wait_replicas, shortfall, url)
+        log.error(
+            "OAUTH_HSM_REDIS_WAIT_REPLICAS=%d but %s (%s): requests answer 503 until enough replicas "
+            "acknowledge; set it to 0 for a Redis without replicas",
+            store.wait_replicas,
+            shortfall,
+            url,
+        )
 
 
 # --- blueprints and their error handling ---------------------------------------------------------

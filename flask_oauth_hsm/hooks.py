@@ -10,8 +10,9 @@ line naming the missing one. Hooks are plain decorated functions (no subclassing
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 

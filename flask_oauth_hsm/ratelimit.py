@@ -19,7 +19,8 @@ disables all of them (benchmarks, or a gateway that limits instead).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -41,8 +42,9 @@ class StoreClientStorage(RedisStorage):
 
     STORAGE_SCHEME = ["flask-oauth-hsm"]
 
-    def __init__(self, uri: str, client: Any = None, key_prefix: str = "LIMITS", wrap_exceptions: bool = False,
-                 **options: Any) -> None:
+    def __init__(
+        self, uri: str, client: Any = None, key_prefix: str = "LIMITS", wrap_exceptions: bool = False, **options: Any
+    ) -> None:
         if client is None:
             raise ValueError("StoreClientStorage needs the store's Redis client")
         super(RedisStorage, self).__init__(uri, wrap_exceptions=wrap_exceptions)
@@ -54,16 +56,20 @@ class StoreClientStorage(RedisStorage):
 
 
 class RateLimiter:
-    def __init__(self, app: Flask, limits: RateLimits | None, redis_client: Any, prefix: str,
-                 trusted: tuple[IPNetwork, ...]):
+    def __init__(self, app: Flask, limits: RateLimits | None, redis_client: Any, prefix: str, trusted: tuple[IPNetwork, ...]):
         self.limits = limits
         self._trusted = trusted
         self._limiter: Limiter | None = None
         if limits is not None:
             self._limiter = Limiter(
-                key_func=self.address, app=app, storage_uri="flask-oauth-hsm://",
+                key_func=self.address,
+                app=app,
+                storage_uri="flask-oauth-hsm://",
                 storage_options={"client": redis_client, "key_prefix": prefix + "limits"},
-                strategy="fixed-window", key_prefix="", swallow_errors=False, default_limits=[],
+                strategy="fixed-window",
+                key_prefix="",
+                swallow_errors=False,
+                default_limits=[],
                 headers_enabled=False,
             )
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -57,8 +58,8 @@ class ServerContext:
     trusted_networks: tuple[IPNetwork, ...]
     hooks: Mapping[str, Hook]
     limits: RateLimiter
-    endpoints: tuple["Endpoint", ...]
-    binding: "Bindings"  # sender-constrained tokens: DPoP, PoP keys, mTLS (binding/)
+    endpoints: tuple[Endpoint, ...]
+    binding: Bindings  # sender-constrained tokens: DPoP, PoP keys, mTLS (binding/)
     features: frozenset[str] = frozenset()  # what the registry and the host's hooks turn on (extension._features)
 
     def endpoint_url(self, name: str) -> str:

@@ -13,8 +13,9 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
@@ -132,8 +133,10 @@ def _url_prefix(value: str) -> None:
 
 def _aud_policy(value: str) -> None:
     if value == "fapi2":
-        raise ValidationError("'fapi2' was renamed 'legacy' and is no longer the default: FAPI 2.0 Final accepts only "
-                              "the issuer (CHANGELOG.md, migration)")
+        raise ValidationError(
+            "'fapi2' was renamed 'legacy' and is no longer the default: FAPI 2.0 Final accepts only "
+            "the issuer (CHANGELOG.md, migration)"
+        )
     if value not in AUD_POLICIES:
         raise ValidationError(f"must be one of: {', '.join(AUD_POLICIES)}")
 
@@ -188,33 +191,43 @@ class Settings:
     registry: str | None = setting("OAUTH_HSM_REGISTRY", fields.String, load_default=None)
     # -- Redis -----------------------------------------------------------------------------------
     redis_url: str | None = setting("OAUTH_HSM_REDIS_URL", fields.String, load_default=None, validate=_redis_url)
-    redis_prefix: str = setting("OAUTH_HSM_REDIS_PREFIX", fields.String, load_default="oauth-hsm:",
-                                validate=[validate.Length(1, 64), _redis_prefix])
+    redis_prefix: str = setting(
+        "OAUTH_HSM_REDIS_PREFIX", fields.String, load_default="oauth-hsm:", validate=[validate.Length(1, 64), _redis_prefix]
+    )
     # Short: a slow Redis must turn into a quick 503, not a hung worker.
     redis_timeout: float = setting("OAUTH_HSM_REDIS_TIMEOUT", fields.Float, load_default=0.25, validate=validate.Range(0.01, 10))
     # 5 s: after a Redis reset, clients whose clocks run up to this far behind are served at once;
     # the price is stated in docs/security.md (an id used just before the reset, once more).
-    reset_clock_tolerance: int = setting("OAUTH_HSM_RESET_CLOCK_TOLERANCE", fields.Integer, load_default=5, validate=validate.Range(0, 60))
+    reset_clock_tolerance: int = setting(
+        "OAUTH_HSM_RESET_CLOCK_TOLERANCE", fields.Integer, load_default=5, validate=validate.Range(0, 60)
+    )
     # -- high availability: replicated Redis, network HSM (docs/operations.md) --------------------
     # None = by topology: 1 on Sentinel and Cluster (a write acknowledged by one replica survives
     # the loss of its master), 0 on one Redis (no replica to wait for).
-    redis_wait_replicas: int | None = setting("OAUTH_HSM_REDIS_WAIT_REPLICAS", fields.Integer, load_default=None,
-                                              validate=validate.Range(0, 16))
+    redis_wait_replicas: int | None = setting(
+        "OAUTH_HSM_REDIS_WAIT_REPLICAS", fields.Integer, load_default=None, validate=validate.Range(0, 16)
+    )
     # 100 ms: a healthy replica acknowledges in well under 1 ms on a LAN; at most half the Redis
     # timeout, or the socket would time out before WAIT answers.
-    redis_wait_timeout: float = setting("OAUTH_HSM_REDIS_WAIT_TIMEOUT", fields.Float, load_default=0.1,
-                                        validate=validate.Range(0.001, 5))
+    redis_wait_timeout: float = setting(
+        "OAUTH_HSM_REDIS_WAIT_TIMEOUT", fields.Float, load_default=0.1, validate=validate.Range(0.001, 5)
+    )
     # Off: a Redis that may evict live replay records reopens replay windows; start-up refuses it
     # and /ready is red. On: run anyway (logged as an error), for operators who accept that.
     redis_allow_eviction: bool = setting("OAUTH_HSM_REDIS_ALLOW_EVICTION", fields.Boolean, load_default=False)
     # 2 s: far above a healthy network-HSM operation (~0.4 ms ES256), short enough that a hung
     # HSM becomes a 503 instead of a pile-up of blocked threads; 0 runs calls inline (no deadline).
-    hsm_operation_timeout: float = setting("OAUTH_HSM_OPERATION_TIMEOUT", fields.Float, load_default=2.0,
-                                           validate=validate.Range(0, 60))
+    hsm_operation_timeout: float = setting(
+        "OAUTH_HSM_OPERATION_TIMEOUT", fields.Float, load_default=2.0, validate=validate.Range(0, 60)
+    )
     # -- token and assertion policy ------------------------------------------------------------
     # 5 minutes: short enough that revocation matters little, long enough for one API session.
-    access_token_lifetime: int = setting("OAUTH_HSM_ACCESS_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400))
-    assertion_max_lifetime: int = setting("OAUTH_HSM_ASSERTION_MAX_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(10, 3600))
+    access_token_lifetime: int = setting(
+        "OAUTH_HSM_ACCESS_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400)
+    )
+    assertion_max_lifetime: int = setting(
+        "OAUTH_HSM_ASSERTION_MAX_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(10, 3600)
+    )
     clock_skew: int = setting("OAUTH_HSM_CLOCK_SKEW", fields.Integer, load_default=30, validate=validate.Range(0, 300))
     # issuer: FAPI 2.0 Final §5.3.2.1 and draft-ietf-oauth-rfc7523bis; immune to audience injection.
     aud_policy: str = setting("OAUTH_HSM_AUD_POLICY", fields.String, load_default="issuer", validate=_aud_policy)
@@ -222,16 +235,21 @@ class Settings:
     # send an array, and an operator may accept a one-member array for them.
     aud_issuer_array: bool = setting("OAUTH_HSM_AUD_ISSUER_ARRAY", fields.Boolean, load_default=False)
     # RS256 is left out by default: FAPI 2.0 SP §5.4 allows PS256, ES256 and EdDSA only.
-    assertion_algs: tuple[str, ...] = setting("OAUTH_HSM_ASSERTION_ALGS", CSV, load_default=("ES256", "PS256", "EdDSA"), validate=_assertion_algs)
+    assertion_algs: tuple[str, ...] = setting(
+        "OAUTH_HSM_ASSERTION_ALGS", CSV, load_default=("ES256", "PS256", "EdDSA"), validate=_assertion_algs
+    )
     # -- HTTP ------------------------------------------------------------------------------------
-    max_body_bytes: int = setting("OAUTH_HSM_MAX_BODY_BYTES", fields.Integer, load_default=16384, validate=validate.Range(1024, 1048576))
+    max_body_bytes: int = setting(
+        "OAUTH_HSM_MAX_BODY_BYTES", fields.Integer, load_default=16384, validate=validate.Range(1024, 1048576)
+    )
     trusted_proxies: tuple[str, ...] = setting("OAUTH_HSM_TRUSTED_PROXIES", CSV, load_default=(), validate=cidrs)
     jwks_max_age: int = setting("OAUTH_HSM_JWKS_MAX_AGE", fields.Integer, load_default=300, validate=validate.Range(0, 86400))
     retry_after: int = setting("OAUTH_HSM_RETRY_AFTER", fields.Integer, load_default=5, validate=validate.Range(1, 3600))
     # On by default (docs/configuration.md, "Rate limits"); "off" for benchmarks and for
     # deployments that limit at a gateway.
     rate_limits: RateLimits | None = setting(
-        "OAUTH_HSM_RATE_LIMITS", RateLimitsField, load_default=lambda: RateLimits(**DEFAULT_RATE_LIMITS))
+        "OAUTH_HSM_RATE_LIMITS", RateLimitsField, load_default=lambda: RateLimits(**DEFAULT_RATE_LIMITS)
+    )
     # -- key rotation: key states in the token (docs/hsm-and-keys.md, "Key rotation") ------------
     # Unset: the three label settings fix the keys until a restart, as before. Set: the key states
     # recorded in the token for this key set decide what signs, is published and decrypts.
@@ -241,62 +259,81 @@ class Settings:
     keys_refresh: int = setting("OAUTH_HSM_KEYS_REFRESH", fields.Integer, load_default=30, validate=validate.Range(1, 3600))
     # 300 s: how long a peer may keep our JWKS after fetching it, whatever max-age says; the
     # bundled ResourceProtector keeps it 300 s. A next key waits for it before it signs.
-    jwks_peer_cache: int = setting("OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300,
-                                   validate=validate.Range(0, 86400))
+    jwks_peer_cache: int = setting(
+        "OAUTH_HSM_JWKS_PEER_CACHE", fields.Integer, load_default=300, validate=validate.Range(0, 86400)
+    )
     # -- users: authorization code flow, refresh tokens, OpenID Connect (docs/users.md) ------------
     # 60 s: a code travels one redirect and one back-channel request; RFC 6749 §4.1.2 allows up to
     # 10 minutes, and every second more is a second a stolen code is worth something.
     code_lifetime: int = setting("OAUTH_HSM_CODE_LIFETIME", fields.Integer, load_default=60, validate=validate.Range(10, 600))
     # 10 minutes for the user to sign in at the host and decide on the consent page.
     authorization_request_lifetime: int = setting(
-        "OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME", fields.Integer, load_default=600, validate=validate.Range(60, 3600))
+        "OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME", fields.Integer, load_default=600, validate=validate.Range(60, 3600)
+    )
     # 14 days absolute: the user signs in again at least every two weeks (RFC 9700 §4.14.2).
     refresh_token_lifetime: int = setting(
-        "OAUTH_HSM_REFRESH_TOKEN_LIFETIME", fields.Integer, load_default=1209600, validate=validate.Range(300, 31536000))
+        "OAUTH_HSM_REFRESH_TOKEN_LIFETIME", fields.Integer, load_default=1209600, validate=validate.Range(300, 31536000)
+    )
     # 1 day idle: a refresh token unused for a day is dead, which bounds what a forgotten device holds.
     refresh_token_idle_lifetime: int = setting(
-        "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME", fields.Integer, load_default=86400, validate=validate.Range(300, 31536000))
+        "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME", fields.Integer, load_default=86400, validate=validate.Range(300, 31536000)
+    )
     # 5 minutes: an ID token is consumed by the client right away (OIDC Core §3.1.3.7).
-    id_token_lifetime: int = setting("OAUTH_HSM_ID_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400))
+    id_token_lifetime: int = setting(
+        "OAUTH_HSM_ID_TOKEN_LIFETIME", fields.Integer, load_default=300, validate=validate.Range(30, 86400)
+    )
     # 30 days: a user is not asked again for what they approved recently; 0 asks every time.
-    consent_lifetime: int = setting("OAUTH_HSM_CONSENT_LIFETIME", fields.Integer, load_default=2592000, validate=validate.Range(0, 31536000))
+    consent_lifetime: int = setting(
+        "OAUTH_HSM_CONSENT_LIFETIME", fields.Integer, load_default=2592000, validate=validate.Range(0, 31536000)
+    )
 
     # -- proof of possession (docs/proof-of-possession.md: DPoP, PoP key distribution, mTLS) -----
     # RFC 9449 §5.1 dpop_signing_alg_values_supported: asymmetric only (HS*, none are not in SIGNING);
     # RS256 is left out as for client assertions (FAPI 2.0 SP §5.4).
-    dpop_algs: tuple[str, ...] = setting("OAUTH_HSM_DPOP_ALGS", CSV, load_default=("ES256", "ES384", "PS256", "EdDSA"),
-                                         validate=_assertion_algs)
+    dpop_algs: tuple[str, ...] = setting(
+        "OAUTH_HSM_DPOP_ALGS", CSV, load_default=("ES256", "ES384", "PS256", "EdDSA"), validate=_assertion_algs
+    )
     # 60 s: a proof is made for one request; a short iat window bounds pre-computed proofs and the
     # time their jti must be remembered (RFC 9449 §11.1).
-    dpop_proof_max_age: int = setting("OAUTH_HSM_DPOP_PROOF_MAX_AGE", fields.Integer, load_default=60, validate=validate.Range(5, 600))
+    dpop_proof_max_age: int = setting(
+        "OAUTH_HSM_DPOP_PROOF_MAX_AGE", fields.Integer, load_default=60, validate=validate.Range(5, 600)
+    )
     # off: nonces only for clients registered with dpop_nonce_required (RFC 9449 §8 makes them optional).
-    dpop_nonce: str = setting("OAUTH_HSM_DPOP_NONCE", fields.String, load_default="off", validate=validate.OneOf(DPOP_NONCE_MODES))
+    dpop_nonce: str = setting(
+        "OAUTH_HSM_DPOP_NONCE", fields.String, load_default="off", validate=validate.OneOf(DPOP_NONCE_MODES)
+    )
     # Label of an HMAC key in the token: stateless nonces that every worker and host can check.
     dpop_nonce_key: str | None = setting("OAUTH_HSM_DPOP_NONCE_KEY", fields.String, load_default=None)
     # 120 s: a new nonce every 60 s, each accepted for 60 to 120 s: one retry per minute at most.
-    dpop_nonce_lifetime: int = setting("OAUTH_HSM_DPOP_NONCE_LIFETIME", fields.Integer, load_default=120,
-                                       validate=validate.Range(10, 3600))
+    dpop_nonce_lifetime: int = setting(
+        "OAUTH_HSM_DPOP_NONCE_LIFETIME", fields.Integer, load_default=120, validate=validate.Range(10, 3600)
+    )
     # Label of an AES key in the token that seals symmetric PoP keys kept in Redis; unset: no symmetric PoP.
     pop_key_wrap_key: str | None = setting("OAUTH_HSM_POP_KEY_WRAP_KEY", fields.String, load_default=None)
     # 60 s: the `created` window of RFC 9421 signatures on token requests (asymmetric req_cnf).
-    http_signature_max_age: int = setting("OAUTH_HSM_HTTP_SIGNATURE_MAX_AGE", fields.Integer, load_default=60,
-                                          validate=validate.Range(5, 600))
+    http_signature_max_age: int = setting(
+        "OAUTH_HSM_HTTP_SIGNATURE_MAX_AGE", fields.Integer, load_default=60, validate=validate.Range(5, 600)
+    )
     # Unset: no mTLS. The header a TLS-terminating proxy in OAUTH_HSM_TRUSTED_PROXIES sets to the
     # URL-encoded PEM client certificate (nginx $ssl_client_escaped_cert), RFC 8705 §2.
     mtls_cert_header: str | None = setting("OAUTH_HSM_MTLS_CERT_HEADER", fields.String, load_default=None, validate=header_name)
     # The header carrying the proxy's chain verification result (nginx $ssl_client_verify); needed
     # by tls_client_auth (RFC 8705 §2.1: the chain is validated), not by the self-signed method.
-    mtls_verify_header: str | None = setting("OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name)
+    mtls_verify_header: str | None = setting(
+        "OAUTH_HSM_MTLS_VERIFY_HEADER", fields.String, load_default=None, validate=header_name
+    )
 
     # -- CIBA and pairwise subjects (issue 12; docs/ciba.md) -------------------------------------
     # ciba: any one of the three hints (CIBA Core §7.1); camara: login_hint only, in the formats of
     # the CAMARA Security and Interoperability profile (tel:+E.164, ipport:, operatortoken:).
-    ciba_profile: str = setting("OAUTH_HSM_CIBA_PROFILE", fields.String, load_default="ciba",
-                                validate=validate.OneOf(("ciba", "camara")))
+    ciba_profile: str = setting(
+        "OAUTH_HSM_CIBA_PROFILE", fields.String, load_default="ciba", validate=validate.OneOf(("ciba", "camara"))
+    )
     # 120 s: long enough to find the phone and approve, short enough that a forgotten request dies;
     # also the most a client's requested_expiry can ask for (CIBA Core §7.1, §7.3).
-    ciba_request_lifetime: int = setting("OAUTH_HSM_CIBA_REQUEST_LIFETIME", fields.Integer, load_default=120,
-                                         validate=validate.Range(30, 3600))
+    ciba_request_lifetime: int = setting(
+        "OAUTH_HSM_CIBA_REQUEST_LIFETIME", fields.Integer, load_default=120, validate=validate.Range(30, 3600)
+    )
     # 5 s: CIBA Core §7.3's default interval between polls; slow_down adds 5 s each time (§11).
     ciba_interval: int = setting("OAUTH_HSM_CIBA_INTERVAL", fields.Integer, load_default=5, validate=validate.Range(1, 60))
     # Label of an HMAC key in the token for pairwise sub values (OIDC Core §8.1); unset: no pairwise clients.
@@ -363,7 +400,11 @@ def first_error(messages: dict[str, Any]) -> str:
 
 
 def load_settings(
-    config: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, need_registry: bool = True, need_redis_url: bool = True
+    config: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    need_registry: bool = True,
+    need_redis_url: bool = True,
 ) -> Settings:
     """Read and validate every setting; raises ConfigError with one line naming the variable."""
     environ = os.environ if environ is None else environ
@@ -378,8 +419,10 @@ def load_settings(
     if need_registry and data["registry"] is None:
         raise ConfigError("OAUTH_HSM_REGISTRY: is required but not set (or register loader callbacks)")
     if data["redis_wait_timeout"] > data["redis_timeout"] / 2:
-        raise ConfigError("OAUTH_HSM_REDIS_WAIT_TIMEOUT: must be at most half of OAUTH_HSM_REDIS_TIMEOUT "
-                          "(or the socket times out before WAIT answers)")
+        raise ConfigError(
+            "OAUTH_HSM_REDIS_WAIT_TIMEOUT: must be at most half of OAUTH_HSM_REDIS_TIMEOUT "
+            "(or the socket times out before WAIT answers)"
+        )
     if data["registry"] is not None and not os.path.isfile(data["registry"]):
         raise ConfigError(f"OAUTH_HSM_REGISTRY: no such file: {data['registry']}")
     check_binding_settings(data)
@@ -397,8 +440,11 @@ def check_binding_settings(data: Mapping[str, Any]) -> None:
         raise ConfigError("OAUTH_HSM_MTLS_VERIFY_HEADER: needs OAUTH_HSM_MTLS_CERT_HEADER")
 
 
-HSM_FIELDS = frozenset({"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout",
-                        "hsm_operation_timeout"})
+HSM_FIELDS = frozenset(
+    {"pkcs11_module", "token_label", "slot", "pin", "pin_file", "hsm_pool_size", "hsm_pool_timeout", "hsm_operation_timeout"}
+)
+
+
 def _check_user_lifetimes(data: dict[str, Any]) -> None:
     """Lifetimes that only make sense together (docs/users.md, refresh tokens)."""
     if data["refresh_token_idle_lifetime"] > data["refresh_token_lifetime"]:
@@ -408,8 +454,11 @@ def _check_user_lifetimes(data: dict[str, Any]) -> None:
         raise ConfigError("OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must be at least OAUTH_HSM_ACCESS_TOKEN_LIFETIME")
 
 
-LABEL_SETTINGS = {"signing_key": "OAUTH_HSM_SIGNING_KEY", "published_keys": "OAUTH_HSM_PUBLISHED_KEYS",
-                  "encryption_keys": "OAUTH_HSM_ENCRYPTION_KEYS"}
+LABEL_SETTINGS = {
+    "signing_key": "OAUTH_HSM_SIGNING_KEY",
+    "published_keys": "OAUTH_HSM_PUBLISHED_KEYS",
+    "encryption_keys": "OAUTH_HSM_ENCRYPTION_KEYS",
+}
 
 
 def _check_key_mode(data: dict[str, Any]) -> None:
@@ -420,8 +469,10 @@ def _check_key_mode(data: dict[str, Any]) -> None:
         return
     mixed = [variable for name, variable in LABEL_SETTINGS.items() if data[name]]
     if mixed:
-        raise ConfigError(f"OAUTH_HSM_KEY_SET: the key states decide the keys; unset {', '.join(mixed)} "
-                          "(docs/hsm-and-keys.md, migrating to key states)")
+        raise ConfigError(
+            f"OAUTH_HSM_KEY_SET: the key states decide the keys; unset {', '.join(mixed)} "
+            "(docs/hsm-and-keys.md, migrating to key states)"
+        )
 
 
 def resolve_token_and_pin(data: dict[str, Any]) -> None:
@@ -439,9 +490,15 @@ def resolve_token_and_pin(data: dict[str, Any]) -> None:
 def hsm_config_from(data: Mapping[str, Any]) -> Any:
     from .hsm import HSMConfig
 
-    return HSMConfig(module=data["pkcs11_module"], token_label=data["token_label"], slot=data["slot"], pin=data["pin"],
-                     pool_size=data["hsm_pool_size"], pool_timeout=data["hsm_pool_timeout"],
-                     operation_timeout=data["hsm_operation_timeout"])
+    return HSMConfig(
+        module=data["pkcs11_module"],
+        token_label=data["token_label"],
+        slot=data["slot"],
+        pin=data["pin"],
+        pool_size=data["hsm_pool_size"],
+        pool_timeout=data["hsm_pool_timeout"],
+        operation_timeout=data["hsm_operation_timeout"],
+    )
 
 
 def load_hsm_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Any:

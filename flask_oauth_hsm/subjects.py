@@ -43,7 +43,7 @@ def sector_of(sector_identifier_uri: str | None, redirect_uris: list[str] | tupl
     return str(next(iter(hosts)))
 
 
-def for_client(ctx: "ServerContext", client: "Client", subject: str) -> str:
+def for_client(ctx: ServerContext, client: Client, subject: str) -> str:
     """The ``sub`` ``client`` sees for the user ``subject``."""
     if client.subject_type != "pairwise":
         return subject
@@ -53,12 +53,12 @@ def for_client(ctx: "ServerContext", client: "Client", subject: str) -> str:
     return b64url_encode(mac)
 
 
-def supported(settings: "Settings") -> list[str]:
+def supported(settings: Settings) -> list[str]:
     """OIDC Discovery ``subject_types_supported``: pairwise only when a key can compute it."""
     return list(SUBJECT_TYPES) if settings.pairwise_key else ["public"]
 
 
-def check_key(hsm: "HSM", settings: "Settings") -> None:
+def check_key(hsm: HSM, settings: Settings) -> None:
     """Start-up: a configured pairwise key must exist in the token and be an HMAC key."""
     from .binding.config import _secret_key  # the same check and message as the other secret keys
 

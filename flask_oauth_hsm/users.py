@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import clock
 from .errors import HostHookFailed
@@ -51,7 +52,7 @@ class User:
         object.__setattr__(self, "amr", tuple(self.amr))
 
 
-def current_user(ctx: "ServerContext") -> User | None:
+def current_user(ctx: ServerContext) -> User | None:
     """The host's answer to "who is signed in?"; a wrong answer is a programming error (503)."""
     user = _call(ctx, "current_user")
     if user is not None and not isinstance(user, User):
@@ -63,20 +64,20 @@ def current_user(ctx: "ServerContext") -> User | None:
     return user
 
 
-def login_url(ctx: "ServerContext", next_url: str) -> str:
+def login_url(ctx: ServerContext, next_url: str) -> str:
     url = _call(ctx, "login_url", next_url)
     if not isinstance(url, str) or not url:
         raise HostHookFailed("login_url returned no URL")
     return url
 
 
-def skips_consent(ctx: "ServerContext", client: "Client", user: User) -> bool:
+def skips_consent(ctx: ServerContext, client: Client, user: User) -> bool:
     if ctx.hooks.get("skip_consent") is None:
         return False
     return bool(_call(ctx, "skip_consent", client.client_id, user))
 
 
-def user_claims(ctx: "ServerContext", subject: str) -> Mapping[str, Any]:
+def user_claims(ctx: ServerContext, subject: str) -> Mapping[str, Any]:
     """The user's claims by subject; empty when the host has no such hook or no such user."""
     if ctx.hooks.get("user_claims") is None:
         return {}
@@ -93,12 +94,12 @@ def valid_subject(value: Any) -> bool:
     return isinstance(value, str) and bool(_SUBJECT.fullmatch(value))
 
 
-def call_hook(ctx: "ServerContext", name: str, *args: Any) -> Any:
+def call_hook(ctx: ServerContext, name: str, *args: Any) -> Any:
     """Call the host's hook ``name``; its failure is an outage of the host (503), never a trace."""
     return _call(ctx, name, *args)
 
 
-def _call(ctx: "ServerContext", name: str, *args: Any) -> Any:
+def _call(ctx: ServerContext, name: str, *args: Any) -> Any:
     try:
         return ctx.hooks[name](*args)
     except HostHookFailed:

@@ -40,7 +40,7 @@ class ClientKey:
     kid: str = ""
 
     @classmethod
-    def new(cls, alg: str = "ES256", kid: str | None = None) -> "ClientKey":
+    def new(cls, alg: str = "ES256", kid: str | None = None) -> ClientKey:
         if alg == "ES256":
             private = ec.generate_private_key(ec.SECP256R1())
         elif alg in ("PS256", "RS256"):
@@ -117,5 +117,12 @@ def sha256_secret_hash(secret: str) -> str:
 def ec_enc_jwk(private, kid: str, alg: str = "ECDH-ES+A256KW") -> dict:
     """Public JWK (use=enc) of a resource server's software EC key."""
     n = private.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big")),
-            "kid": kid, "use": "enc", "alg": alg}
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64(n.x.to_bytes(32, "big")),
+        "y": b64(n.y.to_bytes(32, "big")),
+        "kid": kid,
+        "use": "enc",
+        "alg": alg,
+    }

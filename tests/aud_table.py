@@ -20,8 +20,13 @@ ASSERTION_ENDPOINTS = ("token", "introspection", "revocation", "par")
 REQUEST_OBJECT_ENDPOINTS = ("authorize", "par")
 
 SHAPES = (
-    "issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL",
-    "another endpoint's URL", "other value", "array with two members",
+    "issuer string",
+    "issuer in array",
+    "token endpoint URL",
+    "receiving endpoint URL",
+    "another endpoint's URL",
+    "other value",
+    "array with two members",
 )
 POLICIES = ("issuer", "issuer+array", "endpoint", "legacy")  # issuer+array: OAUTH_HSM_AUD_ISSUER_ARRAY=true
 

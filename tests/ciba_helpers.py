@@ -20,8 +20,12 @@ CIBA = "urn:openid:params:grant-type:ciba"
 PAIRWISE_KEY = "ciba-pairwise-hmac"
 PHONES = {"+15550001001": "user-1001", "+15550001002": "user-1002"}  # alice, bob
 SECTOR_A, SECTOR_B = "https://sector-a.example.test/sector.json", "https://sector-b.example.test/sector.json"
-CIBA_CLIENT = {"grant_types": [CIBA, "refresh_token"], "backchannel_token_delivery_mode": "poll",
-               "scope": "openid profile email read", "resources": [RS1]}
+CIBA_CLIENT = {
+    "grant_types": [CIBA, "refresh_token"],
+    "backchannel_token_delivery_mode": "poll",
+    "scope": "openid profile email read",
+    "resources": [RS1],
+}
 
 
 def ensure_pairwise_key(hsm: Any) -> None:
@@ -36,8 +40,20 @@ def ensure_pairwise_key(hsm: Any) -> None:
 def ciba_scenario() -> Scenario:
     """CIBA clients (two of them pairwise, in different sectors), one per aud policy, and a
     pairwise code-flow client whose sector is its redirect URIs' host."""
-    ids = ("ciba-app", "ciba-other", "ciba-ps", "ciba-pw-a", "ciba-pw-a2", "ciba-pw-b", "web-pw", "c-issuer", "c-es256", "c-endpoint",
-           "c-legacy", "rs-1")
+    ids = (
+        "ciba-app",
+        "ciba-other",
+        "ciba-ps",
+        "ciba-pw-a",
+        "ciba-pw-a2",
+        "ciba-pw-b",
+        "web-pw",
+        "c-issuer",
+        "c-es256",
+        "c-endpoint",
+        "c-legacy",
+        "rs-1",
+    )
     keys = {cid: ClientKey.new("ES256") for cid in ids}
     clients = [
         pkjwt_client("ciba-app", keys["ciba-app"], client_name="Ciba App", **CIBA_CLIENT),
@@ -47,8 +63,15 @@ def ciba_scenario() -> Scenario:
         pkjwt_client("ciba-pw-a", keys["ciba-pw-a"], subject_type="pairwise", sector_identifier_uri=SECTOR_A, **CIBA_CLIENT),
         pkjwt_client("ciba-pw-a2", keys["ciba-pw-a2"], subject_type="pairwise", sector_identifier_uri=SECTOR_A, **CIBA_CLIENT),
         pkjwt_client("ciba-pw-b", keys["ciba-pw-b"], subject_type="pairwise", sector_identifier_uri=SECTOR_B, **CIBA_CLIENT),
-        pkjwt_client("web-pw", keys["web-pw"], resources=[RS1], grant_types=["authorization_code", "refresh_token"],
-                     redirect_uris=["https://web.example.test/cb"], scope="openid profile email read", subject_type="pairwise"),
+        pkjwt_client(
+            "web-pw",
+            keys["web-pw"],
+            resources=[RS1],
+            grant_types=["authorization_code", "refresh_token"],
+            redirect_uris=["https://web.example.test/cb"],
+            scope="openid profile email read",
+            subject_type="pairwise",
+        ),
     ]
     for cid, policy in (("c-issuer", "issuer"), ("c-es256", None), ("c-endpoint", "endpoint"), ("c-legacy", "legacy")):
         clients.append(pkjwt_client(cid, keys[cid], **CIBA_CLIENT, **({"aud_policy": policy} if policy else {})))
@@ -122,14 +145,30 @@ def request_claims(env: Any, client_id: str = "ciba-app", aud: Any = None, **ove
     from flask_oauth_hsm import clock
 
     now = int(clock.now())
-    claims = {"iss": client_id, "aud": env.issuer if aud is None else aud, "iat": now, "nbf": now, "exp": now + 300,
-              "jti": secrets.token_urlsafe(12), "scope": "openid read", "login_hint": "alice", "binding_message": "Signed 1"}
+    claims = {
+        "iss": client_id,
+        "aud": env.issuer if aud is None else aud,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": secrets.token_urlsafe(12),
+        "scope": "openid read",
+        "login_hint": "alice",
+        "binding_message": "Signed 1",
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
 
-def signed_request(env: Any, client_id: str = "ciba-app", claims: dict[str, Any] | None = None, *,
-                   assertion_aud: Any = None, typ: str | None = None, **form: Any):
+def signed_request(
+    env: Any,
+    client_id: str = "ciba-app",
+    claims: dict[str, Any] | None = None,
+    *,
+    assertion_aud: Any = None,
+    typ: str | None = None,
+    **form: Any,
+):
     """POST /bc-authorize with a signed request (``claims``, signed with the client's key) and nothing else."""
     jwt = env.keys[client_id].jws(claims if claims is not None else request_claims(env, client_id), {"typ": typ})
     return env.client().post("/oauth2/bc-authorize", data=signed_form(env, client_id, assertion_aud, request=jwt, **form))
@@ -142,8 +181,9 @@ def started(env: Any, client_id: str = "ciba-app", **form: Any) -> dict[str, Any
 
 
 def poll(env: Any, auth_req_id: str, client_id: str = "ciba-app", headers: dict[str, str] | None = None, **form: Any):
-    return env.client().post("/oauth2/token", data=signed_form(env, client_id, grant_type=CIBA, auth_req_id=auth_req_id,
-                                                              **form), headers=headers)
+    return env.client().post(
+        "/oauth2/token", data=signed_form(env, client_id, grant_type=CIBA, auth_req_id=auth_req_id, **form), headers=headers
+    )
 
 
 def device(env: Any) -> Any:

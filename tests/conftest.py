@@ -21,15 +21,17 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import ha_support
 import support
 from as_app import build_as_app
+from ciba_helpers import ciba_env, make_ciba_as  # noqa: F401 (fixtures of the CIBA test modules)
 from scenarios import Scenario, default_scenario
 
 # SoftHSM reads SOFTHSM2_CONF when the module initialises: set it before any test imports pkcs11
@@ -69,7 +71,9 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 
 
 def pytest_report_header(config: Any) -> str:
-    return f"HSM of the main test token: {TEST_MODULE}" + (" (OAUTH_HSM_TEST_REMOTE: p11-kit server)" if support.REMOTE_HSM else "")
+    return f"HSM of the main test token: {TEST_MODULE}" + (
+        " (OAUTH_HSM_TEST_REMOTE: p11-kit server)" if support.REMOTE_HSM else ""
+    )
 
 
 def local_token_only(why: str) -> None:
@@ -85,8 +89,13 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     skip (the token's refusal is the reason). Fixtures call local_token_only() instead."""
     outcome = yield
     report = outcome.get_result()
-    if (support.REMOTE_HSM and call.when == "call" and report.failed and call.excinfo is not None
-            and _CANNOT in str(call.excinfo.value)):
+    if (
+        support.REMOTE_HSM
+        and call.when == "call"
+        and report.failed
+        and call.excinfo is not None
+        and _CANNOT in str(call.excinfo.value)
+    ):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: remote token: {str(call.excinfo.value)[:160]}")
 
@@ -217,8 +226,9 @@ def make_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
     count = iter(range(1_000_000))
     shared: dict[str, Scenario] = {}
 
-    def make(scenario: Scenario | None = None, *, redis_url: str | None = None, protect_api: bool = False,
-             **overrides: Any) -> ASEnv:
+    def make(
+        scenario: Scenario | None = None, *, redis_url: str | None = None, protect_api: bool = False, **overrides: Any
+    ) -> ASEnv:
         if scenario is None:
             scenario = shared.get("default") or shared.setdefault("default", default_scenario(hsm))
         path = tmp_base / f"registry-{next(count)}.json"
@@ -247,8 +257,9 @@ def make_user_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
     count = iter(range(1_000_000))
     shared: dict[str, Scenario] = {}
 
-    def make(scenario: Scenario | None = None, *, redis_url: str | None = None, host: dict[str, Any] | None = None,
-             **overrides: Any) -> ASEnv:
+    def make(
+        scenario: Scenario | None = None, *, redis_url: str | None = None, host: dict[str, Any] | None = None, **overrides: Any
+    ) -> ASEnv:
         if scenario is None:
             scenario = shared.get("users") or shared.setdefault("users", user_scenario())
         path = tmp_base / f"user-registry-{next(count)}.json"
@@ -266,3 +277,12 @@ def make_user_as(hsm, redis_server, tmp_base) -> Callable[..., ASEnv]:
 def user_env(make_user_as) -> ASEnv:
     """Shared by many tests in random order: consent is never remembered, so every flow sees the page."""
     return make_user_as(OAUTH_HSM_CONSENT_LIFETIME="0")
+
+
+@pytest.fixture()
+def own_redis(tmp_path):
+    """A redis-server of the test's own (fault tests stop, restart and flush it)."""
+    server = support.RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -70,8 +70,16 @@ import support
 
 SERVICE = "oauth-ha"
 P11KIT_CLIENT_MODULE = next(
-    (p for p in ("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so", "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
-                 "/usr/lib/pkcs11/p11-kit-client.so", "/usr/lib64/pkcs11/p11-kit-client.so") if os.path.exists(p)),
+    (
+        p
+        for p in (
+            "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
+            "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
+            "/usr/lib/pkcs11/p11-kit-client.so",
+            "/usr/lib64/pkcs11/p11-kit-client.so",
+        )
+        if os.path.exists(p)
+    ),
     "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
 )
 
@@ -98,7 +106,9 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         except Exception as exc:  # noqa: BLE001 - the component is still starting
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else "")
+    )
 
 
 class Process:
@@ -110,8 +120,9 @@ class Process:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL
+            )
 
     @property
     def running(self) -> bool:
@@ -242,8 +253,7 @@ def _redis_server() -> str:
 def _client(port: int, timeout: float = 0.5):
     import redis
 
-    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       decode_responses=True)
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
 
 
 class RedisNode:
@@ -278,8 +288,22 @@ class RedisNode:
         if self.sentinel:
             argv.append("--sentinel")
         else:
-            argv += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-                     "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "notice"]
+            argv += [
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "notice",
+            ]
         argv += self.extra + (extra or [])
         self.process = Process(argv, self.dir / "log.txt")
         self.process.start()
@@ -323,8 +347,9 @@ sentinel parallel-syncs {service} 2
 class SentinelDeployment:
     """One master, two replicas, three sentinels monitoring :data:`SERVICE` (quorum 2)."""
 
-    def __init__(self, workdir: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000,
-                 master_extra: list[str] | None = None):
+    def __init__(
+        self, workdir: Path, *, down_after_ms: int = 1000, failover_timeout_ms: int = 3000, master_extra: list[str] | None = None
+    ):
         self.workdir = workdir
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -336,10 +361,11 @@ class SentinelDeployment:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> "SentinelDeployment":
+    def start(self) -> SentinelDeployment:
         master, *replicas = self.nodes
-        conf = _SENTINEL_CONF.format(service=SERVICE, master_port=master.port, down_after=self.down_after_ms,
-                                     failover_timeout=self.failover_timeout_ms)
+        conf = _SENTINEL_CONF.format(
+            service=SERVICE, master_port=master.port, down_after=self.down_after_ms, failover_timeout=self.failover_timeout_ms
+        )
         self.sentinels = [RedisNode(self.workdir, f"sentinel-{i}", [], config=conf, sentinel=True) for i in range(3)]
         try:
             master.start(self.master_extra)
@@ -413,12 +439,12 @@ class SentinelDeployment:
                 state = s.client().sentinel_master(SERVICE)
                 if (state["ip"], state["port"]) != master.address or state["num-other-sentinels"] != 2:
                     return False
-                if state["num-slaves"] < 2 or any("s_down" in r["flags"] or "disconnected" in r["flags"]
-                                                  for r in s.client().sentinel_slaves(SERVICE)):
+                if state["num-slaves"] < 2 or any(
+                    "s_down" in r["flags"] or "disconnected" in r["flags"] for r in s.client().sentinel_slaves(SERVICE)
+                ):
                     return False
             info = master.info("replication")
-            return info["connected_slaves"] == 2 and all(
-                info[f"slave{i}"]["state"] == "online" for i in range(2))
+            return info["connected_slaves"] == 2 and all(info[f"slave{i}"]["state"] == "online" for i in range(2))
 
         wait_until(healthy, timeout, "the Sentinel deployment to be healthy", interval=0.1)
 
@@ -429,10 +455,15 @@ class SentinelDeployment:
         from redis.retry import Retry
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(self.sentinel_addresses, socket_timeout=timeout, socket_connect_timeout=timeout,
-                            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout})
-        return sentinel.master_for(SERVICE, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                   retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        sentinel = Sentinel(
+            self.sentinel_addresses,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        return sentinel.master_for(
+            SERVICE, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), health_check_interval=0
+        )
 
     def url(self) -> str:
         """``OAUTH_HSM_REDIS_URL`` for this deployment: every sentinel, the service."""
@@ -500,8 +531,18 @@ class SentinelDeployment:
 # --- Redis Cluster ---------------------------------------------------------------------------------
 
 
-_CLUSTER = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
-            "--cluster-require-full-coverage", "no", "--cluster-replica-validity-factor", "0"] + _REPLICATION
+_CLUSTER = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+    "--cluster-require-full-coverage",
+    "no",
+    "--cluster-replica-validity-factor",
+    "0",
+] + _REPLICATION
 
 
 class ClusterDeployment:
@@ -514,16 +555,27 @@ class ClusterDeployment:
         for node in self.nodes:  # the bus defaults to port + 10000, which may not exist or be taken
             node.extra += ["--cluster-port", str(support.free_port())]
 
-    def start(self) -> "ClusterDeployment":
+    def start(self) -> ClusterDeployment:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed (./dev test installs redis-tools)")
         try:
             for node in self.nodes:
                 node.start()
-            subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                            "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-                           check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                    "--cluster-replicas",
+                    str(self.replicas),
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             self.wait_ok()
         except BaseException:
             self.stop()
@@ -554,8 +606,12 @@ class ClusterDeployment:
         from redis.cluster import ClusterNode, RedisCluster
         from redis.retry import Retry
 
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.startup_nodes], socket_timeout=timeout,
-                            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in self.startup_nodes],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     def url(self) -> str:
         """``OAUTH_HSM_REDIS_URL`` for this deployment: every node a startup node."""
@@ -631,8 +687,16 @@ class P11KitServer:
         if os.path.exists(self.socket_path):  # left behind by a SIGKILLed server
             os.unlink(self.socket_path)
         env = {**os.environ, "SOFTHSM2_CONF": self.softhsm_conf}
-        argv = [exe, "server", "--foreground", "--name", self.socket_path, "--provider", self.provider,
-                f"pkcs11:token={self.token_label}"]
+        argv = [
+            exe,
+            "server",
+            "--foreground",
+            "--name",
+            self.socket_path,
+            "--provider",
+            self.provider,
+            f"pkcs11:token={self.token_label}",
+        ]
         self.process = Process(argv, self.workdir / "p11-kit-server.log", env=env)
         self.process.start()
         wait_until(self._accepts, 10, "p11-kit server to listen")
@@ -705,7 +769,7 @@ class Traffic:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def start(self) -> "Traffic":
+    def start(self) -> Traffic:
         for t in self._threads:
             t.start()
         return self
@@ -716,8 +780,15 @@ class Traffic:
             jti, form = self.make()
             started = time.monotonic()
             r = client.post(self.path, data=form)
-            outcome = Outcome(started, time.monotonic() - started, r.status_code, r.headers.get("Retry-After"),
-                              r.get_data(as_text=True), jti, form)
+            outcome = Outcome(
+                started,
+                time.monotonic() - started,
+                r.status_code,
+                r.headers.get("Retry-After"),
+                r.get_data(as_text=True),
+                jti,
+                form,
+            )
             with self._lock:
                 self.outcomes.append(outcome)
             if self.pause:

@@ -65,39 +65,63 @@ class CA:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name))
+            .issuer_name(_name(name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
         self.path = base / f"{name.replace(' ', '-').lower()}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, label: str, subject: x509.Name, *, sans: list[x509.GeneralName] | None = None, server: bool = False,
-              self_signed: bool = False) -> Issued:
+    def issue(
+        self,
+        label: str,
+        subject: x509.Name,
+        *,
+        sans: list[x509.GeneralName] | None = None,
+        server: bool = False,
+        self_signed: bool = False,
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         issuer, signer = (subject, key) if self_signed else (self.cert.subject, self.key)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(signer, hashes.SHA256())
         cert_path, key_path = self.base / f"{label}.pem", self.base / f"{label}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         return Issued(cert, key, cert_path, key_path)
 
     def server_cert(self) -> Issued:
-        return self.issue("server", _name("127.0.0.1", None), server=True,
-                          sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
+        return self.issue(
+            "server",
+            _name("127.0.0.1", None),
+            server=True,
+            sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+        )
 
 
 NGINX_CONF = """
@@ -146,22 +170,36 @@ class Nginx:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self) -> "Nginx":
+    def start(self) -> Nginx:
         server = self.ca.server_cert()
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir, port=self.port, upstream=self.upstream, server_cert=server.cert_path,
-                                          server_key=server.key_path, ca=self.ca.path, cert_header=CERT_HEADER,
-                                          verify_header=VERIFY_HEADER))
-        self.proc = subprocess.Popen([nginx_binary(), "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        conf.write_text(
+            NGINX_CONF.format(
+                dir=self.dir,
+                port=self.port,
+                upstream=self.upstream,
+                server_cert=server.cert_path,
+                server_key=server.key_path,
+                ca=self.ca.path,
+                cert_header=CERT_HEADER,
+                verify_header=VERIFY_HEADER,
+            )
+        )
+        self.proc = subprocess.Popen(
+            [nginx_binary(), "-p", str(self.dir), "-c", str(conf), "-e", str(self.dir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 15
         context = ssl.create_default_context(cafile=str(self.ca.path))
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("nginx exited: " + (self.dir / "error.log").read_text()[-2000:])
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock, \
-                        context.wrap_socket(sock, server_hostname="127.0.0.1"):
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+                    context.wrap_socket(sock, server_hostname="127.0.0.1"),
+                ):
                     return self
             except OSError:
                 time.sleep(0.05)

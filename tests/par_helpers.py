@@ -39,8 +39,17 @@ def par_scenario() -> Scenario:
     clients = list(base.registry["clients"])
     for cid, extra in JAR_CLIENTS.items():
         keys[cid] = ClientKey.new("ES256")
-        clients.append(pkjwt_client(cid, keys[cid], resources=[RS1], grant_types=["authorization_code", "refresh_token"],
-                                    redirect_uris=[redirect_for(cid)], scope="openid read", **extra))
+        clients.append(
+            pkjwt_client(
+                cid,
+                keys[cid],
+                resources=[RS1],
+                grant_types=["authorization_code", "refresh_token"],
+                redirect_uris=[redirect_for(cid)],
+                scope="openid read",
+                **extra,
+            )
+        )
     return Scenario({**base.registry, "clients": clients}, keys)
 
 
@@ -50,14 +59,23 @@ def now() -> int:
     return int(clock.now())
 
 
-def request_claims(cid: str, aud: Any = ISSUER, *, challenge: str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-                   **overrides: Any) -> dict[str, Any]:
+def request_claims(
+    cid: str, aud: Any = ISSUER, *, challenge: str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", **overrides: Any
+) -> dict[str, Any]:
     """The claims of a good request object (``None`` in overrides removes a claim): a client
     assertion's claims without ``sub``, with ``client_id`` and the request's parameters."""
     t = now()
-    request = {"client_id": cid, "nbf": t, "exp": t + 300, "response_type": "code", "redirect_uri": redirect_for(cid),
-               "scope": "openid read", "state": secrets.token_urlsafe(8), "code_challenge": challenge,
-               "code_challenge_method": "S256"}
+    request = {
+        "client_id": cid,
+        "nbf": t,
+        "exp": t + 300,
+        "response_type": "code",
+        "redirect_uri": redirect_for(cid),
+        "scope": "openid read",
+        "state": secrets.token_urlsafe(8),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     return claims_for(cid, aud, sub=None, iat=t, **{**request, **overrides})
 
 

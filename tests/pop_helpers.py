@@ -19,15 +19,37 @@ from as_helpers import RS1, ClientKey, assertion_form, b64, claims_for
 from conftest import ISSUER
 from pop_proofs import TOKEN_URL, ath, dpop_jwk, dpop_proof, jkt, req_cnf, signed_headers, symmetric_secret
 from scenarios import Scenario, pkjwt_client, resource_server, secret_client
+
 RSP = "https://rsp.example.test"  # a resource server whose keys are in the test token (symmetric PoP)
 RSN = "https://rsn.example.test"  # no encryption key: cannot receive symmetric keys
 RSH = "https://rsh.example.test"  # verifies ecdsa-p256-sha256 only
 NONCE_KEY, WRAP_KEY = "pop-nonce-hmac", "pop-wrap-aes"
 RS_ENC_KEY = "enc-ecdh-es-a256kw"  # rsp's decryption key in the test token
 __all__ = [  # the proofs are re-exported for the test modules
-    "NONCE_KEY", "POP_SETTINGS", "RS_ENC_KEY", "RSH", "RSN", "RSP", "SECRET", "TOKEN_URL", "WRAP_KEY", "ath", "dpop_jwk",
-    "dpop_proof", "ensure_secret_keys", "jkt", "pop_as", "pop_scenario", "pop_world", "post_token", "req_cnf", "rs_settings",
-    "signed_headers", "symmetric_secret", "token_form", "with_old_epoch",
+    "NONCE_KEY",
+    "POP_SETTINGS",
+    "RS_ENC_KEY",
+    "RSH",
+    "RSN",
+    "RSP",
+    "SECRET",
+    "TOKEN_URL",
+    "WRAP_KEY",
+    "ath",
+    "dpop_jwk",
+    "dpop_proof",
+    "ensure_secret_keys",
+    "jkt",
+    "pop_as",
+    "pop_scenario",
+    "pop_world",
+    "post_token",
+    "req_cnf",
+    "rs_settings",
+    "signed_headers",
+    "symmetric_secret",
+    "token_form",
+    "with_old_epoch",
 ]
 SECRET = "d-secret-0123456789abcdef"
 POP_SETTINGS = {"OAUTH_HSM_DPOP_NONCE_KEY": NONCE_KEY, "OAUTH_HSM_POP_KEY_WRAP_KEY": WRAP_KEY}
@@ -69,22 +91,37 @@ def pop_scenario(hsm: Any) -> PopScenario:
     clients = [pkjwt_client(cid, keys[cid], resources=resources, **extra) for cid, extra in POP_CLIENTS.items()]
     enc_jwk = _ec_jwk(client_enc, "p-enc-enc", use="enc", alg="ECDH-ES")
     clients.append(secret_client("d-secret", "client_secret_post", SECRET))
-    clients.append(pkjwt_client("p-enc", keys["p-enc"], resources=resources, pop_keys=["symmetric"],
-                                jwks={"keys": [keys["p-enc"].public_jwk, enc_jwk]}))
+    clients.append(
+        pkjwt_client(
+            "p-enc",
+            keys["p-enc"],
+            resources=resources,
+            pop_keys=["symmetric"],
+            jwks={"keys": [keys["p-enc"].public_jwk, enc_jwk]},
+        )
+    )
     servers = [
         resource_server("rs-1", RS1, [ClientKey.new("ES256").public_jwk]),
         resource_server("rs-p", RSP, [keys["rs-p"].public_jwk, hsm.key(RS_ENC_KEY).public_jwk()]),
         resource_server("rs-n", RSN, [keys["rs-n"].public_jwk]),
-        resource_server("rs-h", RSH, [keys["rs-h"].public_jwk, hsm.key(RS_ENC_KEY).public_jwk()],
-                        pop_signature_algs=["ecdsa-p256-sha256"]),
+        resource_server(
+            "rs-h", RSH, [keys["rs-h"].public_jwk, hsm.key(RS_ENC_KEY).public_jwk()], pop_signature_algs=["ecdsa-p256-sha256"]
+        ),
     ]
     return PopScenario(Scenario({"clients": clients, "resource_servers": servers}, keys), client_enc)
 
 
 def _ec_jwk(private: Any, kid: str, *, use: str, alg: str) -> dict[str, str]:
     n = private.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big")),
-            "kid": kid, "use": use, "alg": alg}
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64(n.x.to_bytes(32, "big")),
+        "y": b64(n.y.to_bytes(32, "big")),
+        "kid": kid,
+        "use": use,
+        "alg": alg,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +145,7 @@ def with_old_epoch(env: Any) -> Any:
 
 
 def rs_settings(resource: str, **extra: str) -> dict[str, str]:
-    return {"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": resource, "OAUTH_HSM_RS_DECRYPTION_KEY": RS_ENC_KEY,
-            **extra}
+    return {"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": resource, "OAUTH_HSM_RS_DECRYPTION_KEY": RS_ENC_KEY, **extra}
 
 
 # --- token requests -------------------------------------------------------------------------------------
@@ -121,5 +157,3 @@ def token_form(env: Any, client_id: str, **extra: str) -> dict[str, str]:
 
 def post_token(env: Any, form: dict[str, str], headers: dict[str, str] | None = None) -> Any:
     return env.client().post("/oauth2/token", data=form, headers=headers or {})
-
-

@@ -23,12 +23,14 @@ TOKEN_URL = ISSUER + "/oauth2/token"
 
 # --- DPoP proofs, by hand --------------------------------------------------------------------------------
 
+
 def dpop_jwk(key: ClientKey) -> dict[str, str]:
     return {k: v for k, v in key.public_jwk.items() if k not in ("kid", "use", "alg")}
 
 
-def dpop_proof(key: ClientKey, htm: str = "POST", htu: str = TOKEN_URL, *, header: dict[str, Any] | None = None,
-               **claims: Any) -> str:
+def dpop_proof(
+    key: ClientKey, htm: str = "POST", htu: str = TOKEN_URL, *, header: dict[str, Any] | None = None, **claims: Any
+) -> str:
     """A DPoP proof signed with ``key``; ``claims``/``header`` override (``None`` removes a member)."""
     body: dict[str, Any] = {"jti": secrets.token_urlsafe(12), "htm": htm, "htu": htu, "iat": int(time.time())}
     for name, value in claims.items():
@@ -89,20 +91,44 @@ class _Keys:
         return self.key
 
 
-SIG_ALGS = {"ES256": algorithms.ECDSA_P256_SHA256, "ES384": algorithms.ECDSA_P384_SHA384, "EdDSA": algorithms.ED25519,
-            "PS256": algorithms.RSA_PSS_SHA512, "hmac": algorithms.HMAC_SHA256}
+SIG_ALGS = {
+    "ES256": algorithms.ECDSA_P256_SHA256,
+    "ES384": algorithms.ECDSA_P384_SHA384,
+    "EdDSA": algorithms.ED25519,
+    "PS256": algorithms.RSA_PSS_SHA512,
+    "hmac": algorithms.HMAC_SHA256,
+}
 
 
-def signed_headers(method: str, url: str, headers: dict[str, str], body: bytes | None, *, key: Any, alg: str, keyid: str,
-                   components: tuple[str, ...] = ("@method", "@target-uri", "authorization"), nonce: str | None = "auto",
-                   created: float | None = None, **sign_options: Any) -> dict[str, str]:
+def signed_headers(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    *,
+    key: Any,
+    alg: str,
+    keyid: str,
+    components: tuple[str, ...] = ("@method", "@target-uri", "authorization"),
+    nonce: str | None = "auto",
+    created: float | None = None,
+    **sign_options: Any,
+) -> dict[str, str]:
     """``headers`` plus Signature-Input/Signature (and Content-Digest for a body), signed by the
     http-message-signatures package with a software key (``alg``: a key of SIG_ALGS)."""
     msg = Msg(method, url, Lines(list(headers.items())))
     signer = HTTPMessageSigner(signature_algorithm=SIG_ALGS[alg], key_resolver=_Keys(key))
-    when = datetime.datetime.fromtimestamp(int(created if created is not None else time.time()), datetime.timezone.utc)
-    signer.sign(msg, key_id=keyid, created=when, covered_component_ids=components, body=body or None,
-                nonce=secrets.token_urlsafe(12) if nonce == "auto" else nonce, label="sig", **sign_options)
+    when = datetime.datetime.fromtimestamp(int(created if created is not None else time.time()), datetime.UTC)
+    signer.sign(
+        msg,
+        key_id=keyid,
+        created=when,
+        covered_component_ids=components,
+        body=body or None,
+        nonce=secrets.token_urlsafe(12) if nonce == "auto" else nonce,
+        label="sig",
+        **sign_options,
+    )
     return dict(msg.headers.items())
 
 

@@ -18,20 +18,35 @@ ALL_RESOURCES = [RS1, RS2, RS3]
 
 
 def pkjwt_client(client_id: str, key: ClientKey, *, resources: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    entry = {"client_id": client_id, "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": [key.public_jwk]}, "scope": "read write", "resources": resources or ALL_RESOURCES}
+    entry = {
+        "client_id": client_id,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": [key.public_jwk]},
+        "scope": "read write",
+        "resources": resources or ALL_RESOURCES,
+    }
     return {**entry, **extra}
 
 
 def secret_client(client_id: str, method: str, secret: str, **extra: Any) -> dict[str, Any]:
-    entry = {"client_id": client_id, "token_endpoint_auth_method": method, "client_secret_hash": sha256_secret_hash(secret),
-             "scope": "read", "resources": [RS1]}
+    entry = {
+        "client_id": client_id,
+        "token_endpoint_auth_method": method,
+        "client_secret_hash": sha256_secret_hash(secret),
+        "scope": "read",
+        "resources": [RS1],
+    }
     return {**entry, **extra}
 
 
 def resource_server(client_id: str, resource: str, jwks: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    entry = {"resource": resource, "client_id": client_id, "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": jwks}, "scope": "read write"}
+    entry = {
+        "resource": resource,
+        "client_id": client_id,
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": {"keys": jwks},
+        "scope": "read write",
+    }
     return {**entry, **extra}
 
 
@@ -73,13 +88,26 @@ def default_scenario(hsm: Any) -> Scenario:
     ]
     servers = [
         resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
-        resource_server("rs-2", RS2, [hsm.key("rs2-sig").public_jwk(), hsm.key_info("enc-ecdh-es-a256kw").public_jwk()],
-                        scope="read", introspection_encrypted_response_alg="ECDH-ES+A256KW",
-                        access_token_encrypted_response_alg="ECDH-ES+A256KW", access_token_encrypted_response_enc="A256GCM"),
-        resource_server("rs-3", RS3, [keys["rs-3"].public_jwk, ec_enc_jwk(rs3_enc, "rs-3-enc")], aud_policy="endpoint",
-                        introspection_signed_response_alg="PS256", introspection_encrypted_response_alg="ECDH-ES+A256KW",
-                        introspection_encrypted_response_enc="A256GCM", access_token_encrypted_response_alg="ECDH-ES+A256KW",
-                        access_token_encrypted_response_enc="A128GCM"),
+        resource_server(
+            "rs-2",
+            RS2,
+            [hsm.key("rs2-sig").public_jwk(), hsm.key_info("enc-ecdh-es-a256kw").public_jwk()],
+            scope="read",
+            introspection_encrypted_response_alg="ECDH-ES+A256KW",
+            access_token_encrypted_response_alg="ECDH-ES+A256KW",
+            access_token_encrypted_response_enc="A256GCM",
+        ),
+        resource_server(
+            "rs-3",
+            RS3,
+            [keys["rs-3"].public_jwk, ec_enc_jwk(rs3_enc, "rs-3-enc")],
+            aud_policy="endpoint",
+            introspection_signed_response_alg="PS256",
+            introspection_encrypted_response_alg="ECDH-ES+A256KW",
+            introspection_encrypted_response_enc="A256GCM",
+            access_token_encrypted_response_alg="ECDH-ES+A256KW",
+            access_token_encrypted_response_enc="A128GCM",
+        ),
     ]
     return Scenario({"clients": clients, "resource_servers": servers}, keys, rs3_enc)
 
@@ -97,19 +125,48 @@ def user_scenario() -> Scenario:
     keys = {cid: ClientKey.new("ES256") for cid in ("web", "web-2", "oidc-only", "machine", "rs-1", "rs-4")}
     user_grants = ["authorization_code", "refresh_token"]
     clients = [
-        pkjwt_client("web", keys["web"], resources=[RS1, RS4], grant_types=user_grants, client_name="Web Shop",
-                     redirect_uris=[WEB_REDIRECT, WEB_REDIRECT + "2"], scope="openid profile email read write"),
-        pkjwt_client("web-2", keys["web-2"], resources=[RS1, RS4], grant_types=user_grants,
-                     redirect_uris=["https://web2.example.test/cb"], scope="openid profile email read write"),
-        {**pkjwt_client("oidc-only", keys["oidc-only"], grant_types=["authorization_code"],
-                        redirect_uris=["https://login.example.test/cb"], scope="openid profile email"), "resources": []},
+        pkjwt_client(
+            "web",
+            keys["web"],
+            resources=[RS1, RS4],
+            grant_types=user_grants,
+            client_name="Web Shop",
+            redirect_uris=[WEB_REDIRECT, WEB_REDIRECT + "2"],
+            scope="openid profile email read write",
+        ),
+        pkjwt_client(
+            "web-2",
+            keys["web-2"],
+            resources=[RS1, RS4],
+            grant_types=user_grants,
+            redirect_uris=["https://web2.example.test/cb"],
+            scope="openid profile email read write",
+        ),
+        {
+            **pkjwt_client(
+                "oidc-only",
+                keys["oidc-only"],
+                grant_types=["authorization_code"],
+                redirect_uris=["https://login.example.test/cb"],
+                scope="openid profile email",
+            ),
+            "resources": [],
+        },
         pkjwt_client("machine", keys["machine"], resources=[RS1]),
-        {"client_id": "native", "token_endpoint_auth_method": "none", "grant_types": user_grants, "client_name": "Native App",
-         "redirect_uris": [NATIVE_REDIRECT, "com.example.app:/cb"], "scope": "openid email read", "resources": [RS1]},
+        {
+            "client_id": "native",
+            "token_endpoint_auth_method": "none",
+            "grant_types": user_grants,
+            "client_name": "Native App",
+            "redirect_uris": [NATIVE_REDIRECT, "com.example.app:/cb"],
+            "scope": "openid email read",
+            "resources": [RS1],
+        },
     ]
     servers = [
         resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
-        resource_server("rs-4", RS4, [keys["rs-4"].public_jwk],
-                        introspection_claims=["email", "given_name", "birthdate", "username"]),
+        resource_server(
+            "rs-4", RS4, [keys["rs-4"].public_jwk], introspection_claims=["email", "given_name", "birthdate", "username"]
+        ),
     ]
     return Scenario({"clients": clients, "resource_servers": servers}, keys)

@@ -29,7 +29,9 @@ def write_softhsm_conf(base: Path) -> Path:
     tokendir = base / "tokens"
     tokendir.mkdir(parents=True, exist_ok=True)
     conf = base / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokendir}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n")
+    conf.write_text(
+        f"directories.tokendir = {tokendir}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"
+    )
     return conf
 
 
@@ -37,7 +39,9 @@ def init_token(label: str, pin: str = USER_PIN, so_pin: str = SO_PIN, env: dict 
     """Initialise a fresh token (SOFTHSM2_CONF, in ``env`` or ours, must point at a test store)."""
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
-        check=True, capture_output=True, env=env,
+        check=True,
+        capture_output=True,
+        env=env,
     )
 
 
@@ -65,7 +69,7 @@ class IsolatedStore:
         self.tokendir = conf.parent / "tokens"
 
     @classmethod
-    def create(cls, base: Path, keys: dict | None = None) -> "IsolatedStore":
+    def create(cls, base: Path, keys: dict | None = None) -> IsolatedStore:
         store = cls(write_softhsm_conf(base))
         init_token(ISOLATED_TOKEN, env=store.env())
         generate_keys_in_child(ISOLATED_TOKEN, keys or ISOLATED_KEYS, env=store.env())
@@ -93,8 +97,9 @@ def generate_keys_in_child(token: str, keys: dict, env: dict | None = None) -> N
     """Generate ``keys`` (label -> (alg, use)) in ``token`` through SoftHSM, in a child process:
     this process's module may have been initialised before the token existed."""
     args = {"module": SOFTHSM_MODULE, "token": token, "pin": USER_PIN, "keys": keys}
-    result = subprocess.run([sys.executable, "-c", _GENERATE, json.dumps(args)], capture_output=True, text=True,
-                            env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _GENERATE, json.dumps(args)], capture_output=True, text=True, env=env, timeout=300
+    )
     if result.returncode != 0:
         raise RuntimeError(f"generating keys in {token!r} failed: {result.stderr[-2000:]}")
 
@@ -123,9 +128,25 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server is not installed (the test command installs it)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "yes", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -150,8 +171,15 @@ class RedisServer:
 
 
 def import_private_key(
-    pin: str, token_label: str, label: str, private_key, alg: str, use: str, *,
-    extractable: bool = False, sensitive: bool = True,
+    pin: str,
+    token_label: str,
+    label: str,
+    private_key,
+    alg: str,
+    use: str,
+    *,
+    extractable: bool = False,
+    sensitive: bool = True,
 ) -> None:
     """Put a software private key (test vectors only) into the token as sensitive, non-extractable.
 
@@ -162,11 +190,19 @@ def import_private_key(
     """
     from cryptography.hazmat.primitives import serialization
 
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    args = json.dumps(
+        {
+            "pin": pin,
+            "token": token_label,
+            "label": label,
+            "alg": alg,
+            "use": use,
+            "extractable": extractable,
+            "sensitive": sensitive,
+            "module": SOFTHSM_MODULE,
+        }
     )
-    args = json.dumps({"pin": pin, "token": token_label, "label": label, "alg": alg, "use": use,
-                       "extractable": extractable, "sensitive": sensitive, "module": SOFTHSM_MODULE})
     subprocess.run([sys.executable, __file__, "import-key", args], input=pem, check=True, capture_output=True)
 
 
@@ -181,35 +217,70 @@ def _import_key_main(args: dict, pem: bytes) -> None:
     token = pkcs11.lib(args["module"]).get_token(token_label=args["token"])
     sign = args["use"] == "sig"
     common = {Attribute.TOKEN: True, Attribute.LABEL: args["label"], Attribute.ID: os.urandom(8)}
-    priv_t = {**common, Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.PRIVATE: True,
-              Attribute.SENSITIVE: args["sensitive"], Attribute.EXTRACTABLE: args["extractable"], Attribute.SIGN: sign}
+    priv_t = {
+        **common,
+        Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: args["sensitive"],
+        Attribute.EXTRACTABLE: args["extractable"],
+        Attribute.SIGN: sign,
+    }
     pub_t = {**common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.PRIVATE: False, Attribute.VERIFY: sign}
     if isinstance(private_key, rsa.RSAPrivateKey):
         n = private_key.private_numbers()
         pub = n.public_numbers
         b = lambda i: i.to_bytes((i.bit_length() + 7) // 8, "big")  # noqa: E731
-        priv_t.update({Attribute.KEY_TYPE: KeyType.RSA, Attribute.DECRYPT: not sign, Attribute.MODULUS: b(pub.n),
-                       Attribute.PUBLIC_EXPONENT: b(pub.e), Attribute.PRIVATE_EXPONENT: b(n.d), Attribute.PRIME_1: b(n.p),
-                       Attribute.PRIME_2: b(n.q), Attribute.EXPONENT_1: b(n.dmp1), Attribute.EXPONENT_2: b(n.dmq1),
-                       Attribute.COEFFICIENT: b(n.iqmp)})
-        pub_t.update({Attribute.KEY_TYPE: KeyType.RSA, Attribute.ENCRYPT: not sign, Attribute.MODULUS: b(pub.n),
-                      Attribute.PUBLIC_EXPONENT: b(pub.e)})
+        priv_t.update(
+            {
+                Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.DECRYPT: not sign,
+                Attribute.MODULUS: b(pub.n),
+                Attribute.PUBLIC_EXPONENT: b(pub.e),
+                Attribute.PRIVATE_EXPONENT: b(n.d),
+                Attribute.PRIME_1: b(n.p),
+                Attribute.PRIME_2: b(n.q),
+                Attribute.EXPONENT_1: b(n.dmp1),
+                Attribute.EXPONENT_2: b(n.dmq1),
+                Attribute.COEFFICIENT: b(n.iqmp),
+            }
+        )
+        pub_t.update(
+            {
+                Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.ENCRYPT: not sign,
+                Attribute.MODULUS: b(pub.n),
+                Attribute.PUBLIC_EXPONENT: b(pub.e),
+            }
+        )
     elif isinstance(private_key, ec.EllipticCurvePrivateKey):
         params = encode_named_curve_parameters(private_key.curve.name)
         size = (private_key.curve.key_size + 7) // 8
         point = private_key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
         der_point = (bytes([0x04, len(point)]) if len(point) < 128 else bytes([0x04, 0x81, len(point)])) + point
-        priv_t.update({Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: params, Attribute.DERIVE: not sign,
-                       Attribute.VALUE: private_key.private_numbers().private_value.to_bytes(size, "big")})
+        priv_t.update(
+            {
+                Attribute.KEY_TYPE: KeyType.EC,
+                Attribute.EC_PARAMS: params,
+                Attribute.DERIVE: not sign,
+                Attribute.VALUE: private_key.private_numbers().private_value.to_bytes(size, "big"),
+            }
+        )
         pub_t.update({Attribute.KEY_TYPE: KeyType.EC, Attribute.EC_PARAMS: params, Attribute.EC_POINT: der_point})
     else:
         raise TypeError("unsupported key type for import")
     with token.open(rw=True, user_pin=args["pin"]) as session:
         session.create_object(priv_t)
         session.create_object(pub_t)
-        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: False,
-                               Attribute.LABEL: args["label"], Attribute.APPLICATION: METADATA_APPLICATION,
-                               Attribute.VALUE: json.dumps({"alg": args["alg"], "use": args["use"]}).encode()})
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.LABEL: args["label"],
+                Attribute.APPLICATION: METADATA_APPLICATION,
+                Attribute.VALUE: json.dumps({"alg": args["alg"], "use": args["use"]}).encode(),
+            }
+        )
 
 
 def write_metadata_object(token_label: str, label: str, value: bytes, pin: str = USER_PIN) -> None:
@@ -227,9 +298,16 @@ def _write_metadata_main(args: dict, value: bytes) -> None:
     with token.open(rw=True, user_pin=args["pin"]) as session:
         for old in list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: args["label"]})):
             old.destroy()  # replaces the metadata the key was generated with
-        session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: False,
-                               Attribute.LABEL: args["label"], Attribute.APPLICATION: METADATA_APPLICATION,
-                               Attribute.VALUE: value})
+        session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: True,
+                Attribute.PRIVATE: False,
+                Attribute.LABEL: args["label"],
+                Attribute.APPLICATION: METADATA_APPLICATION,
+                Attribute.VALUE: value,
+            }
+        )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["import-key"]:

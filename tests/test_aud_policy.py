@@ -7,7 +7,6 @@ import pytest
 
 from as_helpers import assertion_form, claims_for
 from aud_table import POLICIES, REQUEST_OBJECT_ENDPOINTS, SHAPES, aud_value, expected
-from ciba_helpers import make_ciba_as  # noqa: F401 (fixture)
 
 # Clients of the default scenario registered with each policy; issuer+array is a global opt-in.
 CLIENT_FOR = {"issuer": "c-issuer", "issuer+array": "c-es256", "endpoint": "c-endpoint", "legacy": "c-legacy"}
@@ -59,7 +58,9 @@ def test_resource_server_override_applies_at_introspection(as_env):
     assert as_env.client().post("/oauth2/introspect", data={**form, "token": token}).status_code == 401
     form = assertion_form(as_env.keys["rs-3"].jws(claims_for("rs-3", aud_value("receiving endpoint URL", "introspection"))))
     del form["grant_type"]
-    response = as_env.client().post("/oauth2/introspect", data={**form, "token": token}, headers={"Accept": "application/token-introspection+jwt"})
+    response = as_env.client().post(
+        "/oauth2/introspect", data={**form, "token": token}, headers={"Accept": "application/token-introspection+jwt"}
+    )
     assert response.status_code == 200
 
 
@@ -75,8 +76,15 @@ def test_the_docs_show_this_table():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0].startswith("`") and cells[0].split("`")[1] in ("issuer", "endpoint", "legacy") and len(cells) == 8:
             rows[cells[0].split("`")[1]] = cells[1:]
-    shapes = ["issuer string", "issuer in array", "token endpoint URL", "receiving endpoint URL", "another endpoint's URL",
-              "other value", "array with two members"]
+    shapes = [
+        "issuer string",
+        "issuer in array",
+        "token endpoint URL",
+        "receiving endpoint URL",
+        "another endpoint's URL",
+        "other value",
+        "array with two members",
+    ]
     for policy, column in (("issuer", 0), ("endpoint", 2), ("legacy", 3)):
         for shape, cell in zip(shapes, rows[policy], strict=True):
             documented = cell.startswith("accept") or cell.startswith("only at the token endpoint")
@@ -97,8 +105,10 @@ def par_envs(make_user_as):
     from par_helpers import par_scenario
 
     scenario = par_scenario()
-    return {"plain": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0"),
-            "issuer+array": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0", OAUTH_HSM_AUD_ISSUER_ARRAY="true")}
+    return {
+        "plain": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0"),
+        "issuer+array": make_user_as(scenario, OAUTH_HSM_CONSENT_LIFETIME="0", OAUTH_HSM_AUD_ISSUER_ARRAY="true"),
+    }
 
 
 def _par_env(par_envs, policy: str):
@@ -109,8 +119,14 @@ def _pushed(client_id: str) -> dict:
     from par_helpers import redirect_for
     from user_host import pkce_pair
 
-    return {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_for(client_id), "scope": "openid read",
-            "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"}
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_for(client_id),
+        "scope": "openid read",
+        "code_challenge": pkce_pair()[1],
+        "code_challenge_method": "S256",
+    }
 
 
 def _good_assertion_aud(policy: str, endpoint: str):
@@ -158,8 +174,9 @@ def test_the_docs_name_every_receiver_of_the_policy():
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "endpoints.md").read_text()
     section = page.split("### Where the policy applies", 1)[1].split("\n## ", 1)[0]
-    rows = {tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]) for line in section.splitlines()
-            if line.startswith("| ")}
+    rows = {
+        tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]) for line in section.splitlines() if line.startswith("| ")
+    }
     for endpoint in ASSERTION_ENDPOINTS:
         assert ("client assertions", f"`{PATHS[endpoint].removeprefix('/oauth2')}`") in rows, endpoint
     for endpoint in REQUEST_OBJECT_ENDPOINTS:

@@ -5,31 +5,61 @@ from __future__ import annotations
 import pytest
 from marshmallow import ValidationError
 
-from ciba_helpers import CIBA, PAIRWISE_KEY, ciba_env, ciba_scenario, configure_device, make_ciba_as  # noqa: F401
+from ciba_helpers import CIBA, PAIRWISE_KEY, ciba_scenario, configure_device
 from flask_oauth_hsm.clients.schema import build_client
 from flask_oauth_hsm.errors import ConfigError, KeyNotFound
 from pop_helpers import WRAP_KEY, ensure_secret_keys
 
-KEY = {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-       "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", "use": "sig"}
+KEY = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+    "use": "sig",
+}
 BASE = {"client_id": "x", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [KEY]}, "scope": "openid"}
 
 
-@pytest.mark.parametrize("extra,field,message", [
-    ({"grant_types": [CIBA]}, "backchannel_token_delivery_mode", "needs backchannel_token_delivery_mode poll"),
-    ({"grant_types": [CIBA], "backchannel_token_delivery_mode": "push"}, "backchannel_token_delivery_mode", "Must be one of"),
-    ({"backchannel_token_delivery_mode": "poll"}, "backchannel_token_delivery_mode", "only for clients with the"),
-    ({"grant_types": [CIBA], "backchannel_token_delivery_mode": "poll", "token_endpoint_auth_method": "none", "jwks": None},
-     "grant_types", "not a public client"),
-    ({"subject_type": "pairwise"}, "sector_identifier_uri", "needs sector_identifier_uri"),
-    ({"subject_type": "pairwise", "grant_types": ["authorization_code"],
-      "redirect_uris": ["https://a.example.test/cb", "https://b.example.test/cb"]}, "sector_identifier_uri", "exactly one host"),
-    ({"subject_type": "pairwise", "sector_identifier_uri": "http://a.example.test/s.json"}, "sector_identifier_uri", "https"),
-    ({"sector_identifier_uri": "https://a.example.test/s.json"}, "sector_identifier_uri", "only for subject_type pairwise"),
-    ({"subject_type": "secret"}, "subject_type", "Must be one of"),
-    ({"grant_types": [CIBA, "refresh_token"], "backchannel_token_delivery_mode": "poll",
-      "backchannel_authentication_request_signing_alg": "none"}, "backchannel_authentication_request_signing_alg", "Must be one of"),
-])
+@pytest.mark.parametrize(
+    "extra,field,message",
+    [
+        ({"grant_types": [CIBA]}, "backchannel_token_delivery_mode", "needs backchannel_token_delivery_mode poll"),
+        ({"grant_types": [CIBA], "backchannel_token_delivery_mode": "push"}, "backchannel_token_delivery_mode", "Must be one of"),
+        ({"backchannel_token_delivery_mode": "poll"}, "backchannel_token_delivery_mode", "only for clients with the"),
+        (
+            {
+                "grant_types": [CIBA],
+                "backchannel_token_delivery_mode": "poll",
+                "token_endpoint_auth_method": "none",
+                "jwks": None,
+            },
+            "grant_types",
+            "not a public client",
+        ),
+        ({"subject_type": "pairwise"}, "sector_identifier_uri", "needs sector_identifier_uri"),
+        (
+            {
+                "subject_type": "pairwise",
+                "grant_types": ["authorization_code"],
+                "redirect_uris": ["https://a.example.test/cb", "https://b.example.test/cb"],
+            },
+            "sector_identifier_uri",
+            "exactly one host",
+        ),
+        ({"subject_type": "pairwise", "sector_identifier_uri": "http://a.example.test/s.json"}, "sector_identifier_uri", "https"),
+        ({"sector_identifier_uri": "https://a.example.test/s.json"}, "sector_identifier_uri", "only for subject_type pairwise"),
+        ({"subject_type": "secret"}, "subject_type", "Must be one of"),
+        (
+            {
+                "grant_types": [CIBA, "refresh_token"],
+                "backchannel_token_delivery_mode": "poll",
+                "backchannel_authentication_request_signing_alg": "none",
+            },
+            "backchannel_authentication_request_signing_alg",
+            "Must be one of",
+        ),
+    ],
+)
 def test_registry_rules(extra, field, message):
     with pytest.raises(ValidationError) as info:
         build_client({**BASE, **extra})
@@ -39,8 +69,14 @@ def test_registry_rules(extra, field, message):
 def test_registry_accepts():
     ciba = build_client({**BASE, "grant_types": [CIBA, "refresh_token"], "backchannel_token_delivery_mode": "poll"})
     assert ciba.backchannel_token_delivery_mode == "poll" and ciba.subject_type == "public"
-    pw = build_client({**BASE, "subject_type": "pairwise", "grant_types": ["authorization_code"],
-                       "redirect_uris": ["https://app.example.test/cb", "https://app.example.test/cb2"]})
+    pw = build_client(
+        {
+            **BASE,
+            "subject_type": "pairwise",
+            "grant_types": ["authorization_code"],
+            "redirect_uris": ["https://app.example.test/cb", "https://app.example.test/cb2"],
+        }
+    )
     assert pw.sector_identifier == "app.example.test"
     pw = build_client({**BASE, "subject_type": "pairwise", "sector_identifier_uri": "https://sector.example.test/x.json"})
     assert pw.sector_identifier == "sector.example.test"
@@ -59,8 +95,15 @@ def test_pairwise_key_must_exist_and_be_hmac(make_ciba_as, hsm):
         make_ciba_as(OAUTH_HSM_PAIRWISE_KEY=WRAP_KEY)
 
 
-@pytest.mark.parametrize("name,value", [("OAUTH_HSM_CIBA_PROFILE", "fapi"), ("OAUTH_HSM_CIBA_REQUEST_LIFETIME", "5"),
-                                        ("OAUTH_HSM_CIBA_INTERVAL", "0"), ("OAUTH_HSM_CIBA_INTERVAL", "61")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("OAUTH_HSM_CIBA_PROFILE", "fapi"),
+        ("OAUTH_HSM_CIBA_REQUEST_LIFETIME", "5"),
+        ("OAUTH_HSM_CIBA_INTERVAL", "0"),
+        ("OAUTH_HSM_CIBA_INTERVAL", "61"),
+    ],
+)
 def test_bad_settings(make_ciba_as, name, value):
     with pytest.raises(ConfigError, match=f"^{name}: "):
         make_ciba_as(**{name: value})

@@ -29,21 +29,55 @@ def server(hsm, redis_server, tmp_path_factory):
     issuer = f"http://127.0.0.1:{port}"
     api = issuer + "/api"
     registry = tmp_path_factory.mktemp("ciba-example") / "registry.json"
-    registry.write_text(json.dumps({
-        "clients": [{"client_id": "demo-client", "client_name": "Demo client", "token_endpoint_auth_method": "private_key_jwt",
-                     "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]}, "grant_types": [CIBA],
-                     "backchannel_token_delivery_mode": "poll", "scope": "openid profile email read", "resources": [api]}],
-        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]}, "scope": "read"}],
-    }))
+    registry.write_text(
+        json.dumps(
+            {
+                "clients": [
+                    {
+                        "client_id": "demo-client",
+                        "client_name": "Demo client",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]},
+                        "grant_types": [CIBA],
+                        "backchannel_token_delivery_mode": "poll",
+                        "scope": "openid profile email read",
+                        "resources": [api],
+                    }
+                ],
+                "resource_servers": [
+                    {
+                        "resource": api,
+                        "client_id": "demo-rs",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]},
+                        "scope": "read",
+                    }
+                ],
+            }
+        )
+    )
     from conftest import as_settings
 
     # A 1 s interval: the command polls as told, and this test need not wait 5 s per poll.
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX="ciba-example:",
-                           OAUTH_HSM_REDIS_TIMEOUT="2", OAUTH_HSM_CIBA_INTERVAL="1")
-    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "OAUTH_HSM_RS_MODE": "local",
-                     "EXAMPLE_SECRET_KEY": "ciba-example-key", "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD,
-                     "EXAMPLE_DEMO_PHONE": PHONE})
+    settings = as_settings(
+        redis_server.url,
+        str(registry),
+        OAUTH_HSM_ISSUER=issuer,
+        OAUTH_HSM_REDIS_PREFIX="ciba-example:",
+        OAUTH_HSM_REDIS_TIMEOUT="2",
+        OAUTH_HSM_CIBA_INTERVAL="1",
+    )
+    settings.update(
+        {
+            "OAUTH_HSM_RS_ISSUER": issuer,
+            "OAUTH_HSM_RS_RESOURCE": api,
+            "OAUTH_HSM_RS_MODE": "local",
+            "EXAMPLE_SECRET_KEY": "ciba-example-key",
+            "EXAMPLE_DEMO_USER": USER,
+            "EXAMPLE_DEMO_PASSWORD": PASSWORD,
+            "EXAMPLE_DEMO_PHONE": PHONE,
+        }
+    )
     proc, base = start_gunicorn(settings, workers=2, port=port)
     yield {"base": base, "issuer": issuer, "api": api, "settings": settings}
     stop(proc)
@@ -51,9 +85,28 @@ def server(hsm, redis_server, tmp_path_factory):
 
 def start_command(server, *extra: str) -> subprocess.Popen:
     env = {**os.environ, **server["settings"], "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "demo-client", "--flow", "ciba",
-                             "--key-label", "sig-eddsa", "--binding-message", "Code 4242", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "example_app",
+            "oauth-hsm",
+            "demo-client",
+            "--flow",
+            "ciba",
+            "--key-label",
+            "sig-eddsa",
+            "--binding-message",
+            "Code 4242",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_request(proc: subprocess.Popen) -> str:
@@ -126,8 +179,10 @@ def test_the_device_page_needs_a_signed_in_user_and_its_csrf_token(server):
     assert session.post(server["base"] + "/ciba", data={"handle": "x", "decision": "approve"}, timeout=10).status_code == 400
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                    reason="./dev test installs chromium and chromium-driver")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+    reason="./dev test installs chromium and chromium-driver",
+)
 def test_approve_in_a_real_browser(server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -139,8 +194,15 @@ def test_approve_in_a_real_browser(server, tmp_path):
     proc = start_command(server, "--login-hint", f"tel:{PHONE}", "--binding-message", "Browser 77")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options)
     try:

@@ -8,12 +8,19 @@ import threading
 
 import pytest
 
-from ciba_helpers import (  # noqa: F401 (fixtures)
-    bc_authorize, ciba_env, decide, device, handle_of, make_ciba_as, notified, poll, signed_form, started, user,
+from as_helpers import ClientKey
+from ciba_helpers import (
+    bc_authorize,
+    decide,
+    device,
+    handle_of,
+    notified,
+    poll,
+    signed_form,
+    started,
+    user,
 )
 from pop_proofs import dpop_proof, jkt
-from as_helpers import ClientKey
-from test_redis_faults import own_redis  # noqa: F401 (fixture)
 from users_helpers import expect_error
 
 
@@ -34,7 +41,9 @@ def test_full_poll_cycle_approved(ciba_env, fake_clock):
     handle = handle_of(answer["auth_req_id"])
     shown = next(r for r in notified(ciba_env) if r.handle == handle)
     assert (shown.client_id, shown.client_name, shown.subject) == ("ciba-app", "Ciba App", "user-1001")
-    assert shown.scope == ("openid", "read") and shown.binding_message == "Code 4711" and shown.acr_values == ("urn:example:device",)
+    assert (
+        shown.scope == ("openid", "read") and shown.binding_message == "Code 4711" and shown.acr_values == ("urn:example:device",)
+    )
     assert handle in pending_handles(ciba_env) and handle not in pending_handles(ciba_env, "user-1002")
     expect_error(poll(ciba_env, answer["auth_req_id"]), 400, "authorization_pending")
     fake_clock.advance(5)
@@ -49,8 +58,9 @@ def test_full_poll_cycle_approved(ciba_env, fake_clock):
     assert at["scope"] == "openid read" and idt["amr"] == ["hwk"] and "nonce" not in idt
     fake_clock.advance(5)
     expect_error(poll(ciba_env, answer["auth_req_id"]), 400, "invalid_grant")  # single use
-    r = ciba_env.client().post("/oauth2/token", data=signed_form(ciba_env, "ciba-app", grant_type="refresh_token",
-                                                                 refresh_token=body["refresh_token"]))
+    r = ciba_env.client().post(
+        "/oauth2/token", data=signed_form(ciba_env, "ciba-app", grant_type="refresh_token", refresh_token=body["refresh_token"])
+    )
     assert r.status_code == 200, r.get_json()
     r = ciba_env.client().get("/oauth2/userinfo", headers={"Authorization": "Bearer " + body["access_token"]})
     assert r.status_code == 200 and r.get_json() == {"sub": "user-1001"}
@@ -128,10 +138,22 @@ def test_id_token_hint(ciba_env, fake_clock):
 
 
 CAMARA_HINTS = {
-    "tel:+15550001001": 200, "ipport:198.51.100.7:443": 400, "ipport:[2001:db8::1]:443": 400, "operatortoken:abc-123": 400,
-    "alice": 400, "tel:15550001001": 400, "tel:+0155500": 400, "tel:+1234567890123456": 400, "tel:+1 555": 400,
-    "ipport:198.51.100.7": 400, "ipport:198.51.100.7:70000": 400, "ipport:2001:db8::1:443": 400,
-    "ipport:[198.51.100.7]:80": 400, "ipport:[2001:db8::1]": 400, "operatortoken:": 400, "mailto:a@b.test": 400,
+    "tel:+15550001001": 200,
+    "ipport:198.51.100.7:443": 400,
+    "ipport:[2001:db8::1]:443": 400,
+    "operatortoken:abc-123": 400,
+    "alice": 400,
+    "tel:15550001001": 400,
+    "tel:+0155500": 400,
+    "tel:+1234567890123456": 400,
+    "tel:+1 555": 400,
+    "ipport:198.51.100.7": 400,
+    "ipport:198.51.100.7:70000": 400,
+    "ipport:2001:db8::1:443": 400,
+    "ipport:[198.51.100.7]:80": 400,
+    "ipport:[2001:db8::1]": 400,
+    "operatortoken:": 400,
+    "mailto:a@b.test": 400,
     "tel:+15550001001\n": 400,
 }
 
@@ -167,8 +189,10 @@ def test_another_clients_auth_req_id(ciba_env, fake_clock):
 def test_concurrent_polls_after_approval_only_one_gets_tokens(ciba_env):
     auth_req_id = started(ciba_env)["auth_req_id"]
     decide(ciba_env, handle_of(auth_req_id))
-    forms = [signed_form(ciba_env, "ciba-app", grant_type="urn:openid:params:grant-type:ciba", auth_req_id=auth_req_id)
-             for _ in range(12)]
+    forms = [
+        signed_form(ciba_env, "ciba-app", grant_type="urn:openid:params:grant-type:ciba", auth_req_id=auth_req_id)
+        for _ in range(12)
+    ]
     barrier, results = threading.Barrier(len(forms)), []
 
     def one(form):
@@ -239,8 +263,9 @@ def test_request_errors(ciba_env):
     expect_error(bc_authorize(ciba_env, request_uri="urn:ietf:params:oauth:request_uri:x"), 400, "request_uri_not_supported")
     expect_error(bc_authorize(ciba_env, "web-pw"), 400, "unauthorized_client")  # not registered for CIBA
     expect_error(poll(ciba_env, "x", "web-pw"), 400, "unauthorized_client")
-    expect_error(ciba_env.client().post("/oauth2/bc-authorize", data={"login_hint": "alice", "scope": "openid"}), 401,
-                 "invalid_client")
+    expect_error(
+        ciba_env.client().post("/oauth2/bc-authorize", data={"login_hint": "alice", "scope": "openid"}), 401, "invalid_client"
+    )
 
 
 @pytest.mark.parametrize("message", ["x" * 65, "line\nbreak", "tab\there", "\x00", "bell\x07"])
@@ -256,8 +281,13 @@ def test_hostile_input(ciba_env):
     expect_error(bc_authorize(ciba_env, acr_values="a " * 20), 400, "invalid_request")
     expect_error(poll(ciba_env, "a" * 10000), 400, "invalid_grant")
     expect_error(poll(ciba_env, "\u00e9\u202e" * 10), 400, "invalid_grant")
-    expect_error(ciba_env.client().post("/oauth2/token", data=signed_form(
-        ciba_env, "ciba-app", grant_type="urn:openid:params:grant-type:ciba")), 400, "invalid_request")
+    expect_error(
+        ciba_env.client().post(
+            "/oauth2/token", data=signed_form(ciba_env, "ciba-app", grant_type="urn:openid:params:grant-type:ciba")
+        ),
+        400,
+        "invalid_request",
+    )
     r = ciba_env.client().get("/oauth2/bc-authorize")
     assert r.status_code == 405 and r.get_json()["error"] == "invalid_request"
 

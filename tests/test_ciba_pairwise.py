@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
-from ciba_helpers import (  # noqa: F401 (fixtures)
-    PAIRWISE_KEY, ciba_env, decide, handle_of, make_ciba_as, poll, started,
+from ciba_helpers import (
+    PAIRWISE_KEY,
+    decide,
+    handle_of,
+    poll,
+    started,
 )
 from users_helpers import Flow, introspect
 
@@ -31,8 +35,9 @@ def expected_sub(hsm, sector: str, subject: str) -> str:
 
 def test_pairwise_sub_differs_per_sector_and_is_stable(ciba_env, hsm):
     a1, a2, b = (ciba_tokens(ciba_env, c) for c in ("ciba-pw-a", "ciba-pw-a2", "ciba-pw-b"))
-    subs = {name: (decode(t["access_token"])["sub"], decode(t["id_token"])["sub"]) for name, t in
-            (("a1", a1), ("a2", a2), ("b", b))}
+    subs = {
+        name: (decode(t["access_token"])["sub"], decode(t["id_token"])["sub"]) for name, t in (("a1", a1), ("a2", a2), ("b", b))
+    }
     assert all(at == idt for at, idt in subs.values())  # access token and ID token agree
     assert subs["a1"] == subs["a2"]  # one sector: one sub
     assert subs["a1"] != subs["b"] and "user-1001" not in {s[0] for s in subs.values()}
@@ -53,8 +58,12 @@ def test_userinfo_and_introspection_use_the_pairwise_sub_and_the_users_claims(ci
     assert r.get_json() == {"sub": sub, "email": "alice@example.test", "email_verified": True}
     body = introspect(ciba_env, "rs-1", tokens["access_token"]).get_json()
     assert body["active"] is True and body["sub"] == sub and "email" not in body  # not consented for rs-1
-    r = ciba_env.client().post("/oauth2/token", data=__import__("ciba_helpers").signed_form(
-        ciba_env, "ciba-pw-b", grant_type="refresh_token", refresh_token=tokens["refresh_token"]))
+    r = ciba_env.client().post(
+        "/oauth2/token",
+        data=__import__("ciba_helpers").signed_form(
+            ciba_env, "ciba-pw-b", grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+        ),
+    )
     refreshed = r.get_json()
     assert decode(refreshed["access_token"])["sub"] == sub and decode(refreshed["id_token"])["sub"] == sub
     r = ciba_env.client().get("/oauth2/userinfo", headers={"Authorization": "Bearer " + refreshed["access_token"]})
@@ -64,9 +73,17 @@ def test_userinfo_and_introspection_use_the_pairwise_sub_and_the_users_claims(ci
 def test_code_flow_pairwise_sector_is_the_redirect_host(ciba_env, hsm):
     flow = Flow(ciba_env, "web-pw")
     flow.params = {}
-    answer = flow.browser.authorize({"response_type": "code", "client_id": "web-pw", "redirect_uri": "https://web.example.test/cb",
-                                     "scope": "openid email", "code_challenge": flow.challenge, "code_challenge_method": "S256",
-                                     "state": "s1"})
+    answer = flow.browser.authorize(
+        {
+            "response_type": "code",
+            "client_id": "web-pw",
+            "redirect_uri": "https://web.example.test/cb",
+            "scope": "openid email",
+            "code_challenge": flow.challenge,
+            "code_challenge_method": "S256",
+            "state": "s1",
+        }
+    )
     assert answer.code, answer.page[:300]
     flow.params = {"redirect_uri": "https://web.example.test/cb"}
     r = flow.redeem(answer.code)

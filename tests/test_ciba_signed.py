@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ciba_helpers import (  # noqa: F401 (fixtures)
-    ciba_env, handle_of, make_ciba_as, notified, request_claims, signed_form, signed_request,
+from ciba_helpers import (
+    handle_of,
+    notified,
+    request_claims,
+    signed_form,
+    signed_request,
 )
 from users_helpers import expect_error
 
@@ -44,8 +48,14 @@ def test_time_rules(ciba_env):
     from flask_oauth_hsm import clock
 
     now = int(clock.now())
-    for bad in ({"nbf": now - 3000, "exp": now + 700}, {"exp": now + 3700}, {"nbf": now + 120}, {"iat": now + 120},
-                {"exp": now - 60}, {"exp": "soon"}):
+    for bad in (
+        {"nbf": now - 3000, "exp": now + 700},
+        {"exp": now + 3700},
+        {"nbf": now + 120},
+        {"iat": now + 120},
+        {"exp": now - 60},
+        {"exp": "soon"},
+    ):
         expect_error(signed_request(ciba_env, claims=request_claims(ciba_env, **bad)), 400, "invalid_request")
     assert signed_request(ciba_env, claims=request_claims(ciba_env, nbf=now - 3000, exp=now + 500)).status_code == 200
 
@@ -59,23 +69,35 @@ def test_identity_claims(ciba_env):
 def test_signature_and_alg(ciba_env):
     claims = request_claims(ciba_env)
     other = ciba_env.keys["ciba-other"].jws(claims)  # signed with another client's key
-    expect_error(ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=other)), 400,
-                 "invalid_request")
+    expect_error(
+        ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=other)),
+        400,
+        "invalid_request",
+    )
     head, body, sig = ciba_env.keys["ciba-app"].jws(claims).split(".")
     tampered = ".".join((head, body, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA" else "BBBB")))
-    expect_error(ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=tampered)), 400,
-                 "invalid_request")
+    expect_error(
+        ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=tampered)),
+        400,
+        "invalid_request",
+    )
     import base64
     import json
 
     none = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode() + "." + body + "."
-    expect_error(ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=none)), 400,
-                 "invalid_request")
+    expect_error(
+        ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=none)),
+        400,
+        "invalid_request",
+    )
     # ciba-ps registered backchannel_authentication_request_signing_alg PS256; its key signs ES256
     expect_error(signed_request(ciba_env, "ciba-ps", claims=request_claims(ciba_env, "ciba-ps")), 400, "invalid_request")
     for garbage in ("x", "a.b.c", "e30." * 4 + "e30", "\u00e9" * 50):
-        expect_error(ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=garbage)),
-                     400, "invalid_request")
+        expect_error(
+            ciba_env.client().post("/oauth2/bc-authorize", data=signed_form(ciba_env, "ciba-app", request=garbage)),
+            400,
+            "invalid_request",
+        )
 
 
 def test_jti_single_use(ciba_env):
@@ -90,10 +112,16 @@ def test_parameters_outside_the_signed_request_are_refused(ciba_env):
 
 
 def test_inside_the_signed_request_the_same_rules_apply(ciba_env):
-    for claims, error in (({"scope": "read"}, "invalid_scope"), ({"login_hint": None}, "invalid_request"),
-                          ({"login_hint_token": "t"}, "invalid_request"), ({"binding_message": "x" * 65}, "invalid_binding_message"),
-                          ({"login_hint": "nobody"}, "unknown_user_id"), ({"request": "a.b.c"}, "invalid_request"),
-                          ({"scope": ["openid"]}, "invalid_request"), ({"requested_expiry": True}, "invalid_request")):
+    for claims, error in (
+        ({"scope": "read"}, "invalid_scope"),
+        ({"login_hint": None}, "invalid_request"),
+        ({"login_hint_token": "t"}, "invalid_request"),
+        ({"binding_message": "x" * 65}, "invalid_binding_message"),
+        ({"login_hint": "nobody"}, "unknown_user_id"),
+        ({"request": "a.b.c"}, "invalid_request"),
+        ({"scope": ["openid"]}, "invalid_request"),
+        ({"requested_expiry": True}, "invalid_request"),
+    ):
         expect_error(signed_request(ciba_env, claims=request_claims(ciba_env, **claims)), 400, error)
 
 
@@ -110,5 +138,8 @@ def test_a_signed_request_is_not_a_client_assertion(ciba_env):
 
     plain = ciba_env.keys["ciba-app"].jws(request_claims(ciba_env))  # no sub: never a client assertion
     form = {k: v for k, v in assertion_form(plain).items() if k != "grant_type"}
-    expect_error(ciba_env.client().post("/oauth2/bc-authorize", data={**form, "scope": "openid", "login_hint": "alice"}), 401,
-                 "invalid_client")
+    expect_error(
+        ciba_env.client().post("/oauth2/bc-authorize", data={**form, "scope": "openid", "login_hint": "alice"}),
+        401,
+        "invalid_client",
+    )

@@ -20,11 +20,15 @@ def dev_env(tmp_path, redis_server):
     the test Redis (each test starts from nothing, whatever ran before it)."""
     dev = tmp_path / "dev"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTH_HSM_")}
-    env.update({
-        "DEV_DIR": str(dev), "SOFTHSM2_CONF": str(dev / "softhsm" / "softhsm2.conf"),
-        "OAUTH_HSM_REDIS_URL": redis_server.url, "OAUTH_HSM_PIN": "4321-cli-test",
-        "FLASK": str(Path(sys.executable).parent / "flask"),
-    })
+    env.update(
+        {
+            "DEV_DIR": str(dev),
+            "SOFTHSM2_CONF": str(dev / "softhsm" / "softhsm2.conf"),
+            "OAUTH_HSM_REDIS_URL": redis_server.url,
+            "OAUTH_HSM_PIN": "4321-cli-test",
+            "FLASK": str(Path(sys.executable).parent / "flask"),
+        }
+    )
     return env
 
 
@@ -95,9 +99,21 @@ def test_registry_commands(tmp_path, dev_env):
     # The start-up checks against the keys, too: no configured key can sign ES384 introspection answers.
     unfit = tmp_path / "unfit.json"
     rs_key = json.loads(run([*FLASK, "keys", "jwks", "demo-rs-sig"], env).stdout)
-    unfit.write_text(json.dumps({"resource_servers": [{
-        "resource": "https://rs.example", "client_id": "rs", "token_endpoint_auth_method": "private_key_jwt",
-        "jwks": rs_key, "introspection_signed_response_alg": "ES384"}]}))
+    unfit.write_text(
+        json.dumps(
+            {
+                "resource_servers": [
+                    {
+                        "resource": "https://rs.example",
+                        "client_id": "rs",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": rs_key,
+                        "introspection_signed_response_alg": "ES384",
+                    }
+                ]
+            }
+        )
+    )
     result = run([*FLASK, "registry", "validate", str(unfit)], env, check=False)
     assert result.returncode != 0 and "no signing key for introspection_signed_response_alg ES384" in result.stderr
     ok = tmp_path / "ok.json"

@@ -41,8 +41,10 @@ def test_keygen_writes_a_private_file_and_prints_the_public_jwks(tmp_path, alg, 
     assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)  # public members only
     independent = jwcrypto_jwk.JWK.from_pem(path.read_bytes())
     assert key["kid"] == independent.thumbprint()  # RFC 7638 SHA-256, computed by jwcrypto
-    assert json.loads(independent.export_public()).items() >= {k: v for k, v in key.items()
-                                                                 if k not in ("kid", "alg", "use")}.items()
+    assert (
+        json.loads(independent.export_public()).items()
+        >= {k: v for k, v in key.items() if k not in ("kid", "alg", "use")}.items()
+    )
     assert "private key written (mode 0600)" in result.stderr
     assert private.public_key() is not None
 
@@ -89,8 +91,9 @@ def test_jwks_of_an_exported_public_key_matches_keygen(tmp_path):
     DER, e.g. pkcs11-tool --read-object --type pubkey), then `client jwks`."""
     printed = json.loads(cli("keygen", "--alg", "EdDSA", "--out", "k.pem", cwd=tmp_path).stdout)
     public = serialization.load_pem_private_key((tmp_path / "k.pem").read_bytes(), None).public_key()
-    (tmp_path / "pub.der").write_bytes(public.public_bytes(serialization.Encoding.DER,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "pub.der").write_bytes(
+        public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     assert json.loads(cli("jwks", "--alg", "EdDSA", "pub.der", cwd=tmp_path).stdout) == printed
     mismatch = cli("jwks", "--alg", "ES256", "pub.der", cwd=tmp_path, check=False)
     assert mismatch.returncode == 1 and "cannot be used with ES256" in mismatch.stderr
@@ -112,8 +115,14 @@ def test_the_printed_jwks_is_what_the_registry_accepts(tmp_path):
 
 def test_keys_generate_help_explains_use_and_shows_the_rsa_range(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_HSM_", "FLASK_"))}
-    result = subprocess.run([sys.executable, "-m", "flask", "oauth-hsm", "keys", "generate", "--help"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "oauth-hsm", "keys", "generate", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "sig: signs (JWS); enc: decrypts (JWE); must match --alg" in text

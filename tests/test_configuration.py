@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-
 from as_helpers import RS1, ClientKey
 from conftest import as_settings
-from scenarios import default_scenario
 from flask_oauth_hsm import OAuthHSM
-from flask_oauth_hsm.errors import ConfigError
 from flask_oauth_hsm.clients import Registry
+from flask_oauth_hsm.errors import ConfigError
 from flask_oauth_hsm.settings import load_settings, variable_names
+from scenarios import default_scenario
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -39,30 +38,36 @@ def settings_error(**overrides) -> str:
     return message
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"OAUTH_HSM_ISSUER": None}, r"^OAUTH_HSM_ISSUER: is required"),
-    ({"OAUTH_HSM_ISSUER": "http://as.example.test"}, r"^OAUTH_HSM_ISSUER: must be an https URL"),
-    ({"OAUTH_HSM_ISSUER": "https://as.example.test/?x=1"}, r"^OAUTH_HSM_ISSUER: .*no query"),
-    ({"OAUTH_HSM_PKCS11_MODULE": None}, r"^OAUTH_HSM_PKCS11_MODULE: is required"),
-    ({"OAUTH_HSM_TOKEN_LABEL": None}, r"^OAUTH_HSM_TOKEN_LABEL: set exactly one"),
-    ({"OAUTH_HSM_SLOT": "3"}, r"^OAUTH_HSM_TOKEN_LABEL: set exactly one"),
-    ({"OAUTH_HSM_SLOT": "three", "OAUTH_HSM_TOKEN_LABEL": None}, r"^OAUTH_HSM_SLOT: Not a valid integer"),
-    ({"OAUTH_HSM_PIN": None}, r"^OAUTH_HSM_PIN: set exactly one"),
-    ({"OAUTH_HSM_PIN": None, "OAUTH_HSM_PIN_FILE": "/nonexistent/pin"}, r"^OAUTH_HSM_PIN_FILE: cannot read"),
-    ({"OAUTH_HSM_SIGNING_KEY": None}, r"^OAUTH_HSM_SIGNING_KEY: is required"),
-    ({"OAUTH_HSM_REDIS_URL": "http://localhost"}, r"^OAUTH_HSM_REDIS_URL: must be a redis://"),
-    ({"OAUTH_HSM_REGISTRY": "/nonexistent.json"}, r"^OAUTH_HSM_REGISTRY: no such file"),
-    ({"OAUTH_HSM_AUD_POLICY": "lenient"}, r"^OAUTH_HSM_AUD_POLICY: must be one of: issuer, endpoint, legacy"),
-    ({"OAUTH_HSM_AUD_POLICY": "fapi2"}, r"^OAUTH_HSM_AUD_POLICY: 'fapi2' was renamed 'legacy'"),
-    ({"OAUTH_HSM_ISSUER": "127.0.0.1:5000"}, r"^OAUTH_HSM_ISSUER: '127.0.0.1:5000' is not an absolute URL \(did you forget https://\?\)"),
-    ({"OAUTH_HSM_RATE_LIMITS": "token=5/second"}, r"^OAUTH_HSM_RATE_LIMITS: 'token=5/second': expected kind=limit"),
-    ({"OAUTH_HSM_RATE_LIMITS": "client=lots"}, r"^OAUTH_HSM_RATE_LIMITS: 'client=lots': 'lots' is not a rate limit"),
-    ({"OAUTH_HSM_RESET_CLOCK_TOLERANCE": "61"}, r"^OAUTH_HSM_RESET_CLOCK_TOLERANCE: Must be greater"),
-    ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,HS256"}, r"^OAUTH_HSM_ASSERTION_ALGS: must name algorithms"),
-    ({"OAUTH_HSM_ACCESS_TOKEN_LIFETIME": "10"}, r"^OAUTH_HSM_ACCESS_TOKEN_LIFETIME: Must be greater"),
-    ({"OAUTH_HSM_TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip"}, r"^OAUTH_HSM_TRUSTED_PROXIES: 'not-an-ip'"),
-    ({"OAUTH_HSM_URL_PREFIX": "oauth/"}, r"^OAUTH_HSM_URL_PREFIX: must start"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"OAUTH_HSM_ISSUER": None}, r"^OAUTH_HSM_ISSUER: is required"),
+        ({"OAUTH_HSM_ISSUER": "http://as.example.test"}, r"^OAUTH_HSM_ISSUER: must be an https URL"),
+        ({"OAUTH_HSM_ISSUER": "https://as.example.test/?x=1"}, r"^OAUTH_HSM_ISSUER: .*no query"),
+        ({"OAUTH_HSM_PKCS11_MODULE": None}, r"^OAUTH_HSM_PKCS11_MODULE: is required"),
+        ({"OAUTH_HSM_TOKEN_LABEL": None}, r"^OAUTH_HSM_TOKEN_LABEL: set exactly one"),
+        ({"OAUTH_HSM_SLOT": "3"}, r"^OAUTH_HSM_TOKEN_LABEL: set exactly one"),
+        ({"OAUTH_HSM_SLOT": "three", "OAUTH_HSM_TOKEN_LABEL": None}, r"^OAUTH_HSM_SLOT: Not a valid integer"),
+        ({"OAUTH_HSM_PIN": None}, r"^OAUTH_HSM_PIN: set exactly one"),
+        ({"OAUTH_HSM_PIN": None, "OAUTH_HSM_PIN_FILE": "/nonexistent/pin"}, r"^OAUTH_HSM_PIN_FILE: cannot read"),
+        ({"OAUTH_HSM_SIGNING_KEY": None}, r"^OAUTH_HSM_SIGNING_KEY: is required"),
+        ({"OAUTH_HSM_REDIS_URL": "http://localhost"}, r"^OAUTH_HSM_REDIS_URL: must be a redis://"),
+        ({"OAUTH_HSM_REGISTRY": "/nonexistent.json"}, r"^OAUTH_HSM_REGISTRY: no such file"),
+        ({"OAUTH_HSM_AUD_POLICY": "lenient"}, r"^OAUTH_HSM_AUD_POLICY: must be one of: issuer, endpoint, legacy"),
+        ({"OAUTH_HSM_AUD_POLICY": "fapi2"}, r"^OAUTH_HSM_AUD_POLICY: 'fapi2' was renamed 'legacy'"),
+        (
+            {"OAUTH_HSM_ISSUER": "127.0.0.1:5000"},
+            r"^OAUTH_HSM_ISSUER: '127.0.0.1:5000' is not an absolute URL \(did you forget https://\?\)",
+        ),
+        ({"OAUTH_HSM_RATE_LIMITS": "token=5/second"}, r"^OAUTH_HSM_RATE_LIMITS: 'token=5/second': expected kind=limit"),
+        ({"OAUTH_HSM_RATE_LIMITS": "client=lots"}, r"^OAUTH_HSM_RATE_LIMITS: 'client=lots': 'lots' is not a rate limit"),
+        ({"OAUTH_HSM_RESET_CLOCK_TOLERANCE": "61"}, r"^OAUTH_HSM_RESET_CLOCK_TOLERANCE: Must be greater"),
+        ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,HS256"}, r"^OAUTH_HSM_ASSERTION_ALGS: must name algorithms"),
+        ({"OAUTH_HSM_ACCESS_TOKEN_LIFETIME": "10"}, r"^OAUTH_HSM_ACCESS_TOKEN_LIFETIME: Must be greater"),
+        ({"OAUTH_HSM_TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip"}, r"^OAUTH_HSM_TRUSTED_PROXIES: 'not-an-ip'"),
+        ({"OAUTH_HSM_URL_PREFIX": "oauth/"}, r"^OAUTH_HSM_URL_PREFIX: must start"),
+    ],
+)
 def test_bad_settings(overrides, expected):
     assert re.search(expected, settings_error(**overrides)), settings_error(**overrides)
 
@@ -154,24 +159,43 @@ def test_valid_registry(registry_doc):
     assert registry.client("rs-1") is None and registry.resource_server("c-es256") is None
 
 
-@pytest.mark.parametrize("path,value,expected", [
-    (["clients", 0, "client_id"], "", r"clients\[0\].*client_id"),
-    (["clients", 0, "token_endpoint_auth_method"], "tls_client_auth", r"clients\[0\] \(c-es256\): token_endpoint_auth_method"),
-    (["clients", 0, "jwks", "keys", 0, "d"], "AAAA", r"clients\[0\] \(c-es256\): jwks: .*private"),
-    (["clients", 0, "jwks", "keys", 0, "crv"], "P-192", r"jwks: unsupported EC curve"),
-    (["clients", 0, "scope"], "read  write", r"scope: scope must be"),
-    (["clients", 0, "resources"], ["https://unregistered.example"], r"not a registered resource server"),
-    (["clients", 0, "resources"], ["http://rs.example"], r"resources: .*https"),
-    (["clients", 0, "grant_types"], ["password"], r"grant_types"),
-    (["clients", 0, "unknown_field"], 1, r"unknown_field: Unknown field"),
-    (["clients", 0, "client_secret"], "plain", r"client_secret: store client_secret_hash"),
-    (["clients", 0, "token_endpoint_auth_signing_alg"], "HS256", r"token_endpoint_auth_signing_alg"),
-    (["clients", 12, "client_secret_hash"], "md5:abc", r"clients\[12\] \(c-basic\): client_secret_hash"),
-    (["clients", 14, "grant_types"], ["client_credentials"], r"public client"),
-    (["resource_servers", 1, "access_token_encrypted_response_alg"], "RSA-OAEP-256", r"jwks needs exactly one encryption key"),
-    (["resource_servers", 0, "introspection_encrypted_response_enc"], "A256GCM", r"needs introspection_encrypted_response_alg"),
-    (["resource_servers", 0, "token_endpoint_auth_method"], "none", r"resource_servers\[0\] \(rs-1\): token_endpoint_auth_method"),
-])
+@pytest.mark.parametrize(
+    "path,value,expected",
+    [
+        (["clients", 0, "client_id"], "", r"clients\[0\].*client_id"),
+        (
+            ["clients", 0, "token_endpoint_auth_method"],
+            "tls_client_auth",
+            r"clients\[0\] \(c-es256\): token_endpoint_auth_method",
+        ),
+        (["clients", 0, "jwks", "keys", 0, "d"], "AAAA", r"clients\[0\] \(c-es256\): jwks: .*private"),
+        (["clients", 0, "jwks", "keys", 0, "crv"], "P-192", r"jwks: unsupported EC curve"),
+        (["clients", 0, "scope"], "read  write", r"scope: scope must be"),
+        (["clients", 0, "resources"], ["https://unregistered.example"], r"not a registered resource server"),
+        (["clients", 0, "resources"], ["http://rs.example"], r"resources: .*https"),
+        (["clients", 0, "grant_types"], ["password"], r"grant_types"),
+        (["clients", 0, "unknown_field"], 1, r"unknown_field: Unknown field"),
+        (["clients", 0, "client_secret"], "plain", r"client_secret: store client_secret_hash"),
+        (["clients", 0, "token_endpoint_auth_signing_alg"], "HS256", r"token_endpoint_auth_signing_alg"),
+        (["clients", 12, "client_secret_hash"], "md5:abc", r"clients\[12\] \(c-basic\): client_secret_hash"),
+        (["clients", 14, "grant_types"], ["client_credentials"], r"public client"),
+        (
+            ["resource_servers", 1, "access_token_encrypted_response_alg"],
+            "RSA-OAEP-256",
+            r"jwks needs exactly one encryption key",
+        ),
+        (
+            ["resource_servers", 0, "introspection_encrypted_response_enc"],
+            "A256GCM",
+            r"needs introspection_encrypted_response_alg",
+        ),
+        (
+            ["resource_servers", 0, "token_endpoint_auth_method"],
+            "none",
+            r"resource_servers\[0\] \(rs-1\): token_endpoint_auth_method",
+        ),
+    ],
+)
 def test_registry_errors_name_entry_and_field(registry_doc, path, value, expected):
     message = registry_error(mutate(registry_doc, path, value))
     assert message.startswith("OAUTH_HSM_REGISTRY: ") and re.search(expected, message), message
@@ -186,7 +210,9 @@ def test_weak_rsa_and_duplicate_kids(registry_doc):
     weak = {"kty": "RSA", "n": b64(n.to_bytes(128, "big")), "e": "AQAB", "kid": "weak"}
     assert "at least 2048" in registry_error(mutate(registry_doc, ["clients", 0, "jwks", "keys"], [weak]))
     key = registry_doc["clients"][0]["jwks"]["keys"][0]
-    assert "duplicate kid" in registry_error(mutate(registry_doc, ["clients", 0, "jwks", "keys"], [key, {**ClientKey.new().public_jwk, "kid": key["kid"]}]))
+    assert "duplicate kid" in registry_error(
+        mutate(registry_doc, ["clients", 0, "jwks", "keys"], [key, {**ClientKey.new().public_jwk, "kid": key["kid"]}])
+    )
 
 
 def test_id_used_by_a_client_and_a_resource_server(registry_doc):
@@ -216,15 +242,18 @@ def test_init_app_twice_raises(as_env, tmp_path):
         ext.init_app(app)
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"OAUTH_HSM_SIGNING_KEY": "no-such-key"}, "OAUTH_HSM_SIGNING_KEY: no key pair labelled 'no-such-key'"),
-    ({"OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256,gone"}, "OAUTH_HSM_PUBLISHED_KEYS: no key pair labelled 'gone'"),
-    ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,EdDSA"}, "'c-ps256' registered token_endpoint_auth_signing_alg PS256"),
-    ({"OAUTH_HSM_REDIS_URL": None}, "OAUTH_HSM_REDIS_URL: is required but not set"),
-    ({"OAUTH_HSM_SIGNING_KEY": "enc-rsa-oaep-256"}, "OAUTH_HSM_SIGNING_KEY: key 'enc-rsa-oaep-256' is an encryption key"),
-    ({"OAUTH_HSM_ENCRYPTION_KEYS": "sig-es256"}, "OAUTH_HSM_ENCRYPTION_KEYS: key 'sig-es256' is a signing key"),
-    ({"OAUTH_HSM_TOKEN_LABEL": "no-such-token"}, "OAUTH_HSM_TOKEN_LABEL: no token labelled 'no-such-token'"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"OAUTH_HSM_SIGNING_KEY": "no-such-key"}, "OAUTH_HSM_SIGNING_KEY: no key pair labelled 'no-such-key'"),
+        ({"OAUTH_HSM_PUBLISHED_KEYS": "sig-ps256,gone"}, "OAUTH_HSM_PUBLISHED_KEYS: no key pair labelled 'gone'"),
+        ({"OAUTH_HSM_ASSERTION_ALGS": "ES256,EdDSA"}, "'c-ps256' registered token_endpoint_auth_signing_alg PS256"),
+        ({"OAUTH_HSM_REDIS_URL": None}, "OAUTH_HSM_REDIS_URL: is required but not set"),
+        ({"OAUTH_HSM_SIGNING_KEY": "enc-rsa-oaep-256"}, "OAUTH_HSM_SIGNING_KEY: key 'enc-rsa-oaep-256' is an encryption key"),
+        ({"OAUTH_HSM_ENCRYPTION_KEYS": "sig-es256"}, "OAUTH_HSM_ENCRYPTION_KEYS: key 'sig-es256' is a signing key"),
+        ({"OAUTH_HSM_TOKEN_LABEL": "no-such-token"}, "OAUTH_HSM_TOKEN_LABEL: no token labelled 'no-such-token'"),
+    ],
+)
 def test_key_and_token_errors_at_init_app(as_env, overrides, expected):
     app = Flask("bad")
     app.config.update({k: v for k, v in {**as_env.settings, **overrides}.items() if v is not None})
@@ -236,10 +265,18 @@ def test_key_and_token_errors_at_init_app(as_env, overrides, expected):
 def test_example_app_exits_with_one_line(as_env):
     env = {**as_env.settings, "OAUTH_HSM_ISSUER": "ftp://nope"}
     code = "import example_app; example_app.create_app()"
-    result = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": "/usr/bin:/bin",
-                            "SOFTHSM2_CONF": __import__("os").environ["SOFTHSM2_CONF"]}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PATH": "/usr/bin:/bin", "SOFTHSM2_CONF": __import__("os").environ["SOFTHSM2_CONF"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 4  # flask_oauth_hsm.serving: the status every server treats as final
-    assert result.stderr.strip() == "flask-oauth-hsm: OAUTH_HSM_ISSUER: must be an https URL (http is allowed only for localhost, 127.0.0.1 and ::1)"
+    assert (
+        result.stderr.strip()
+        == "flask-oauth-hsm: OAUTH_HSM_ISSUER: must be an https URL (http is allowed only for localhost, 127.0.0.1 and ::1)"
+    )
 
 
 def test_loader_callbacks(as_env, registry_doc):
@@ -316,8 +353,16 @@ def test_resource_server_only_app_reads_the_pool_settings():
     """Review defect: a resource-server-only app ignored OAUTH_HSM_POOL_*."""
     from flask_oauth_hsm.settings import load_hsm_settings
 
-    config = load_hsm_settings({"OAUTH_HSM_PKCS11_MODULE": "/m.so", "OAUTH_HSM_TOKEN_LABEL": "t", "OAUTH_HSM_PIN": "1234",
-                                "OAUTH_HSM_POOL_SIZE": "3", "OAUTH_HSM_POOL_TIMEOUT": "0.5"}, environ={})
+    config = load_hsm_settings(
+        {
+            "OAUTH_HSM_PKCS11_MODULE": "/m.so",
+            "OAUTH_HSM_TOKEN_LABEL": "t",
+            "OAUTH_HSM_PIN": "1234",
+            "OAUTH_HSM_POOL_SIZE": "3",
+            "OAUTH_HSM_POOL_TIMEOUT": "0.5",
+        },
+        environ={},
+    )
     assert (config.pool_size, config.pool_timeout) == (3, 0.5)
 
 

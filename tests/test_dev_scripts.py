@@ -23,22 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OAUTH_HSM_", "EXAMPLE_", "DEV_", "SOFTHSM", "_OAUTH_HSM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_HSM_", "EXAMPLE_", "DEV_", "SOFTHSM", "_OAUTH_HSM_"))}
     env.update(extra)
     return env
 
 
 def env_sh(script: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f"source softhsm/env.sh && {script}"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["bash", "-c", f"source softhsm/env.sh && {script}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_env_sh_names_the_settings_it_keeps_never_their_values(tmp_path):
     quiet = env_sh("echo $OAUTH_HSM_PIN", clean_env(DEV_DIR=str(tmp_path)))
     assert quiet.stdout.strip() == "1234-dev" and quiet.stderr == ""
-    kept = env_sh("echo $OAUTH_HSM_PIN $OAUTH_HSM_ISSUER",
-                  clean_env(DEV_DIR=str(tmp_path), OAUTH_HSM_PIN="s3cret-pin", OAUTH_HSM_TOKEN_LABEL="oauth-hsm-dev"))
+    kept = env_sh(
+        "echo $OAUTH_HSM_PIN $OAUTH_HSM_ISSUER",
+        clean_env(DEV_DIR=str(tmp_path), OAUTH_HSM_PIN="s3cret-pin", OAUTH_HSM_TOKEN_LABEL="oauth-hsm-dev"),
+    )
     assert kept.stdout.split() == ["s3cret-pin", "http://127.0.0.1:5000"]
     assert "keeping OAUTH_HSM_PIN from your environment" in kept.stderr
     assert "s3cret-pin" not in kept.stderr
@@ -49,19 +51,32 @@ def test_env_sh_names_the_settings_it_keeps_never_their_values(tmp_path):
 
 
 def test_the_issuer_follows_the_port(tmp_path):
-    out = env_sh("echo $OAUTH_HSM_ISSUER $OAUTH_HSM_REDIS_URL $EXAMPLE_RESOURCE",
-                 clean_env(DEV_DIR=str(tmp_path), EXAMPLE_PORT="8080", DEV_REDIS_PORT="6391"))
+    out = env_sh(
+        "echo $OAUTH_HSM_ISSUER $OAUTH_HSM_REDIS_URL $EXAMPLE_RESOURCE",
+        clean_env(DEV_DIR=str(tmp_path), EXAMPLE_PORT="8080", DEV_REDIS_PORT="6391"),
+    )
     assert out.stdout.split() == ["http://127.0.0.1:8080", "redis://127.0.0.1:6391/0", "http://127.0.0.1:8080/api"]
 
 
 @pytest.fixture
 def dev_run(tmp_path):
     """softhsm/run-example.sh in a session of its own; always cleaned up through stop-dev.sh."""
-    env = clean_env(DEV_DIR=str(tmp_path / "dev"), EXAMPLE_PORT=str(support.free_port()),
-                    DEV_REDIS_PORT=str(support.free_port()), VENV=str(Path(sys.executable).parent.parent))
+    env = clean_env(
+        DEV_DIR=str(tmp_path / "dev"),
+        EXAMPLE_PORT=str(support.free_port()),
+        DEV_REDIS_PORT=str(support.free_port()),
+        VENV=str(Path(sys.executable).parent.parent),
+    )
     with open(tmp_path / "run.log", "w") as log:  # the child has its own copy of the descriptor
-        proc = subprocess.Popen(["bash", "softhsm/run-example.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "softhsm/run-example.sh"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{env['EXAMPLE_PORT']}"
     try:
         deadline = time.monotonic() + 120

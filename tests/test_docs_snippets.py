@@ -77,8 +77,11 @@ def read_blocks(path: Path) -> list[Block]:
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         marker = re.match(r"^<!-- snippet: (.+?) -->$", lines[start - 1]) if start else None
         if lang in RUN_LANGS:
-            blocks.append(Block(path, start + 1, lang, "\n".join(lines[start + 1:end]) + "\n",
-                                marker.group(1).strip() if marker else None))
+            blocks.append(
+                Block(
+                    path, start + 1, lang, "\n".join(lines[start + 1 : end]) + "\n", marker.group(1).strip() if marker else None
+                )
+            )
         i = end + 1
     return blocks
 
@@ -181,94 +184,146 @@ class RegistryDB:
 '''
 
 # yourapp.py: the README's minimal host app (settings from the environment).
-YOURAPP = '''from flask import Flask
+YOURAPP = """from flask import Flask
 from flask_oauth_hsm import OAuthHSM
 
 app = Flask(__name__)
 OAuthHSM(app)
-'''
+"""
 
 SETUPS: dict[str, Setup] = {
     "default-python": Setup("python"),
     "default-sh": Setup("sh", cwd="root"),
     # configuration.md: the lookup excerpt from settings.py
-    "app-config": Setup("python", before='import os\nfrom flask import Flask\napp = Flask("docs")\n'
-                                         'name = "OAUTH_HSM_ISSUER"\n',
-                        after='assert value == os.environ["OAUTH_HSM_ISSUER"]\n'),
+    "app-config": Setup(
+        "python",
+        before='import os\nfrom flask import Flask\napp = Flask("docs")\nname = "OAUTH_HSM_ISSUER"\n',
+        after='assert value == os.environ["OAUTH_HSM_ISSUER"]\n',
+    ),
     # quickstart.md: an application factory is only useful once called
     "factory": Setup("python", after='app = create_app()\nassert "oauth_hsm" in app.extensions\n'),
     # quickstart.md: loader callbacks over "your database"; then a real token request through them
-    "loaders": Setup("python", files=("billing-batch.pem",),
-                     before='from flask import Flask\nfrom docs_helpers import RegistryDB, token_form\n'
-                            'import os\napp = Flask("docs")\ndb = RegistryDB(os.environ["DOCS_REGISTRY"])\n',
-                     after='resp = app.test_client().post("/oauth2/token", data=token_form())\n'
-                           'assert resp.status_code == 200, resp.get_json()\n',
-                     env=(("OAUTH_HSM_REGISTRY", None),)),
+    "loaders": Setup(
+        "python",
+        files=("billing-batch.pem",),
+        before="from flask import Flask\nfrom docs_helpers import RegistryDB, token_form\n"
+        'import os\napp = Flask("docs")\ndb = RegistryDB(os.environ["DOCS_REGISTRY"])\n',
+        after='resp = app.test_client().post("/oauth2/token", data=token_form())\n'
+        "assert resp.status_code == 200, resp.get_json()\n",
+        env=(("OAUTH_HSM_REGISTRY", None),),
+    ),
     # quickstart.md: Authlib as the client; the revoked token must then be inactive
-    "authlib": Setup("python", files=("billing-batch.pem",),
-                     after='from docs_helpers import introspect, live_token\n'
-                           'assert introspect(live_token())["active"] is True\n'
-                           'assert introspect(token["access_token"]) == {"active": False}\n'),
+    "authlib": Setup(
+        "python",
+        files=("billing-batch.pem",),
+        after="from docs_helpers import introspect, live_token\n"
+        'assert introspect(live_token())["active"] is True\n'
+        'assert introspect(token["access_token"]) == {"active": False}\n',
+    ),
     # introspection.md: the resource-server helper in an app of its own, then real requests
-    "rs-app": Setup("python", files=("billing-batch.pem",),
-                    after='from docs_helpers import live_token\nc = app.test_client()\n'
-                          'assert c.get("/invoices").status_code == 401\n'
-                          'resp = c.get("/invoices", headers={"Authorization": "Bearer " + live_token()})\n'
-                          'assert resp.status_code == 200, resp.data\n'
-                          'assert resp.get_json() == {"client": "billing-batch"}\n',
-                    env=tuple((k, None) for k in ("OAUTH_HSM_RS_ISSUER", "OAUTH_HSM_RS_RESOURCE", "OAUTH_HSM_RS_MODE",
-                                                  "OAUTH_HSM_RS_CLIENT_ID", "OAUTH_HSM_RS_SIGNING_KEY",
-                                                  "OAUTH_HSM_RS_DECRYPTION_KEY"))),
+    "rs-app": Setup(
+        "python",
+        files=("billing-batch.pem",),
+        after="from docs_helpers import live_token\nc = app.test_client()\n"
+        'assert c.get("/invoices").status_code == 401\n'
+        'resp = c.get("/invoices", headers={"Authorization": "Bearer " + live_token()})\n'
+        "assert resp.status_code == 200, resp.data\n"
+        'assert resp.get_json() == {"client": "billing-batch"}\n',
+        env=tuple(
+            (k, None)
+            for k in (
+                "OAUTH_HSM_RS_ISSUER",
+                "OAUTH_HSM_RS_RESOURCE",
+                "OAUTH_HSM_RS_MODE",
+                "OAUTH_HSM_RS_CLIENT_ID",
+                "OAUTH_HSM_RS_SIGNING_KEY",
+                "OAUTH_HSM_RS_DECRYPTION_KEY",
+            )
+        ),
+    ),
     # operations.md: the signal receivers fire on a real token request
-    "events": Setup("python", files=("billing-batch.pem",),
-                    after='from flask import Flask\nfrom flask_oauth_hsm import OAuthHSM\n'
-                          'from docs_helpers import token_form\n'
-                          'app = Flask("docs")\nOAuthHSM(app)\n'
-                          'assert app.test_client().post("/oauth2/token", data=token_form()).status_code == 200\n'
-                          'assert audit_queue.get_nowait()[:2] == ("token_issued", "billing-batch")\n'),
+    "events": Setup(
+        "python",
+        files=("billing-batch.pem",),
+        after="from flask import Flask\nfrom flask_oauth_hsm import OAuthHSM\n"
+        "from docs_helpers import token_form\n"
+        'app = Flask("docs")\nOAuthHSM(app)\n'
+        'assert app.test_client().post("/oauth2/token", data=token_form()).status_code == 200\n'
+        'assert audit_queue.get_nowait()[:2] == ("token_issued", "billing-batch")\n',
+    ),
     # ciba.md: a host with the CIBA hooks, in process; billing-batch registered for CIBA in a copy of the registry
-    "ciba": Setup("python", files=("billing-batch.pem", "registry.json"),
-                  before='import json\ndoc = json.load(open("registry.json"))\n'
-                         'entry = next(c for c in doc["clients"] if c["client_id"] == "billing-batch")\n'
-                         'entry.update(grant_types=["client_credentials", "urn:openid:params:grant-type:ciba"], '
-                         'backchannel_token_delivery_mode="poll", scope="openid invoices:read")\n'
-                         'json.dump(doc, open("registry.json", "w"))\n',
-                  after='assert tokens["token_type"] == "Bearer" and "id_token" in tokens, tokens\n'
-                        'assert asked[-1].binding_message == "W-4711"\n',
-                  env=(("OAUTH_HSM_REGISTRY", "registry.json"), ("OAUTH_HSM_CIBA_INTERVAL", "1"))),
+    "ciba": Setup(
+        "python",
+        files=("billing-batch.pem", "registry.json"),
+        before='import json\ndoc = json.load(open("registry.json"))\n'
+        'entry = next(c for c in doc["clients"] if c["client_id"] == "billing-batch")\n'
+        'entry.update(grant_types=["client_credentials", "urn:openid:params:grant-type:ciba"], '
+        'backchannel_token_delivery_mode="poll", scope="openid invoices:read")\n'
+        'json.dump(doc, open("registry.json", "w"))\n',
+        after='assert tokens["token_type"] == "Bearer" and "id_token" in tokens, tokens\n'
+        'assert asked[-1].binding_message == "W-4711"\n',
+        env=(("OAUTH_HSM_REGISTRY", "registry.json"), ("OAUTH_HSM_CIBA_INTERVAL", "1")),
+    ),
     # the user's own app module and registry, with the running server's settings
     "yourapp": Setup("sh", files=("yourapp.py", "registry.json"), env=(("SECRET", "correct horse battery staple"),)),
     # the user's own app module over a token store of their own that the block itself initialises
-    "yourapp-token": Setup("sh", files=("yourapp.py", "empty-registry.json"), token="",
-                           env=(("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"), ("OAUTH_HSM_PIN", "@PIN"),
-                                ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"), ("OAUTH_HSM_PUBLISHED_KEYS", None),
-                                ("OAUTH_HSM_ENCRYPTION_KEYS", None), ("OAUTH_HSM_REGISTRY", "empty-registry.json"))),
+    "yourapp-token": Setup(
+        "sh",
+        files=("yourapp.py", "empty-registry.json"),
+        token="",
+        env=(
+            ("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"),
+            ("OAUTH_HSM_PIN", "@PIN"),
+            ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"),
+            ("OAUTH_HSM_PUBLISHED_KEYS", None),
+            ("OAUTH_HSM_ENCRYPTION_KEYS", None),
+            ("OAUTH_HSM_REGISTRY", "empty-registry.json"),
+        ),
+    ),
     # a token holding a retired key, as-sig-0, at the last step of a rotation
-    "retired-key": Setup("sh", files=("yourapp.py", "empty-registry.json"), token="oauth-prod",
-                         before="flask --app yourapp oauth-hsm keys generate --alg ES256 --use sig --label as-sig-0"
-                                " >/dev/null\n",
-                         after='! flask --app yourapp oauth-hsm keys list | grep -q "^as-sig-0 "\n',
-                         env=(("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"), ("OAUTH_HSM_PIN", "@PIN"),
-                              ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"), ("OAUTH_HSM_PUBLISHED_KEYS", None),
-                              ("OAUTH_HSM_ENCRYPTION_KEYS", None), ("OAUTH_HSM_REGISTRY", "empty-registry.json"))),
+    "retired-key": Setup(
+        "sh",
+        files=("yourapp.py", "empty-registry.json"),
+        token="oauth-prod",
+        before="flask --app yourapp oauth-hsm keys generate --alg ES256 --use sig --label as-sig-0 >/dev/null\n",
+        after='! flask --app yourapp oauth-hsm keys list | grep -q "^as-sig-0 "\n',
+        env=(
+            ("OAUTH_HSM_TOKEN_LABEL", "oauth-prod"),
+            ("OAUTH_HSM_PIN", "@PIN"),
+            ("OAUTH_HSM_SIGNING_KEY", "as-sig-1"),
+            ("OAUTH_HSM_PUBLISHED_KEYS", None),
+            ("OAUTH_HSM_ENCRYPTION_KEYS", None),
+            ("OAUTH_HSM_REGISTRY", "empty-registry.json"),
+        ),
+    ),
     # par-and-jar.md: shop-web pushes an encrypted request object; its request_uri then starts the
     # flow (a redirect to the login page, not an error at the client)
-    "par": Setup("python", files=("shop-web.pem",),
-                 after='import urllib.error\n'
-                       'class Stop(urllib.request.HTTPRedirectHandler):\n'
-                       '    def redirect_request(self, *args, **kwargs): return None\n'
-                       'try:\n    urllib.request.build_opener(Stop).open(authorization_url)\n'
-                       'except urllib.error.HTTPError as exc:\n    location = exc.headers["Location"]\n'
-                       'assert "login" in location and not location.startswith("https://shop.example.com"), location\n'),
+    "par": Setup(
+        "python",
+        files=("shop-web.pem",),
+        after="import urllib.error\n"
+        "class Stop(urllib.request.HTTPRedirectHandler):\n"
+        "    def redirect_request(self, *args, **kwargs): return None\n"
+        "try:\n    urllib.request.build_opener(Stop).open(authorization_url)\n"
+        'except urllib.error.HTTPError as exc:\n    location = exc.headers["Location"]\n'
+        'assert "login" in location and not location.startswith("https://shop.example.com"), location\n',
+    ),
     # registry.md / quickstart.md: making a client's key pair, with no server settings at all
-    "client-keys": Setup("sh", env=(("@no-settings", ""),),
-                         after='test "$(stat -c %a billing-batch.pem)" = 600\n'
-                               'python -c \'import json,sys; k=json.load(open("billing-batch.jwks.json"))["keys"][0]; '
-                               'assert (k["alg"], k["use"]) == ("ES256", "sig")\'\n'),
+    "client-keys": Setup(
+        "sh",
+        env=(("@no-settings", ""),),
+        after='test "$(stat -c %a billing-batch.pem)" = 600\n'
+        'python -c \'import json,sys; k=json.load(open("billing-batch.jwks.json"))["keys"][0]; '
+        'assert (k["alg"], k["use"]) == ("ES256", "sig")\'\n',
+    ),
     # ... and for a client whose key is in a PKCS#11 token of its own
-    "client-token": Setup("sh", token="client-token", env=(("@no-settings", ""),),
-                          after='python -c \'import json; k=json.load(open("client-sig.jwks.json"))["keys"][0]; '
-                                'assert (k["kty"], k["alg"]) == ("EC", "ES256")\'\n'),
+    "client-token": Setup(
+        "sh",
+        token="client-token",
+        env=(("@no-settings", ""),),
+        after='python -c \'import json; k=json.load(open("client-sig.jwks.json"))["keys"][0]; '
+        'assert (k["kty"], k["alg"]) == ("EC", "ES256")\'\n',
+    ),
 }
 
 
@@ -283,14 +338,14 @@ class Live:
 
 
 def _dev_env(base: dict) -> dict:
-    out = subprocess.run(["bash", "-c", "source softhsm/env.sh && env -0"], cwd=ROOT, env=base,
-                         capture_output=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["bash", "-c", "source softhsm/env.sh && env -0"], cwd=ROOT, env=base, capture_output=True, check=True, timeout=30
+    ).stdout
     return dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
 
 
 def _run(args, env, **kwargs) -> str:
-    result = subprocess.run(args, cwd=kwargs.pop("cwd", ROOT), env=env, capture_output=True, text=True,
-                            timeout=BOUND, **kwargs)
+    result = subprocess.run(args, cwd=kwargs.pop("cwd", ROOT), env=env, capture_output=True, text=True, timeout=BOUND, **kwargs)
     assert result.returncode == 0, f"{args}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
     return result.stdout
 
@@ -311,22 +366,46 @@ def _wait_ready(url: str, proc, log: Path) -> None:
 def _register_docs_entries(registry_path: Path, jwks: dict, env: dict, shop_jwks: dict | None = None) -> None:
     """The docs' billing-batch client (software key), the invoices resource server, and
     par-and-jar.md's shop-web (PAR and encrypted request objects required)."""
-    secret_hash = _run([str(BIN / "flask"), "oauth-hsm", "registry", "hash-secret", "--stdin"], env,
-                       input=INVOICES_RS_SECRET + "\n").split()[-1]
+    secret_hash = _run(
+        [str(BIN / "flask"), "oauth-hsm", "registry", "hash-secret", "--stdin"], env, input=INVOICES_RS_SECRET + "\n"
+    ).split()[-1]
     doc = json.loads(registry_path.read_text())
-    doc["clients"].append({"client_id": "billing-batch", "token_endpoint_auth_method": "private_key_jwt",
-                           "token_endpoint_auth_signing_alg": "ES256", "jwks": jwks,
-                           "scope": "invoices:read", "resources": [INVOICES]})
-    doc["resource_servers"].append({"resource": INVOICES, "client_id": "invoices-api",
-                                    "token_endpoint_auth_method": "client_secret_basic",
-                                    "client_secret_hash": secret_hash, "scope": "invoices:read"})
+    doc["clients"].append(
+        {
+            "client_id": "billing-batch",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "token_endpoint_auth_signing_alg": "ES256",
+            "jwks": jwks,
+            "scope": "invoices:read",
+            "resources": [INVOICES],
+        }
+    )
+    doc["resource_servers"].append(
+        {
+            "resource": INVOICES,
+            "client_id": "invoices-api",
+            "token_endpoint_auth_method": "client_secret_basic",
+            "client_secret_hash": secret_hash,
+            "scope": "invoices:read",
+        }
+    )
     if shop_jwks is not None:
-        doc["clients"].append({"client_id": "shop-web", "token_endpoint_auth_method": "private_key_jwt", "jwks": shop_jwks,
-                               "grant_types": ["authorization_code"], "redirect_uris": ["https://shop.example.com/callback"],
-                               "scope": "openid invoices:read", "resources": [INVOICES],
-                               "require_pushed_authorization_requests": True, "request_object_signing_alg": "ES256",
-                               "request_object_encryption_alg": "RSA-OAEP-256", "request_object_encryption_enc": "A256GCM",
-                               "request_object_typ_required": True})
+        doc["clients"].append(
+            {
+                "client_id": "shop-web",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": shop_jwks,
+                "grant_types": ["authorization_code"],
+                "redirect_uris": ["https://shop.example.com/callback"],
+                "scope": "openid invoices:read",
+                "resources": [INVOICES],
+                "require_pushed_authorization_requests": True,
+                "request_object_signing_alg": "ES256",
+                "request_object_encryption_alg": "RSA-OAEP-256",
+                "request_object_encryption_enc": "A256GCM",
+                "request_object_typ_required": True,
+            }
+        )
     registry_path.write_text(json.dumps(doc, indent=2))
 
 
@@ -336,23 +415,40 @@ def live(tmp_path_factory):
     redis = support.RedisServer(tmp / "redis")
     redis.start()
     port = support.free_port()
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("OAUTH_HSM_", "EXAMPLE_", "DEV_", "SOFTHSM", "_OAUTH_HSM_", "FLASK_"))}
-    base.update({"DEV_DIR": str(tmp / "dev"), "EXAMPLE_PORT": str(port), "DEV_REDIS_PORT": str(redis.port),
-                 "FLASK": str(BIN / "flask"), "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}"})
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OAUTH_HSM_", "EXAMPLE_", "DEV_", "SOFTHSM", "_OAUTH_HSM_", "FLASK_"))
+    }
+    base.update(
+        {
+            "DEV_DIR": str(tmp / "dev"),
+            "EXAMPLE_PORT": str(port),
+            "DEV_REDIS_PORT": str(redis.port),
+            "FLASK": str(BIN / "flask"),
+            "PATH": f"{BIN}:{base.get('PATH', '/usr/bin:/bin')}",
+        }
+    )
     env = _dev_env(base)
     _run(["bash", "softhsm/setup-dev-token.sh"], env)
     files = tmp / "files"
     files.mkdir()
     # The client's key pair exactly as docs/registry.md makes it.
-    jwks = json.loads(_run([str(BIN / "flask"), "oauth-hsm", "client", "keygen", "--alg", "ES256",
-                            "--out", str(files / "billing-batch.pem")], env))
+    jwks = json.loads(
+        _run(
+            [str(BIN / "flask"), "oauth-hsm", "client", "keygen", "--alg", "ES256", "--out", str(files / "billing-batch.pem")],
+            env,
+        )
+    )
     registry = Path(env["OAUTH_HSM_REGISTRY"])
     registry.parent.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "softhsm/write-demo-registry.py", str(registry)],
-         {**env, "OAUTH_HSM_REGISTRY": str(ROOT / "softhsm" / "empty-registry.json")})
-    shop_jwks = json.loads(_run([str(BIN / "flask"), "oauth-hsm", "client", "keygen", "--alg", "ES256",
-                                 "--out", str(files / "shop-web.pem")], env))
+    _run(
+        [sys.executable, "softhsm/write-demo-registry.py", str(registry)],
+        {**env, "OAUTH_HSM_REGISTRY": str(ROOT / "softhsm" / "empty-registry.json")},
+    )
+    shop_jwks = json.loads(
+        _run([str(BIN / "flask"), "oauth-hsm", "client", "keygen", "--alg", "ES256", "--out", str(files / "shop-web.pem")], env)
+    )
     _register_docs_entries(registry, jwks, env, shop_jwks)
     shutil.copy(registry, files / "registry.json")
     shutil.copy(ROOT / "softhsm" / "empty-registry.json", files / "empty-registry.json")
@@ -361,14 +457,33 @@ def live(tmp_path_factory):
 
     log = tmp / "gunicorn.log"
     with open(log, "w") as out:  # run-example.sh's command line
-        proc = subprocess.Popen([str(BIN / "gunicorn"), "--workers", "2", "--worker-class", "gthread", "--threads", "8",
-                                 "--bind", f"127.0.0.1:{port}", "--access-logfile", "-", *_no_control_socket(),
-                                 "example_app:app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "gunicorn"),
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--access-logfile",
+                "-",
+                *_no_control_socket(),
+                "example_app:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_ready(env["OAUTH_HSM_ISSUER"], proc, log)
         time.sleep(1.001 - time.time() % 1)  # the epoch's own second accepts no assertion
-        yield Live(env["OAUTH_HSM_ISSUER"], {**env, "DOCS_REGISTRY": str(registry),
-                                             "INVOICES_RS_SECRET": INVOICES_RS_SECRET}, files)
+        yield Live(
+            env["OAUTH_HSM_ISSUER"], {**env, "DOCS_REGISTRY": str(registry), "INVOICES_RS_SECRET": INVOICES_RS_SECRET}, files
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -401,11 +516,24 @@ def group_env(setup: Setup, live: Live, scratch: Path) -> dict:
         env = {k: v for k, v in env.items() if not k.startswith(("OAUTH_HSM_", "EXAMPLE_", "DEV_"))}
     if setup.token is not None:
         conf = support.write_softhsm_conf(scratch / "softhsm")
-        env.update({"SOFTHSM2_CONF": str(conf), "PIN": "2468-docs", "SO_PIN": "1357-docs-so",
-                    "PKCS11_MODULE": support.SOFTHSM_MODULE})
+        env.update(
+            {"SOFTHSM2_CONF": str(conf), "PIN": "2468-docs", "SO_PIN": "1357-docs-so", "PKCS11_MODULE": support.SOFTHSM_MODULE}
+        )
         if setup.token:
-            _run(["softhsm2-util", "--init-token", "--free", "--label", setup.token, "--pin", env["PIN"],
-                  "--so-pin", env["SO_PIN"]], env)
+            _run(
+                [
+                    "softhsm2-util",
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    setup.token,
+                    "--pin",
+                    env["PIN"],
+                    "--so-pin",
+                    env["SO_PIN"],
+                ],
+                env,
+            )
     for name, value in setup.env:
         if name.startswith("@"):
             continue
@@ -442,8 +570,16 @@ def test_docs_snippet(group: Group, live: Live, tmp_path: Path):
 
 def run_bounded(args, cwd, env) -> tuple[int | None, str, str]:
     """Run in a session of its own: whatever a block starts is killed with it after BOUND seconds."""
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=BOUND)
     except subprocess.TimeoutExpired:
@@ -462,8 +598,9 @@ def test_the_registry_example_is_valid(live: Live, tmp_path: Path):
     doc = re.search(r"^```json\n(.*?)^```", example, re.M | re.S).group(1)
     (tmp_path / "registry.json").write_text(doc)
     (tmp_path / "yourapp.py").write_text(YOURAPP)
-    returncode, stdout, stderr = run_bounded([str(BIN / "flask"), "--app", "yourapp", "oauth-hsm", "registry",
-                                              "validate", "registry.json"], tmp_path, live.env)
+    returncode, stdout, stderr = run_bounded(
+        [str(BIN / "flask"), "--app", "yourapp", "oauth-hsm", "registry", "validate", "registry.json"], tmp_path, live.env
+    )
     assert returncode == 0, stdout + stderr
     assert stdout.strip() == "registry.json: valid"
 

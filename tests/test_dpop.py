@@ -14,7 +14,17 @@ import requests
 
 from as_helpers import RS1, ClientKey, b64, b64json, claims_for
 from pop_helpers import (
-    POP_SETTINGS, RSP, SECRET, TOKEN_URL, dpop_jwk, dpop_proof, jkt, pop_as, pop_world, post_token, token_form,
+    POP_SETTINGS,
+    RSP,
+    SECRET,
+    TOKEN_URL,
+    dpop_jwk,
+    dpop_proof,
+    jkt,
+    pop_as,
+    pop_world,
+    post_token,
+    token_form,
     with_old_epoch,
 )
 from test_http_server import start_gunicorn, stop
@@ -97,13 +107,15 @@ def _refused(env, proof_or_headers, error="invalid_dpop_proof"):
 def test_step1_exactly_one_header(pop_as):
     key = ClientKey.new()
     _refused(pop_as, {"DPoP": dpop_proof(key) + "," + dpop_proof(key)})
-    response = pop_as.client().post("/oauth2/token", data=token_form(pop_as, "d-plain"),
-                                    headers=[("DPoP", dpop_proof(key)), ("DPoP", dpop_proof(key))])
+    response = pop_as.client().post(
+        "/oauth2/token", data=token_form(pop_as, "d-plain"), headers=[("DPoP", dpop_proof(key)), ("DPoP", dpop_proof(key))]
+    )
     expect(response, 400, "invalid_dpop_proof")
 
 
-@pytest.mark.parametrize("value", ["", "x", "a.b.c", "a.b.c.d.e", "e30.e30.", b64json({"alg": "ES256"}) + ".e30.AA" * 3,
-                                   "x" * 9000])
+@pytest.mark.parametrize(
+    "value", ["", "x", "a.b.c", "a.b.c.d.e", "e30.e30.", b64json({"alg": "ES256"}) + ".e30.AA" * 3, "x" * 9000]
+)
 def test_step2_not_a_jwt(pop_as, value):
     _refused(pop_as, {"DPoP": value} if value else {"DPoP": " "})
 
@@ -113,8 +125,18 @@ def test_step3_required_claims(pop_as, missing):
     _refused(pop_as, dpop_proof(ClientKey.new(), **{missing: None}))
 
 
-@pytest.mark.parametrize("bad", [{"jti": 5}, {"jti": ""}, {"jti": "j" * 600}, {"iat": "now"}, {"iat": True},
-                                 {"iat": -1e309}, {"htu": ["https://as.example.test/oauth2/token"]}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"jti": 5},
+        {"jti": ""},
+        {"jti": "j" * 600},
+        {"iat": "now"},
+        {"iat": True},
+        {"iat": -1e309},
+        {"htu": ["https://as.example.test/oauth2/token"]},
+    ],
+)
 def test_step3_malformed_claims(pop_as, bad):
     _refused(pop_as, dpop_proof(ClientKey.new(), **bad))
 
@@ -125,8 +147,12 @@ def test_step4_typ(pop_as, typ):
 
 
 def test_step4_typ_with_media_type_prefix_is_the_same_type(pop_as):
-    expect(post_token(pop_as, token_form(pop_as, "d-plain"),
-                      {"DPoP": dpop_proof(ClientKey.new(), header={"typ": "application/dpop+jwt"})}), 200)
+    expect(
+        post_token(
+            pop_as, token_form(pop_as, "d-plain"), {"DPoP": dpop_proof(ClientKey.new(), header={"typ": "application/dpop+jwt"})}
+        ),
+        200,
+    )
 
 
 def _hand_signed(header: dict, claims: dict, signature: bytes = b"\0" * 64) -> str:
@@ -157,14 +183,17 @@ def test_step6_signature(pop_as):
     _refused(pop_as, dpop_proof(key, header={"jwk": dpop_jwk(ClientKey.new())}))  # signed by another key
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda jwk: {**jwk, "d": "AAAA"},  # private member
-    lambda jwk: {"kty": "oct", "k": "AAAA"},  # symmetric
-    lambda jwk: {**jwk, "x": jwk["y"]},  # not on the curve
-    lambda jwk: {**jwk, "crv": "P-192"},
-    lambda jwk: None,
-    lambda jwk: "a string",
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda jwk: {**jwk, "d": "AAAA"},  # private member
+        lambda jwk: {"kty": "oct", "k": "AAAA"},  # symmetric
+        lambda jwk: {**jwk, "x": jwk["y"]},  # not on the curve
+        lambda jwk: {**jwk, "crv": "P-192"},
+        lambda jwk: None,
+        lambda jwk: "a string",
+    ],
+)
 def test_step7_the_jwk_is_a_public_key_we_accept(pop_as, mutate):
     key = ClientKey.new()
     _refused(pop_as, dpop_proof(key, header={"jwk": mutate(dpop_jwk(key))}))
@@ -182,9 +211,16 @@ def test_step8_htm(pop_as, htm):
     _refused(pop_as, dpop_proof(ClientKey.new(), htm))
 
 
-@pytest.mark.parametrize("htu", ["https://as.example.test/oauth2/introspect", "https://evil.example/oauth2/token",
-                                 "http://as.example.test/oauth2/token", "https://as.example.test:8443/oauth2/token",
-                                 "http://localhost/oauth2/token"])
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "https://as.example.test/oauth2/introspect",
+        "https://evil.example/oauth2/token",
+        "http://as.example.test/oauth2/token",
+        "https://as.example.test:8443/oauth2/token",
+        "http://localhost/oauth2/token",
+    ],
+)
 def test_step9_htu_is_our_public_url_not_the_host_header(pop_as, htu):
     """The test client sends Host: localhost; the proof must still name our configured URL."""
     _refused(pop_as, dpop_proof(ClientKey.new(), "POST", htu))
@@ -197,7 +233,9 @@ def test_step9_htu_after_normalisation(pop_as, htu):
 
 @pytest.fixture(scope="module")
 def settled_as(make_as, pop_world):
-    return with_old_epoch(make_as(pop_world.scenario, OAUTH_HSM_REDIS_PREFIX=f"dpop-window-{uuid.uuid4().hex[:8]}:", **POP_SETTINGS))
+    return with_old_epoch(
+        make_as(pop_world.scenario, OAUTH_HSM_REDIS_PREFIX=f"dpop-window-{uuid.uuid4().hex[:8]}:", **POP_SETTINGS)
+    )
 
 
 @pytest.mark.parametrize("offset,ok", [(-89, True), (-95, False), (25, True), (35, False)])
@@ -273,8 +311,11 @@ def _fresh_form(env, client_id="d-plain"):
     from flask_oauth_hsm import clock
 
     now = int(clock.now())
-    return {"grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": env.keys[client_id].jws(claims_for(client_id, env.issuer, iat=now, exp=now + 60))}
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": env.keys[client_id].jws(claims_for(client_id, env.issuer, iat=now, exp=now + 60)),
+    }
 
 
 def _proof(key, nonce=None):

@@ -28,9 +28,19 @@ __all__ = ["pop_world"]  # fixture
 def server(make_as, pop_world):
     port = support.free_port()
     base = f"http://127.0.0.1:{port}"
-    env = make_as(pop_world.scenario, OAUTH_HSM_ISSUER=base, OAUTH_HSM_DPOP_NONCE="required", **POP_SETTINGS,
-                  **rs_settings(RSP, OAUTH_HSM_RS_ISSUER=base, OAUTH_HSM_RS_PUBLIC_URL=base, OAUTH_HSM_RS_DPOP_NONCE="required",
-                                OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY))
+    env = make_as(
+        pop_world.scenario,
+        OAUTH_HSM_ISSUER=base,
+        OAUTH_HSM_DPOP_NONCE="required",
+        **POP_SETTINGS,
+        **rs_settings(
+            RSP,
+            OAUTH_HSM_RS_ISSUER=base,
+            OAUTH_HSM_RS_PUBLIC_URL=base,
+            OAUTH_HSM_RS_DPOP_NONCE="required",
+            OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY,
+        ),
+    )
     proc, url = start_gunicorn(env.settings, workers=3, port=port)
     yield url, env
     stop(proc)
@@ -59,7 +69,9 @@ class JoserfcDPoP:
             response = requests.request(method, url, headers=headers, timeout=10, **kwargs)
             if "DPoP-Nonce" in response.headers:
                 self.nonce[role] = response.headers["DPoP-Nonce"]
-            if response.status_code not in (400, 401) or "use_dpop_nonce" not in response.text + response.headers.get("WWW-Authenticate", ""):
+            if response.status_code not in (400, 401) or "use_dpop_nonce" not in response.text + response.headers.get(
+                "WWW-Authenticate", ""
+            ):
                 return response
         return response
 
@@ -75,8 +87,13 @@ def test_independent_client_gets_and_uses_a_dpop_token(server, kind):
         body = response.json()
         assert body["token_type"] == "DPoP"
         jwks = pyjwt.PyJWKClient(base + "/oauth2/jwks")
-        claims = pyjwt.decode(body["access_token"], jwks.get_signing_key_from_jwt(body["access_token"]).key, algorithms=["ES256"],
-                              audience=RSP, issuer=base)
+        claims = pyjwt.decode(
+            body["access_token"],
+            jwks.get_signing_key_from_jwt(body["access_token"]).key,
+            algorithms=["ES256"],
+            audience=RSP,
+            issuer=base,
+        )
         assert claims["cnf"]["jkt"] == client.key.thumbprint()  # RFC 7638, computed by joserfc
         api = client.send("GET", base + "/api/items", "rs", body["access_token"])
         assert api.status_code == 200, api.text
@@ -89,5 +106,7 @@ def test_independent_client_sees_rfc9449_errors(server):
     assert response.status_code == 401
     challenge = response.headers["WWW-Authenticate"]
     assert challenge.startswith("DPoP ") and 'algs="ES256 ES384 PS256 EdDSA"' in challenge and "error=" in challenge
-    response = requests.post(base + "/oauth2/token", data={"grant_type": "client_credentials"}, headers={"DPoP": "x.y.z"}, timeout=10)
+    response = requests.post(
+        base + "/oauth2/token", data={"grant_type": "client_credentials"}, headers={"DPoP": "x.y.z"}, timeout=10
+    )
     assert response.status_code == 400 and response.json()["error"] == "invalid_dpop_proof"

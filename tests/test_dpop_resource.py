@@ -7,7 +7,16 @@ import pytest
 
 from as_helpers import ClientKey
 from pop_helpers import (
-    NONCE_KEY, POP_SETTINGS, RSP, ath, dpop_proof, pop_as, pop_world, post_token, rs_settings, token_form,
+    NONCE_KEY,
+    POP_SETTINGS,
+    RSP,
+    ath,
+    dpop_proof,
+    pop_as,
+    pop_world,
+    post_token,
+    rs_settings,
+    token_form,
 )
 
 __all__ = ["pop_as", "pop_world"]
@@ -71,8 +80,9 @@ def test_no_credentials_offers_both_schemes(pop_as):
     assert response.headers.getlist("WWW-Authenticate") == ['Bearer realm="api"', f"DPoP {ALGS}"]
 
 
-@pytest.mark.parametrize("case", ["no proof", "other key", "no ath", "wrong ath", "htm", "htu", "other path", "old iat",
-                                  "typ", "two headers"])
+@pytest.mark.parametrize(
+    "case", ["no proof", "other key", "no ath", "wrong ath", "htm", "htu", "other path", "old iat", "typ", "two headers"]
+)
 def test_proof_checks(pop_as, case):
     key = ClientKey.new()
     token = dpop_token(pop_as, key)
@@ -88,8 +98,9 @@ def test_proof_checks(pop_as, case):
         "typ": dpop_proof(key, "GET", API, ath=ath(token), header={"typ": "JWT"}),
         "two headers": dpop_proof(key, "GET", API, ath=ath(token)) + "," + dpop_proof(key, "GET", API, ath=ath(token)),
     }
-    response = pop_as.client().get("/api/items", headers={"Authorization": f"DPoP {token}",
-                                                           **({"DPoP": proofs[case]} if proofs[case] else {})})
+    response = pop_as.client().get(
+        "/api/items", headers={"Authorization": f"DPoP {token}", **({"DPoP": proofs[case]} if proofs[case] else {})}
+    )
     rejected(response, 401, "invalid_dpop_proof")
 
 
@@ -121,8 +132,12 @@ def test_insufficient_scope_answers_in_the_dpop_scheme(make_as, pop_world):
 
 
 def test_resource_server_with_its_own_redis(make_as, pop_world, redis_server):
-    env = make_as(pop_world.scenario, protect_api=True, **POP_SETTINGS,
-                  **rs_settings(RSP, OAUTH_HSM_RS_REDIS_URL=redis_server.url, OAUTH_HSM_RS_REDIS_PREFIX="rs-own:"))
+    env = make_as(
+        pop_world.scenario,
+        protect_api=True,
+        **POP_SETTINGS,
+        **rs_settings(RSP, OAUTH_HSM_RS_REDIS_URL=redis_server.url, OAUTH_HSM_RS_REDIS_PREFIX="rs-own:"),
+    )
     state = env.app.extensions["oauth_hsm_rs"]
     assert state.store is not env.state.store and state.store.prefix == "rs-own:"
     key = ClientKey.new()
@@ -137,8 +152,12 @@ def test_resource_server_with_its_own_redis(make_as, pop_world, redis_server):
 
 @pytest.fixture(scope="module")
 def nonce_rs(make_as, pop_world):
-    return make_as(pop_world.scenario, protect_api=True, **POP_SETTINGS,
-                   **rs_settings(RSP, OAUTH_HSM_RS_DPOP_NONCE="required", OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY))
+    return make_as(
+        pop_world.scenario,
+        protect_api=True,
+        **POP_SETTINGS,
+        **rs_settings(RSP, OAUTH_HSM_RS_DPOP_NONCE="required", OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY),
+    )
 
 
 def test_resource_nonce_required_then_used(nonce_rs):
@@ -153,7 +172,9 @@ def test_resource_nonce_required_then_used(nonce_rs):
 
 def test_the_authorization_servers_nonce_is_not_the_resource_servers(make_as, pop_world, nonce_rs):
     as_nonce_env = make_as(pop_world.scenario, OAUTH_HSM_DPOP_NONCE="required", **POP_SETTINGS)
-    as_nonce = post_token(as_nonce_env, token_form(as_nonce_env, "d-plain"), {"DPoP": dpop_proof(ClientKey.new())}).headers["DPoP-Nonce"]
+    as_nonce = post_token(as_nonce_env, token_form(as_nonce_env, "d-plain"), {"DPoP": dpop_proof(ClientKey.new())}).headers[
+        "DPoP-Nonce"
+    ]
     key = ClientKey.new()
     token = dpop_token(nonce_rs, key)
     response = call(nonce_rs, token, key, nonce=as_nonce)

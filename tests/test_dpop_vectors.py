@@ -36,12 +36,20 @@ def test_token_request_figures_verify_at_their_time(name):
 def test_resource_figure_with_ath():
     figure = FIGURES["figure13_resource_request_proof"]
     with clock.use(clock.FakeClock(figure["payload"]["iat"])):
-        proof = check(figure["compact"], method="GET", url="https://resource.example.org/protectedresource",
-                      access_token=VECTORS["access_token_fig6"])
+        proof = check(
+            figure["compact"],
+            method="GET",
+            url="https://resource.example.org/protectedresource",
+            access_token=VECTORS["access_token_fig6"],
+        )
         assert proof.jkt == VECTORS["expected_cnf_jkt"]
         with pytest.raises(dpop.ProofError, match="ath"):
-            check(figure["compact"], method="GET", url="https://resource.example.org/protectedresource",
-                  access_token=VECTORS["access_token_fig6"] + "x")
+            check(
+                figure["compact"],
+                method="GET",
+                url="https://resource.example.org/protectedresource",
+                access_token=VECTORS["access_token_fig6"] + "x",
+            )
     assert dpop.access_token_hash(VECTORS["access_token_fig6"]) == VECTORS["expected_ath_for_access_token"]
 
 
@@ -72,23 +80,36 @@ def test_figures_2_and_7_share_a_jti_and_the_second_is_a_replay(redis_server):
 URL = "https://server.example.com/token"
 
 
-@pytest.mark.parametrize("htu", [
-    "https://SERVER.example.com/token",  # host case (RFC 3986 §6.2.2.1)
-    "https://server.example.com:443/token",  # default port (§6.2.3)
-    "https://server.example.com/token?q=1#f",  # query and fragment ignored (RFC 9449 §4.3 step 9)
-    "HTTPS://server.example.com/./token",  # scheme case, dot segment
-    "https://server.example.com/%74oken",  # percent-encoded unreserved character
-])
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "https://SERVER.example.com/token",  # host case (RFC 3986 §6.2.2.1)
+        "https://server.example.com:443/token",  # default port (§6.2.3)
+        "https://server.example.com/token?q=1#f",  # query and fragment ignored (RFC 9449 §4.3 step 9)
+        "HTTPS://server.example.com/./token",  # scheme case, dot segment
+        "https://server.example.com/%74oken",  # percent-encoded unreserved character
+    ],
+)
 def test_htu_normalisation_accepts(htu):
     key = ClientKey.new("ES256")
     check(dpop_proof(key, "POST", htu), method="POST", url=URL)
 
 
-@pytest.mark.parametrize("htu", [
-    "https://server.example.com/token2", "https://server.example.com/Token", "http://server.example.com/token",
-    "https://server.example.com:8443/token", "https://other.example.com/token", "https://user@server.example.com/token",
-    "server.example.com/token", "https://server.example.com/to ken", "", "https://[::1/token",
-])
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "https://server.example.com/token2",
+        "https://server.example.com/Token",
+        "http://server.example.com/token",
+        "https://server.example.com:8443/token",
+        "https://other.example.com/token",
+        "https://user@server.example.com/token",
+        "server.example.com/token",
+        "https://server.example.com/to ken",
+        "",
+        "https://[::1/token",
+    ],
+)
 def test_htu_mismatch_refused(htu):
     with pytest.raises(dpop.ProofError, match="htu"):
         check(dpop_proof(ClientKey.new("ES256"), "POST", htu), method="POST", url=URL)

@@ -16,6 +16,7 @@ def captured():
     seen: list[tuple[str, dict]] = []
     receivers = {}
     for name in ("token_issued", "token_refused", "client_auth_failed", "replay_detected", "token_revoked", "token_introspected"):
+
         def receiver(app, _name=name, **fields):
             seen.append((_name, fields))
 
@@ -81,12 +82,15 @@ def test_readiness_runs_the_replay_script(as_env):
     assert r.status_code == 200 and r.get_json() == {"status": "ok", "hsm": "ok", "redis": "ok"}
 
 
-@pytest.mark.parametrize("form,headers", [
-    ({"grant_type": "client_credentials"}, {"Authorization": "Basic !!!"}),  # malformed Basic credentials
-    ({"grant_type": "client_credentials", "client_assertion": "x"}, {}),  # no client_assertion_type
-    ({"grant_type": "client_credentials", "client_assertion_type": "urn:other", "client_assertion": "x"}, {}),
-    ({"grant_type": "client_credentials"}, {}),  # no credentials at all
-])
+@pytest.mark.parametrize(
+    "form,headers",
+    [
+        ({"grant_type": "client_credentials"}, {"Authorization": "Basic !!!"}),  # malformed Basic credentials
+        ({"grant_type": "client_credentials", "client_assertion": "x"}, {}),  # no client_assertion_type
+        ({"grant_type": "client_credentials", "client_assertion_type": "urn:other", "client_assertion": "x"}, {}),
+        ({"grant_type": "client_credentials"}, {}),  # no credentials at all
+    ],
+)
 def test_every_failed_client_authentication_is_an_event(as_env, captured, form, headers):
     """Review defect: failures raised while reading the credentials emitted no event."""
     r = as_env.client().post("/oauth2/token", data=form, headers=headers)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import subprocess
 import sys
 import textwrap
-import os
 import threading
 import time
 
@@ -16,8 +16,8 @@ import requests
 
 import support
 from as_helpers import RS1, assertion_form, claims_for
-from scenarios import pkjwt_client, resource_server
 from conftest import as_settings, local_token_only
+from scenarios import pkjwt_client, resource_server
 from test_http_server import concurrent_posts, start_granian, start_gunicorn, start_server, stop
 
 
@@ -77,13 +77,25 @@ _TOKEN_GONE_APP = textwrap.dedent(
 def test_token_gone_turns_readiness_red_until_it_is_back(as_env, isolated_store, tmp_path, redis_server):
     """The token store pulled away under a running app (in a child process, on a store of its own)."""
     registry = tmp_path / "registry.json"
-    registry.write_text(json.dumps({"clients": [pkjwt_client("c-es256", as_env.keys["c-es256"], resources=[RS1])],
-                                    "resource_servers": [resource_server("rs-1", RS1, [as_env.keys["rs-1"].public_jwk])]}))
-    settings = {**as_settings(redis_server.url, str(registry)), **isolated_store.settings(),
-                "OAUTH_HSM_PUBLISHED_KEYS": "", "OAUTH_HSM_ENCRYPTION_KEYS": ""}
+    registry.write_text(
+        json.dumps(
+            {
+                "clients": [pkjwt_client("c-es256", as_env.keys["c-es256"], resources=[RS1])],
+                "resource_servers": [resource_server("rs-1", RS1, [as_env.keys["rs-1"].public_jwk])],
+            }
+        )
+    )
+    settings = {
+        **as_settings(redis_server.url, str(registry)),
+        **isolated_store.settings(),
+        "OAUTH_HSM_PUBLISHED_KEYS": "",
+        "OAUTH_HSM_ENCRYPTION_KEYS": "",
+    }
     code = _TOKEN_GONE_APP.format(tests=os.path.dirname(__file__))
     args = json.dumps([settings, fresh_form(as_env), str(isolated_store.tokendir), support.SOFTHSM_MODULE])
-    result = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, timeout=60, env=isolated_store.env())
+    result = subprocess.run(
+        [sys.executable, "-c", code, args], capture_output=True, text=True, timeout=60, env=isolated_store.env()
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])
     assert results["before"] == {"status": "ok", "hsm": "ok", "redis": "ok"}

@@ -14,7 +14,9 @@ from as_helpers import ASSERTION_TYPE, b64, b64json
 from flask_oauth_hsm.errors import JoseError
 from flask_oauth_hsm.jose import compact, jwe, jwk, jws
 
-FUZZ = settings(max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 ENDPOINTS = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"]
 READ_ONLY = ["/oauth2/jwks", "/.well-known/oauth-authorization-server", "/oauth2/health", "/oauth2/ready"]
 
@@ -22,9 +24,15 @@ odd_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_siz
 segment = st.one_of(st.binary(max_size=200).map(b64), odd_text, st.sampled_from(["", "=", "e30", "bnVsbA", "W10"]))
 headers_json = st.dictionaries(
     st.sampled_from(["alg", "enc", "kid", "typ", "crit", "b64", "zip", "epk", "jwk", "cty", "apu", "x"]),
-    st.one_of(st.none(), st.booleans(), st.integers(), odd_text, st.lists(odd_text, max_size=3),
-              st.dictionaries(odd_text, odd_text, max_size=3),
-              st.sampled_from(["ES256", "none", "HS256", "RSA-OAEP-256", "ECDH-ES", "A256GCM", "RSA1_5", "dir"])),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        odd_text,
+        st.lists(odd_text, max_size=3),
+        st.dictionaries(odd_text, odd_text, max_size=3),
+        st.sampled_from(["ES256", "none", "HS256", "RSA-OAEP-256", "ECDH-ES", "A256GCM", "RSA1_5", "dir"]),
+    ),
     max_size=6,
 )
 compact_tokens = st.one_of(
@@ -61,8 +69,13 @@ def test_jwe_decrypt_raises_only_jose_errors(hsm, token):
 
 
 @FUZZ
-@given(doc=st.dictionaries(st.sampled_from(["kty", "crv", "x", "y", "n", "e", "d", "kid", "alg", "use", "key_ops"]),
-                           st.one_of(st.none(), st.integers(), odd_text, segment, st.lists(odd_text, max_size=3)), max_size=7))
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(["kty", "crv", "x", "y", "n", "e", "d", "kid", "alg", "use", "key_ops"]),
+        st.one_of(st.none(), st.integers(), odd_text, segment, st.lists(odd_text, max_size=3)),
+        max_size=7,
+    )
+)
 def test_jwk_loading_raises_only_jose_errors(doc):
     _bounded(lambda: jwk.load_jwk(doc))
 
@@ -82,18 +95,47 @@ def test_deeply_nested_json_is_refused_quickly():
 
 # --- endpoints -----------------------------------------------------------------------------------------
 
-param_names = st.sampled_from(["grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type",
-                               "scope", "resource", "token", "token_type_hint", "requester_ip", "x", ""])
-param_values = st.one_of(odd_text, compact_tokens, st.sampled_from(["client_credentials", ASSERTION_TYPE, "read",
-                                                                    "https://rs1.example.test", "10.0.0.1"]),
-                         st.integers(0, 10**6).map(lambda n: "x" * n if n < 40000 else "y"))
+param_names = st.sampled_from(
+    [
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+        "scope",
+        "resource",
+        "token",
+        "token_type_hint",
+        "requester_ip",
+        "x",
+        "",
+    ]
+)
+param_values = st.one_of(
+    odd_text,
+    compact_tokens,
+    st.sampled_from(["client_credentials", ASSERTION_TYPE, "read", "https://rs1.example.test", "10.0.0.1"]),
+    st.integers(0, 10**6).map(lambda n: "x" * n if n < 40000 else "y"),
+)
 forms = st.lists(st.tuples(param_names, param_values), max_size=8)
-content_types = st.sampled_from([
-    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8", "application/json",
-    "text/plain", "multipart/form-data; boundary=zz", "", "application/x-www-form-urlencoded; charset=utf-16",
-])
-auth_headers = st.one_of(st.none(), odd_text.map(lambda t: "Basic " + t), st.binary(max_size=80).map(lambda b: "Basic " + b64(b)),
-                         odd_text.map(lambda t: "Bearer " + t), st.just("Basic " + b64(b"c-basic:" + b"x" * 50)))
+content_types = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "application/json",
+        "text/plain",
+        "multipart/form-data; boundary=zz",
+        "",
+        "application/x-www-form-urlencoded; charset=utf-16",
+    ]
+)
+auth_headers = st.one_of(
+    st.none(),
+    odd_text.map(lambda t: "Basic " + t),
+    st.binary(max_size=80).map(lambda b: "Basic " + b64(b)),
+    odd_text.map(lambda t: "Bearer " + t),
+    st.just("Basic " + b64(b"c-basic:" + b"x" * 50)),
+)
 
 
 def _check_response(response):
@@ -110,7 +152,13 @@ def _check_response(response):
 
 
 @FUZZ
-@given(path=st.sampled_from(ENDPOINTS), form=forms, content_type=content_types, auth=auth_headers, method=st.sampled_from(["POST", "GET", "PUT", "DELETE"]))
+@given(
+    path=st.sampled_from(ENDPOINTS),
+    form=forms,
+    content_type=content_types,
+    auth=auth_headers,
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE"]),
+)
 def test_endpoints_answer_hostile_forms_with_oauth_errors(as_env, path, form, content_type, auth, method):
     from urllib.parse import urlencode
 
@@ -151,23 +199,73 @@ def test_huge_bodies_cost_bounded_time(as_env):
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_repeated_parameters(as_env, path):
-    r = as_env.client().post(path, data="token=a&token=b&client_id=x&client_id=y",
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = as_env.client().post(
+        path, data="token=a&token=b&client_id=x&client_id=y", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 400 and r.get_json()["error"] == "invalid_request"
 
 
 # --- the user-facing endpoints (issue 11): an error page or an error redirect, never a 5xx ------------
 
-AUTHZ_NAMES = st.sampled_from(["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-                               "code_challenge_method", "resource", "nonce", "prompt", "max_age", "claims", "request",
-                               "request_uri", "response_mode", "id", "csrf_token", "decision", "x"])
-AUTHZ_VALUES = st.one_of(odd_text, st.sampled_from([
-    "code", "token", "web", "native", "https://web.example.test/cb", "http://127.0.0.1:8765/callback", "openid read",
-    "S256", "plain", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "https://rs1.example.test", "none", "login consent",
-    "0", "-1", '{"introspection": {"email": null}}', '{"userinfo": []}', "[]", "approve", "deny", "query"]))
+AUTHZ_NAMES = st.sampled_from(
+    [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+        "nonce",
+        "prompt",
+        "max_age",
+        "claims",
+        "request",
+        "request_uri",
+        "response_mode",
+        "id",
+        "csrf_token",
+        "decision",
+        "x",
+    ]
+)
+AUTHZ_VALUES = st.one_of(
+    odd_text,
+    st.sampled_from(
+        [
+            "code",
+            "token",
+            "web",
+            "native",
+            "https://web.example.test/cb",
+            "http://127.0.0.1:8765/callback",
+            "openid read",
+            "S256",
+            "plain",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "https://rs1.example.test",
+            "none",
+            "login consent",
+            "0",
+            "-1",
+            '{"introspection": {"email": null}}',
+            '{"userinfo": []}',
+            "[]",
+            "approve",
+            "deny",
+            "query",
+        ]
+    ),
+)
 authz_params = st.lists(st.tuples(AUTHZ_NAMES, AUTHZ_VALUES), max_size=12)
-REGISTERED = ("https://web.example.test/cb", "http://127.0.0.1:8765/callback", "com.example.app:/cb",
-              "https://web2.example.test/cb", "https://login.example.test/cb")
+REGISTERED = (
+    "https://web.example.test/cb",
+    "http://127.0.0.1:8765/callback",
+    "com.example.app:/cb",
+    "https://web2.example.test/cb",
+    "https://login.example.test/cb",
+)
 
 
 def _check_browser_response(response):
@@ -194,8 +292,12 @@ def test_authorization_endpoint_answers_hostile_requests(user_env, params, metho
     if method == "GET":
         response = client.get("/oauth2/authorize?" + urlencode(params))
     else:
-        response = client.open("/oauth2/authorize", method=method, data=urlencode(params),
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        response = client.open(
+            "/oauth2/authorize",
+            method=method,
+            data=urlencode(params),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
     assert time.monotonic() - start < 10.0  # bounded, not a speed test
     _check_browser_response(response)
 
@@ -209,15 +311,24 @@ def test_consent_endpoint_answers_hostile_requests(user_env, params, method, coo
     if cookie is not None:
         client.set_cookie("oauth_hsm_browser", cookie.encode("ascii", "replace").decode()[:200], path="/oauth2")
     query = urlencode([p for p in params if p[0] == "id"])
-    response = client.open("/oauth2/consent?" + query, method=method, data=urlencode(params),
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = client.open(
+        "/oauth2/consent?" + query,
+        method=method,
+        data=urlencode(params),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     _check_browser_response(response)
 
 
-user_grant_forms = st.lists(st.tuples(st.sampled_from(["grant_type", "code", "code_verifier", "redirect_uri", "refresh_token",
-                                                       "scope", "resource", "client_id"]),
-                                      st.one_of(odd_text, compact_tokens, st.sampled_from(["authorization_code", "refresh_token",
-                                                                                          "native", "read"]))), max_size=8)
+user_grant_forms = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["grant_type", "code", "code_verifier", "redirect_uri", "refresh_token", "scope", "resource", "client_id"]
+        ),
+        st.one_of(odd_text, compact_tokens, st.sampled_from(["authorization_code", "refresh_token", "native", "read"])),
+    ),
+    max_size=8,
+)
 
 
 @FUZZ

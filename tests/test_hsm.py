@@ -165,8 +165,14 @@ def test_unsafe_private_key_is_refused(extractable, sensitive):
     label = f"unsafe-{extractable}-{sensitive}"
     support.init_token(label)
     support.import_private_key(
-        support.USER_PIN, label, "unsafe", ec.generate_private_key(ec.SECP256R1()), "ES256", "sig",
-        extractable=extractable, sensitive=sensitive,
+        support.USER_PIN,
+        label,
+        "unsafe",
+        ec.generate_private_key(ec.SECP256R1()),
+        "ES256",
+        "sig",
+        extractable=extractable,
+        sensitive=sensitive,
     )
     h = HSM(_cfg(label))
     with pytest.raises(errors.UnsafeKey, match="extractable or not sensitive"):
@@ -227,8 +233,12 @@ def _stress(store: support.IsolatedStore, locking: bool, iterations: int) -> sub
     """Eight threads in a child process on a token store of the test's own: a crash (or a token
     file left half written) cannot touch the store the other tests use."""
     code = _STRESS.format(
-        root=os.getcwd(), module=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN, pin=support.USER_PIN,
-        locking=locking, iterations=iterations,
+        root=os.getcwd(),
+        module=support.SOFTHSM_MODULE,
+        token=support.ISOLATED_TOKEN,
+        pin=support.USER_PIN,
+        locking=locking,
+        iterations=iterations,
     )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=store.env())
 
@@ -442,7 +452,8 @@ _TOKEN_GONE = textwrap.dedent(
 
 def test_token_gone_is_unavailable_not_a_config_error(isolated_store):
     """The token store pulled away underneath a running process (in a child, on a store of its own)."""
-    code = _TOKEN_GONE.format(module=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN, pin=support.USER_PIN,
-                              tokendir=str(isolated_store.tokendir))
+    code = _TOKEN_GONE.format(
+        module=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN, pin=support.USER_PIN, tokendir=str(isolated_store.tokendir)
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=isolated_store.env())
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]

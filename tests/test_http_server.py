@@ -22,25 +22,63 @@ import support
 from as_helpers import RS1
 
 
-def start_gunicorn(settings: dict, *, workers: int = 3, worker_class: str = "gthread", preload: bool = True,
-                   port: int | None = None, app: str = "example_app:app"):
+def start_gunicorn(
+    settings: dict,
+    *,
+    workers: int = 3,
+    worker_class: str = "gthread",
+    preload: bool = True,
+    port: int | None = None,
+    app: str = "example_app:app",
+):
     """gunicorn serving ``app`` (example_app) with ``settings`` in its environment; its log goes to a
     file (a pipe nobody reads would fill up under load and block the workers)."""
     port = port or support.free_port()
-    args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", worker_class,
-            "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--timeout", "30"]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        worker_class,
+        "--threads",
+        "4",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "2",
+        "--timeout",
+        "30",
+    ]
     if preload:
         args.append("--preload")
     return _start_server("gunicorn", [*args, app], settings, port)
 
 
-def start_granian(settings: dict, *, workers: int = 2, blocking_threads: int = 2, port: int | None = None,
-                  app: str = "example_app:app"):
+def start_granian(
+    settings: dict, *, workers: int = 2, blocking_threads: int = 2, port: int | None = None, app: str = "example_app:app"
+):
     """granian serving ``app`` as docs/operations.md recommends (WSGI interface, no access log)."""
     port = port or support.free_port()
-    args = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
-            "--blocking-threads", str(blocking_threads), "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--workers-kill-timeout", "5"]
+    args = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(blocking_threads),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--workers-kill-timeout",
+        "5",
+    ]
     return _start_server("granian", [*args, app], settings, port)
 
 
@@ -110,8 +148,14 @@ class ShortLivedPrivateKeyJWT(PrivateKeyJWT):
     our OAUTH_HSM_ASSERTION_MAX_LIFETIME (300 s) accepts (docs/quickstart.md)."""
 
     def sign(self, auth, token_endpoint):
-        return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id, token_endpoint=token_endpoint,
-                                    header=self.headers, alg=self.alg, expires_in=60)
+        return private_key_jwt_sign(
+            auth.client_secret,
+            client_id=auth.client_id,
+            token_endpoint=token_endpoint,
+            header=self.headers,
+            alg=self.alg,
+            expires_in=60,
+        )
 
 
 @pytest.mark.parametrize("client_id,alg", [("c-es256", "ES256"), ("c-ps256", "PS256")])
@@ -119,7 +163,9 @@ def test_authlib_client_gets_tokens_pyjwt_validates_them(as_env, server, client_
     key = as_env.keys[client_id]
     key_obj = (ECKey if alg == "ES256" else RSAKey).import_key(pem(key))
     session = OAuth2Session(
-        client_id, key_obj, token_endpoint_auth_method=ShortLivedPrivateKeyJWT(as_env.issuer, alg=alg, headers={"kid": key.kid}),
+        client_id,
+        key_obj,
+        token_endpoint_auth_method=ShortLivedPrivateKeyJWT(as_env.issuer, alg=alg, headers={"kid": key.kid}),
         scope="read",
     )
     jwks = pyjwt.PyJWKClient(server + "/oauth2/jwks")
@@ -129,8 +175,12 @@ def test_authlib_client_gets_tokens_pyjwt_validates_them(as_env, server, client_
         header = pyjwt.get_unverified_header(access_token)
         assert header["typ"] == "at+jwt"
         claims = pyjwt.decode(
-            access_token, jwks.get_signing_key(header["kid"]).key, algorithms=["ES256"], audience=RS1,
-            issuer=as_env.issuer, options={"require": ["exp", "iat", "jti", "sub", "client_id", "iss", "aud"]},
+            access_token,
+            jwks.get_signing_key(header["kid"]).key,
+            algorithms=["ES256"],
+            audience=RS1,
+            issuer=as_env.issuer,
+            options={"require": ["exp", "iat", "jti", "sub", "client_id", "iss", "aud"]},
         )
         assert claims["client_id"] == client_id and claims["scope"] == "read"
 
@@ -138,8 +188,9 @@ def test_authlib_client_gets_tokens_pyjwt_validates_them(as_env, server, client_
 def test_errors_over_http_are_json(server):
     r = requests.post(server + "/oauth2/token", data={"grant_type": "client_credentials"}, timeout=5)
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
-    r = requests.post(server + "/oauth2/token", data="x" * 100000,
-                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    r = requests.post(
+        server + "/oauth2/token", data="x" * 100000, headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5
+    )
     assert r.status_code == 413 and r.json()["error"] == "invalid_request"
     meta = requests.get(server + "/.well-known/oauth-authorization-server", timeout=5).json()
     assert meta["issuer"] == "https://as.example.test"

@@ -67,8 +67,12 @@ def test_request_vectors_verify_with_their_exact_base(cid):
     with clock.use(clock.FakeClock(CREATED + 10)):
         signed = httpsig.verify(message, body, public_key(case["key"]), case["alg"], {keyid}, VECTOR_RULES)
         assert signed.created == CREATED and signed.keyid == keyid
-        result = HTTPMessageVerifier(signature_algorithm=httpsig.ALGORITHMS[case["alg"]], key_resolver=_Fixed(public_key(case["key"])))
-        elements = _FrozenVerifier.of(result).verify(message, max_age=None, expect_tag="header-example" if cid == "B.2.2" else None)
+        result = HTTPMessageVerifier(
+            signature_algorithm=httpsig.ALGORITHMS[case["alg"]], key_resolver=_Fixed(public_key(case["key"]))
+        )
+        elements = _FrozenVerifier.of(result).verify(
+            message, max_age=None, expect_tag="header-example" if cid == "B.2.2" else None
+        )
     base = "\n".join(f"{name}: {value}" for name, value in elements[0].covered_components.items())
     assert base == case["signature_base"]
 
@@ -86,7 +90,7 @@ class _FrozenVerifier(HTTPMessageVerifier):
         pass
 
     @classmethod
-    def of(cls, other: HTTPMessageVerifier) -> "_FrozenVerifier":
+    def of(cls, other: HTTPMessageVerifier) -> _FrozenVerifier:
         return cls(signature_algorithm=other.signature_algorithm, key_resolver=other.key_resolver)
 
 
@@ -98,7 +102,9 @@ def test_response_vector_b24_verifies_with_the_package():
         status_code = status
         headers = httpsig.Lines([*fields, ("Signature-Input", case["signature_input"]), ("Signature", case["signature"])])
 
-    verifier = _FrozenVerifier(signature_algorithm=httpsig.ALGORITHMS["ecdsa-p256-sha256"], key_resolver=_Fixed(public_key(case["key"])))
+    verifier = _FrozenVerifier(
+        signature_algorithm=httpsig.ALGORITHMS["ecdsa-p256-sha256"], key_resolver=_Fixed(public_key(case["key"]))
+    )
     result = verifier.verify(Response(), max_age=None)
     base = "\n".join(f"{name}: {value}" for name, value in result[0].covered_components.items())
     assert base == case["signature_base"]
@@ -114,10 +120,16 @@ def test_deterministic_vectors_resign_to_the_same_bytes(cid):
     message.headers = httpsig.Lines([(n, v) for n, v in message.headers.items() if not n.startswith("Signature")])
     components = tuple(c.strip('"') for c in case["signature_input"].split("(")[1].split(")")[0].split(" "))
     signer = HTTPMessageSigner(signature_algorithm=httpsig.ALGORITHMS[case["alg"]])
-    created = datetime.datetime.fromtimestamp(CREATED, datetime.timezone.utc)
-    prepared = signer.prepare(message, key_id=case["key"], created=created, covered_component_ids=components,
-                              include_alg=False, label=case["label"],
-                              use_existing_digest="Content-Digest" in message.headers)
+    created = datetime.datetime.fromtimestamp(CREATED, datetime.UTC)
+    prepared = signer.prepare(
+        message,
+        key_id=case["key"],
+        created=created,
+        covered_component_ids=components,
+        include_alg=False,
+        label=case["label"],
+        use_existing_digest="Content-Digest" in message.headers,
+    )
     assert prepared.signature_base.decode() == case["signature_base"]
     signer.apply(message, prepared, _raw_signer(case)(prepared.signature_base))
     assert message.headers.get("Signature") == case["signature"]

@@ -178,7 +178,9 @@ def test_signed_jwt_response(as_env):
     assert decoded.header["typ"] == "token-introspection+jwt"
     assert decoded.claims["iss"] == as_env.issuer and decoded.claims["aud"] == "rs-1"
     assert decoded.claims["token_introspection"]["active"] is True
-    assert decoded.claims["token_introspection"]["jti"] == jose_jwt.decode(token, jwks(as_env), algorithms=["ES256"]).claims["jti"]
+    assert (
+        decoded.claims["token_introspection"]["jti"] == jose_jwt.decode(token, jwks(as_env), algorithms=["ES256"]).claims["jti"]
+    )
 
 
 def test_encrypted_jwt_response_only_for_the_right_key(as_env):
@@ -223,7 +225,9 @@ def test_encrypted_access_tokens_are_read_back_through_the_escrowed_key(as_env):
     r = introspect(as_env, "rs-3", token, headers={"Accept": JWT_TYPE})
     outer = jw_jwe.JWE()
     outer.deserialize(r.get_data(as_text=True), key=jw_jwk.JWK.from_pyca(as_env.rs_enc_key))
-    assert jose_jwt.decode(outer.payload.decode(), jwks(as_env), algorithms=["PS256"]).claims["token_introspection"] == {"active": False}
+    assert jose_jwt.decode(outer.payload.decode(), jwks(as_env), algorithms=["PS256"]).claims["token_introspection"] == {
+        "active": False
+    }
 
 
 def test_tampered_escrow_is_inactive(as_env):

@@ -26,23 +26,45 @@ from joserfc import jwe as rfc_jwe, jwk as rfc_jwk, jws as rfc_jws
 from jwcrypto import jwe as cry_jwe, jwk as cry_jwk, jws as cry_jws
 
 from flask_oauth_hsm.errors import (
-    DecryptionFailed, InvalidKey, InvalidSignature, MalformedJose, RefusedAlgorithm,
+    DecryptionFailed,
+    InvalidKey,
+    InvalidSignature,
+    MalformedJose,
+    RefusedAlgorithm,
 )
 from flask_oauth_hsm.jose import compact, jwe, jwk, jws, jwt
 from flask_oauth_hsm.jose.compact import MAX_COMPACT_LEN
 from flask_oauth_hsm.jose.jwk import public_jwk_dict
 from vector_helpers import (
-    ENCRYPTIONS, KEY_MANAGEMENT_ALGS, SIGNING_ALGS, CountingDecrypter, b64u, b64u_lenient, forbid_key_selection,
+    ENCRYPTIONS,
+    KEY_MANAGEMENT_ALGS,
+    SIGNING_ALGS,
+    CountingDecrypter,
+    b64u,
+    b64u_lenient,
+    forbid_key_selection,
 )
 
-SIGNING_LABELS = {"sig-es256": "ES256", "sig-es384": "ES384", "sig-ps256": "PS256", "sig-rs256": "RS256",
-                  "sig-eddsa": "EdDSA"}
-ENCRYPTION_LABELS = {"enc-rsa-oaep-256": "RSA-OAEP-256", "enc-rsa-oaep": "RSA-OAEP", "enc-ecdh-es": "ECDH-ES",
-                     "enc-ecdh-es-a128kw": "ECDH-ES+A128KW", "enc-ecdh-es-a256kw": "ECDH-ES+A256KW"}
+SIGNING_LABELS = {"sig-es256": "ES256", "sig-es384": "ES384", "sig-ps256": "PS256", "sig-rs256": "RS256", "sig-eddsa": "EdDSA"}
+ENCRYPTION_LABELS = {
+    "enc-rsa-oaep-256": "RSA-OAEP-256",
+    "enc-rsa-oaep": "RSA-OAEP",
+    "enc-ecdh-es": "ECDH-ES",
+    "enc-ecdh-es-a128kw": "ECDH-ES+A128KW",
+    "enc-ecdh-es-a256kw": "ECDH-ES+A256KW",
+}
 LIBRARIES = ("jwcrypto", "joserfc")
-CLAIMS = {"iss": "https://as.example.com", "sub": "client-1", "aud": "https://rs.example.com",
-          "iat": 1700000000, "exp": 1700000300, "jti": "c3a7b3e2", "scope": "read write", "name": "Zoë"}
-PLAINTEXT = "Geheimnis — ∑ secret ✓".encode("utf-8") * 7
+CLAIMS = {
+    "iss": "https://as.example.com",
+    "sub": "client-1",
+    "aud": "https://rs.example.com",
+    "iat": 1700000000,
+    "exp": 1700000300,
+    "jti": "c3a7b3e2",
+    "scope": "read write",
+    "name": "Zoë",
+}
+PLAINTEXT = "Geheimnis — ∑ secret ✓".encode() * 7
 DECRYPTION_FAILED = "JWE could not be decrypted"
 
 
@@ -220,8 +242,13 @@ def test_library_ecdh_with_party_info_decrypts_in_token(hsm, label):
 # --- encryption: ours -> libraries ---------------------------------------------------------------------------
 
 
-_RECIPIENTS = {"RSA-OAEP-256": ("RSA",), "RSA-OAEP": ("RSA",), "ECDH-ES": ("P-256", "P-384", "P-521"),
-               "ECDH-ES+A128KW": ("P-256", "P-384", "P-521"), "ECDH-ES+A256KW": ("P-256", "P-384", "P-521")}
+_RECIPIENTS = {
+    "RSA-OAEP-256": ("RSA",),
+    "RSA-OAEP": ("RSA",),
+    "ECDH-ES": ("P-256", "P-384", "P-521"),
+    "ECDH-ES+A128KW": ("P-256", "P-384", "P-521"),
+    "ECDH-ES+A256KW": ("P-256", "P-384", "P-521"),
+}
 
 
 @pytest.mark.parametrize("enc", ENCRYPTIONS)
@@ -255,9 +282,14 @@ def test_our_encryption_refuses_a_recipient_key_bound_to_another_alg(software_ke
 # --- nested JWTs ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("alg", "enc", "recipient_name"), [
-    ("ECDH-ES+A256KW", "A256GCM", "P-256"), ("RSA-OAEP-256", "A128GCM", "RSA"), ("ECDH-ES", "A128CBC-HS256", "P-384"),
-])
+@pytest.mark.parametrize(
+    ("alg", "enc", "recipient_name"),
+    [
+        ("ECDH-ES+A256KW", "A256GCM", "P-256"),
+        ("RSA-OAEP-256", "A128GCM", "RSA"),
+        ("ECDH-ES", "A128CBC-HS256", "P-384"),
+    ],
+)
 def test_nested_sign_in_token_then_encrypt_decrypts_in_libraries(hsm, software_keys, alg, enc, recipient_name):
     signer = hsm.key("sig-es256")
     signed = jwt.sign_jwt(CLAIMS, signer, "at+jwt")
@@ -270,13 +302,17 @@ def test_nested_sign_in_token_then_encrypt_decrypts_in_libraries(hsm, software_k
         assert json.loads(lib_verify(lib, inner.decode(), signer.public_jwk(), "ES256")) == CLAIMS
 
 
-@pytest.mark.parametrize(("sig_label", "enc_label"), [
-    ("sig-ps256", "enc-rsa-oaep-256"), ("sig-eddsa", "enc-ecdh-es-a128kw"), ("sig-rs256", "enc-ecdh-es"),
-])
+@pytest.mark.parametrize(
+    ("sig_label", "enc_label"),
+    [
+        ("sig-ps256", "enc-rsa-oaep-256"),
+        ("sig-eddsa", "enc-ecdh-es-a128kw"),
+        ("sig-rs256", "enc-ecdh-es"),
+    ],
+)
 def test_nested_round_trip_through_the_token(hsm, sig_label, enc_label):
     signer, decrypter = hsm.key(sig_label), hsm.key(enc_label)
-    nested = jwt.nest(jwt.sign_jwt(CLAIMS, signer, "at+jwt"), jwk.load_jwk(decrypter.public_jwk()),
-                      decrypter.alg, "A256GCM")
+    nested = jwt.nest(jwt.sign_jwt(CLAIMS, signer, "at+jwt"), jwk.load_jwk(decrypter.public_jwk()), decrypter.alg, "A256GCM")
     decrypted = jwe.decrypt(nested, _token_resolver(hsm, enc_label), [decrypter.alg], ["A256GCM"])
     verified = jws.verify(jwt.unnest(decrypted), _key_set_resolver(signer.public_jwk()), [signer.alg])
     assert compact.typ_is(verified.header, "at+jwt")
@@ -287,8 +323,9 @@ def test_library_nested_jwt_to_token_key(hsm, software_keys):
     private = software_keys["P-256"]
     inner = lib_sign("jwcrypto", jwt.encode_claims(CLAIMS), private, "ES256", "client-key")
     decrypter = hsm.key("enc-ecdh-es-a256kw")
-    nested = lib_encrypt("jwcrypto", inner.encode(), decrypter.public_jwk(), decrypter.alg, "A128GCM",
-                         kid=decrypter.kid, cty="JWT")
+    nested = lib_encrypt(
+        "jwcrypto", inner.encode(), decrypter.public_jwk(), decrypter.alg, "A128GCM", kid=decrypter.kid, cty="JWT"
+    )
     decrypted = jwe.decrypt(nested, _token_resolver(hsm, "enc-ecdh-es-a256kw"), [decrypter.alg], ENCRYPTIONS)
     client_key = {**public_jwk_dict(private.public_key()), "kid": "client-key"}
     verified = jws.verify(jwt.unnest(decrypted), _key_set_resolver(client_key), ["ES256"])
@@ -352,16 +389,18 @@ def test_characters_outside_base64url_are_refused(es256, bad):
         jws.verify(".".join((head, bad, sig)), resolver, ["ES256"])
 
 
-@pytest.mark.parametrize("header", [
-    b'{"alg":"ES256","alg":"ES256"}',
-    b'{"alg":"ES256","kid":"a","kid":"b"}',
-    b'{"alg":"ES256","x":{"y":1,"y":2}}',
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"alg":"ES256","alg":"ES256"}',
+        b'{"alg":"ES256","kid":"a","kid":"b"}',
+        b'{"alg":"ES256","x":{"y":1,"y":2}}',
+    ],
+)
 def test_duplicate_header_members_are_refused(es256, header):
     signer, resolver = es256
     with pytest.raises(MalformedJose):
-        jws.verify(_sign_raw(signer, header.replace(b'"kid":"a"', f'"kid":"{signer.kid}"'.encode()), b"{}"),
-                   resolver, ["ES256"])
+        jws.verify(_sign_raw(signer, header.replace(b'"kid":"a"', f'"kid":"{signer.kid}"'.encode()), b"{}"), resolver, ["ES256"])
 
 
 def test_duplicate_claim_names_are_refused(es256):
@@ -374,16 +413,19 @@ def test_duplicate_claim_names_are_refused(es256):
         jwt.decode_claims(b'{"a":NaN}')
 
 
-@pytest.mark.parametrize(("header", "error"), [
-    ({"crit": ["exp"], "exp": 1}, RefusedAlgorithm),           # an extension we do not process
-    ({"crit": ["http://example.com/x"]}, RefusedAlgorithm),    # named but absent
-    ({"crit": []}, MalformedJose),                            # RFC 7515 §4.1.11: non-empty list
-    ({"crit": "b64"}, MalformedJose),
-    ({"b64": False, "crit": ["b64"]}, RefusedAlgorithm),      # RFC 7797 unencoded payload
-    ({"b64": False}, RefusedAlgorithm),
-    ({"b64": True}, RefusedAlgorithm),
-    ({"zip": "DEF"}, RefusedAlgorithm),
-])
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ({"crit": ["exp"], "exp": 1}, RefusedAlgorithm),  # an extension we do not process
+        ({"crit": ["http://example.com/x"]}, RefusedAlgorithm),  # named but absent
+        ({"crit": []}, MalformedJose),  # RFC 7515 §4.1.11: non-empty list
+        ({"crit": "b64"}, MalformedJose),
+        ({"b64": False, "crit": ["b64"]}, RefusedAlgorithm),  # RFC 7797 unencoded payload
+        ({"b64": False}, RefusedAlgorithm),
+        ({"b64": True}, RefusedAlgorithm),
+        ({"zip": "DEF"}, RefusedAlgorithm),
+    ],
+)
 def test_header_features_we_never_honour(es256, header, error):
     signer, resolver = es256
     token = _sign_raw(signer, {"alg": "ES256", "kid": signer.kid, **header}, b"payload")
@@ -436,16 +478,22 @@ def test_oversized_tokens_are_refused_before_parsing(hsm, es256):
     big = jwe.encrypt(b"y" * MAX_COMPACT_LEN, jwk.load_jwk(decrypter.public_jwk()), "ECDH-ES", "A256GCM")
     with pytest.raises(MalformedJose):
         jwe.decrypt(big, forbid_key_selection, KEY_MANAGEMENT_ALGS, ENCRYPTIONS)
-    assert jwe.decrypt(big, _token_resolver(hsm, "enc-ecdh-es"), ["ECDH-ES"], ENCRYPTIONS,
-                       max_len=2 * MAX_COMPACT_LEN).plaintext == b"y" * MAX_COMPACT_LEN
+    assert (
+        jwe.decrypt(big, _token_resolver(hsm, "enc-ecdh-es"), ["ECDH-ES"], ENCRYPTIONS, max_len=2 * MAX_COMPACT_LEN).plaintext
+        == b"y" * MAX_COMPACT_LEN
+    )
 
 
 def test_header_jwk_jku_x5u_are_never_used_to_find_the_key(es256):
     """RFC 8725 §3.10: an attacker's key embedded in (or linked from) the header changes nothing."""
     signer, resolver = es256
     attacker = ec.generate_private_key(ec.SECP256R1())
-    hints = {"jwk": public_jwk_dict(attacker.public_key()), "jku": "https://attacker.example/jwks",
-             "x5u": "https://attacker.example/cert.pem", "x5c": ["MIIB"]}
+    hints = {
+        "jwk": public_jwk_dict(attacker.public_key()),
+        "jku": "https://attacker.example/jwks",
+        "x5u": "https://attacker.example/cert.pem",
+        "x5c": ["MIIB"],
+    }
     head = json.dumps({"alg": "ES256", "kid": signer.kid, **hints}).encode()
     signing_input = b64u(head) + "." + b64u(b'{"sub":"admin"}')
     forged = signing_input + "." + _raw_es256(attacker, signing_input.encode())
@@ -466,14 +514,17 @@ def _raw_es256(private, data: bytes) -> str:
     return b64u(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
 
 
-@pytest.mark.parametrize(("label", "registered"), [
-    ("sig-ps256", {"alg": "RS256", "use": "sig"}),     # key registered for RS256, token says PS256
-    ("sig-rs256", {"alg": "PS256", "use": "sig"}),
-    ("sig-ps256", {"use": "enc"}),                     # registered as an encryption key
-    ("sig-ps256", {"key_ops": ["encrypt"]}),           # ... or only for encryption operations
-    ("sig-es256", {"alg": "ES384"}),                   # ES384 is bound to P-384: unusable P-256 key
-    ("sig-es384", {"alg": "ES256"}),
-])
+@pytest.mark.parametrize(
+    ("label", "registered"),
+    [
+        ("sig-ps256", {"alg": "RS256", "use": "sig"}),  # key registered for RS256, token says PS256
+        ("sig-rs256", {"alg": "PS256", "use": "sig"}),
+        ("sig-ps256", {"use": "enc"}),  # registered as an encryption key
+        ("sig-ps256", {"key_ops": ["encrypt"]}),  # ... or only for encryption operations
+        ("sig-es256", {"alg": "ES384"}),  # ES384 is bound to P-384: unusable P-256 key
+        ("sig-es384", {"alg": "ES256"}),
+    ],
+)
 def test_signature_refused_when_the_key_is_bound_elsewhere(hsm, label, registered):
     signer = hsm.key(label)
     token = jwt.sign_jwt(CLAIMS, signer, "JWT")
@@ -575,13 +626,16 @@ def test_rsa1_5_to_our_oaep_key_is_refused_before_the_token(hsm, label):
     assert counting.calls == 0
 
 
-@pytest.mark.parametrize(("alg", "key"), [
-    ("PBES2-HS256+A128KW", {"kty": "oct", "k": b64u(b"correct horse battery staple")}),
-    ("dir", {"kty": "oct", "k": b64u(bytes(16))}),
-    ("A128KW", {"kty": "oct", "k": b64u(bytes(16))}),
-    ("A256KW", {"kty": "oct", "k": b64u(bytes(32))}),
-    ("A128GCMKW", {"kty": "oct", "k": b64u(bytes(16))}),
-])
+@pytest.mark.parametrize(
+    ("alg", "key"),
+    [
+        ("PBES2-HS256+A128KW", {"kty": "oct", "k": b64u(b"correct horse battery staple")}),
+        ("dir", {"kty": "oct", "k": b64u(bytes(16))}),
+        ("A128KW", {"kty": "oct", "k": b64u(bytes(16))}),
+        ("A256KW", {"kty": "oct", "k": b64u(bytes(32))}),
+        ("A128GCMKW", {"kty": "oct", "k": b64u(bytes(16))}),
+    ],
+)
 def test_symmetric_and_password_key_management_is_refused(alg, key):
     token = lib_encrypt("jwcrypto", PLAINTEXT, key, alg, "A128GCM")
     for algorithms in (KEY_MANAGEMENT_ALGS, (*KEY_MANAGEMENT_ALGS, alg)):
@@ -610,8 +664,12 @@ def test_compressed_jwe_is_refused_before_the_token(hsm):
 
 def test_jwe_alg_must_be_the_token_keys_alg(hsm):
     """RSA-OAEP to the public key of the RSA-OAEP-256 key (and ECDH-ES to the +A128KW key)."""
-    for label, alg in (("enc-rsa-oaep-256", "RSA-OAEP"), ("enc-rsa-oaep", "RSA-OAEP-256"),
-                       ("enc-ecdh-es-a128kw", "ECDH-ES"), ("enc-ecdh-es", "ECDH-ES+A256KW")):
+    for label, alg in (
+        ("enc-rsa-oaep-256", "RSA-OAEP"),
+        ("enc-rsa-oaep", "RSA-OAEP-256"),
+        ("enc-ecdh-es-a128kw", "ECDH-ES"),
+        ("enc-ecdh-es", "ECDH-ES+A256KW"),
+    ):
         key = hsm.key(label)
         token = lib_encrypt("jwcrypto", PLAINTEXT, key.public_jwk(), alg, "A256GCM")
         counting = CountingDecrypter(key)

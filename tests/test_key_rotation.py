@@ -29,9 +29,6 @@ from flask import Flask
 import support
 from as_helpers import RS1, RS2, ClientKey, assertion_form, claims_for, ec_enc_jwk
 from conftest import ISSUER, MAIN_TOKEN, as_settings
-from rotation_app import OffsetClock
-from scenarios import Scenario, pkjwt_client, resource_server
-from test_http_server import start_gunicorn, stop
 from flask_oauth_hsm import ResourceProtector, clock
 from flask_oauth_hsm.cli import cli as oauth_hsm_cli
 from flask_oauth_hsm.errors import ConfigError
@@ -40,6 +37,9 @@ from flask_oauth_hsm.hsm import write_record
 from flask_oauth_hsm.jose import compact, jwe, jwk
 from flask_oauth_hsm.keys import Timings
 from flask_oauth_hsm.settings import load_settings
+from rotation_app import OffsetClock
+from scenarios import Scenario, pkjwt_client, resource_server
+from test_http_server import start_gunicorn, stop
 
 TESTS = Path(__file__).resolve().parent
 UNKNOWN_KID = "is not in the cached AS JWKS"
@@ -51,12 +51,20 @@ def scenario() -> Scenario:
     gets its tokens encrypted (their CEK escrowed to our active encryption key)."""
     keys = {cid: ClientKey.new("ES256") for cid in ("c-sig", "c-enc", "rs-1", "rs-enc")}
     rs_enc_private = ec.generate_private_key(ec.SECP256R1())
-    clients = [pkjwt_client("c-sig", keys["c-sig"], resources=[RS1, RS2]),
-               pkjwt_client("c-enc", keys["c-enc"], resources=[RS1], client_assertion_encryption="required")]
-    servers = [resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
-               resource_server("rs-enc", RS2, [keys["rs-enc"].public_jwk, ec_enc_jwk(rs_enc_private, "rs-enc-key")],
-                               access_token_encrypted_response_alg="ECDH-ES+A256KW",
-                               access_token_encrypted_response_enc="A256GCM")]
+    clients = [
+        pkjwt_client("c-sig", keys["c-sig"], resources=[RS1, RS2]),
+        pkjwt_client("c-enc", keys["c-enc"], resources=[RS1], client_assertion_encryption="required"),
+    ]
+    servers = [
+        resource_server("rs-1", RS1, [keys["rs-1"].public_jwk]),
+        resource_server(
+            "rs-enc",
+            RS2,
+            [keys["rs-enc"].public_jwk, ec_enc_jwk(rs_enc_private, "rs-enc-key")],
+            access_token_encrypted_response_alg="ECDH-ES+A256KW",
+            access_token_encrypted_response_enc="A256GCM",
+        ),
+    ]
     return Scenario({"clients": clients, "resource_servers": servers}, keys, rs_enc_private)
 
 
@@ -90,8 +98,9 @@ class KeySetEnv:
 
     def generate(self, use: str, state: str, alg: str | None = None) -> str:
         label = f"{self.name}-{use}-{next(self._labels)}"
-        self.cli("generate", "--alg", alg or ("ES256" if use == "sig" else "ECDH-ES"), "--use", use,
-                 "--label", label, "--state", state)
+        self.cli(
+            "generate", "--alg", alg or ("ES256" if use == "sig" else "ECDH-ES"), "--use", use, "--label", label, "--state", state
+        )
         return label
 
     def start(self) -> str:
@@ -118,9 +127,17 @@ def key_set(hsm, redis_server, scenario, tmp_path) -> KeySetEnv:
     name = "ks-" + uuid.uuid4().hex[:10]
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps(scenario.registry))
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_KEY_SET=name, OAUTH_HSM_SIGNING_KEY="",
-                           OAUTH_HSM_PUBLISHED_KEYS="", OAUTH_HSM_ENCRYPTION_KEYS="", OAUTH_HSM_REDIS_PREFIX=f"{name}:",
-                           OAUTH_HSM_RS_ISSUER=ISSUER, OAUTH_HSM_RS_RESOURCE=RS1)
+    settings = as_settings(
+        redis_server.url,
+        str(registry),
+        OAUTH_HSM_KEY_SET=name,
+        OAUTH_HSM_SIGNING_KEY="",
+        OAUTH_HSM_PUBLISHED_KEYS="",
+        OAUTH_HSM_ENCRYPTION_KEYS="",
+        OAUTH_HSM_REDIS_PREFIX=f"{name}:",
+        OAUTH_HSM_RS_ISSUER=ISSUER,
+        OAUTH_HSM_RS_RESOURCE=RS1,
+    )
     return KeySetEnv(hsm, scenario, settings, name)
 
 
@@ -279,8 +296,10 @@ def test_cli_refusals(key_set, fake_clock):
     assert "is active: retire it first" in ks.cli("destroy", "--label", active, "--yes", ok=False).output
 
     waiting = ks.generate("sig", "next")
-    assert "is already the next signing key" in ks.cli("generate", "--alg", "ES256", "--use", "sig", "--label",
-                                                       f"{ks.name}-y", "--state", "next", ok=False).output
+    assert (
+        "is already the next signing key"
+        in ks.cli("generate", "--alg", "ES256", "--use", "sig", "--label", f"{ks.name}-y", "--state", "next", ok=False).output
+    )
     assert "is next: retire it first" in ks.cli("destroy", "--label", waiting, "--yes", ok=False).output
     fake_clock.advance(ks.timings.publication - 10)
     early = ks.cli("rotate", "--use", "sig", ok=False).output
@@ -312,6 +331,7 @@ def test_state_commands_need_a_key_set(as_env):
         def invoke() -> Any:
             KEY_ADMIN.set(True)
             return _app(as_env.settings).test_cli_runner().invoke(oauth_hsm_cli, ["keys", *args])
+
         return contextvars.copy_context().run(invoke)
 
     result = run("rotate", "--use", "sig")
@@ -347,8 +367,16 @@ def test_a_key_set_that_does_not_load_keeps_the_current_keys(key_set, fake_clock
     ks = key_set
     label = ks.start()
     app = ks.app()
-    record = {"alg": "ES256", "use": "sig", "key_set": ks.name, "kid": ks.kid(label), "state": "retired",
-              "published": int(fake_clock()), "retired": int(fake_clock()), "until": int(fake_clock()) + 60}
+    record = {
+        "alg": "ES256",
+        "use": "sig",
+        "key_set": ks.name,
+        "kid": ks.kid(label),
+        "state": "retired",
+        "published": int(fake_clock()),
+        "retired": int(fake_clock()),
+        "until": int(fake_clock()) + 60,
+    }
     write_record(ks.hsm, label, record)  # as if someone retired the only signing key by hand
     fake_clock.advance(ks.timings.refresh)
     with caplog.at_level(logging.ERROR, logger="flask_oauth_hsm.keys"):
@@ -384,8 +412,16 @@ def test_a_state_written_without_the_pin_is_ignored(key_set, fake_clock):
     signer = ks.start()
     intruder = f"{ks.name}-intruder"
     info = ks.hsm.generate_key("ES256", "sig", intruder)
-    claim = {"alg": "ES256", "use": "sig", "key_set": ks.name, "kid": info.kid, "state": "active", "seq": 99,
-             "published": int(fake_clock()) - 3600, "activated": int(fake_clock())}
+    claim = {
+        "alg": "ES256",
+        "use": "sig",
+        "key_set": ks.name,
+        "kid": info.kid,
+        "state": "active",
+        "seq": 99,
+        "published": int(fake_clock()) - 3600,
+        "activated": int(fake_clock()),
+    }
     support.write_metadata_object(MAIN_TOKEN, intruder, json.dumps(claim).encode())
     app = ks.app()
     assert kid_of(access_token(ks, app)) == ks.kid(signer) and info.kid not in jwks_kids(app)
@@ -427,8 +463,11 @@ def shared_clock(tmp_path):
 
 
 def serve(ks: KeySetEnv, shared: OffsetClock, workers: int) -> tuple[Any, str]:
-    env = {**ks.settings, "ROTATION_CLOCK_FILE": str(shared.path),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **ks.settings,
+        "ROTATION_CLOCK_FILE": str(shared.path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+    }
     return start_gunicorn(env, workers=workers, app="rotation_app:app")
 
 
@@ -445,8 +484,9 @@ def test_a_caching_resource_server_never_meets_an_unknown_kid(key_set, shared_cl
     proc, base = serve(ks, shared_clock, workers=2)
     try:
         rs = Flask("rs")
-        rs.config.update({"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": RS1,
-                          "OAUTH_HSM_RS_JWKS_URI": base + "/oauth2/jwks"})
+        rs.config.update(
+            {"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": RS1, "OAUTH_HSM_RS_JWKS_URI": base + "/oauth2/jwks"}
+        )
         protector = ResourceProtector(rs)
 
         @rs.get("/api")
@@ -528,8 +568,14 @@ def test_the_runbook_commands_as_an_operator_types_them(key_set):
     env = {**os.environ, **key_set.settings}
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", *args],
-                              env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", *args],
+            env=env,
+            cwd=TESTS.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     sig, enc, nxt = (f"{key_set.name}-{x}" for x in ("sig-2025", "enc-2025", "sig-2026"))
     assert flask("generate", "--alg", "ES256", "--use", "sig", "--label", sig, "--state", "active").returncode == 0

@@ -16,22 +16,32 @@ from cryptography.hazmat.primitives import serialization
 
 from as_helpers import ClientKey, assertion_form, b64, claims_for
 from conftest import ISSUER
-from flask_oauth_hsm.errors import ConfigError
 from flask_oauth_hsm.clients import Registry
+from flask_oauth_hsm.errors import ConfigError
 from mtls_support import CA, CERT_HEADER, VERIFY_HEADER, Nginx, _name
 from scenarios import Scenario, pkjwt_client, resource_server
 from test_http_server import start_gunicorn, stop
 
 RSM = "https://rsm.example.test"
-MTLS_SETTINGS = {"OAUTH_HSM_MTLS_CERT_HEADER": CERT_HEADER, "OAUTH_HSM_MTLS_VERIFY_HEADER": VERIFY_HEADER,
-                 "OAUTH_HSM_TRUSTED_PROXIES": "127.0.0.1/32"}
+MTLS_SETTINGS = {
+    "OAUTH_HSM_MTLS_CERT_HEADER": CERT_HEADER,
+    "OAUTH_HSM_MTLS_VERIFY_HEADER": VERIFY_HEADER,
+    "OAUTH_HSM_TRUSTED_PROXIES": "127.0.0.1/32",
+}
 RS_SETTINGS = {"OAUTH_HSM_RS_ISSUER": ISSUER, "OAUTH_HSM_RS_RESOURCE": RSM, "OAUTH_HSM_RS_MTLS_CERT_HEADER": CERT_HEADER}
 
 
 def cert_jwk(issued) -> dict:
     n = issued.key.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big")),
-            "kid": "self", "use": "sig", "x5c": [base64.b64encode(issued.der()).decode()]}
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64(n.x.to_bytes(32, "big")),
+        "y": b64(n.y.to_bytes(32, "big")),
+        "kid": "self",
+        "use": "sig",
+        "x5c": [base64.b64encode(issued.der()).decode()],
+    }
 
 
 def x5t(issued) -> str:
@@ -50,12 +60,27 @@ class World:
         bound = {"tls_client_certificate_bound_access_tokens": True, "resources": [RSM]}
         self.registry = {
             "clients": [
-                {"client_id": "m-pki", "token_endpoint_auth_method": "tls_client_auth", "scope": "read",
-                 "tls_client_auth_subject_dn": "CN=mtls-client,O=Example Org", **bound},
-                {"client_id": "m-san", "token_endpoint_auth_method": "tls_client_auth", "scope": "read",
-                 "tls_client_auth_san_dns": "client.example.test", **bound},
-                {"client_id": "m-self", "token_endpoint_auth_method": "self_signed_tls_client_auth", "scope": "read",
-                 "jwks": {"keys": [cert_jwk(self.self_signed)]}, **bound},
+                {
+                    "client_id": "m-pki",
+                    "token_endpoint_auth_method": "tls_client_auth",
+                    "scope": "read",
+                    "tls_client_auth_subject_dn": "CN=mtls-client,O=Example Org",
+                    **bound,
+                },
+                {
+                    "client_id": "m-san",
+                    "token_endpoint_auth_method": "tls_client_auth",
+                    "scope": "read",
+                    "tls_client_auth_san_dns": "client.example.test",
+                    **bound,
+                },
+                {
+                    "client_id": "m-self",
+                    "token_endpoint_auth_method": "self_signed_tls_client_auth",
+                    "scope": "read",
+                    "jwks": {"keys": [cert_jwk(self.self_signed)]},
+                    **bound,
+                },
                 pkjwt_client("m-jwt", self.keys["m-jwt"], **bound),
                 pkjwt_client("m-plain", self.keys["m-plain"], resources=[RSM]),
             ],
@@ -84,8 +109,9 @@ def proxy(mtls_env, world, tmp_path_factory):
 
 def token(proxy, world, client_id, cert, expect=200, **form):
     data = {"grant_type": "client_credentials", "client_id": client_id, **form}
-    response = requests.post(proxy + "/oauth2/token", data=data, cert=cert.pair if cert else None, verify=str(world.ca.path),
-                             timeout=10)
+    response = requests.post(
+        proxy + "/oauth2/token", data=data, cert=cert.pair if cert else None, verify=str(world.ca.path), timeout=10
+    )
     assert response.status_code == expect, response.text
     return response.json()
 
@@ -128,19 +154,29 @@ def test_self_signed_tls_client_auth(proxy, world, mtls_env):
 def test_private_key_jwt_client_with_certificate_bound_tokens(proxy, world, mtls_env):
     a = world.keys["m-jwt"].jws(claims_for("m-jwt", ISSUER))
     form = {"client_assertion_type": assertion_form(a)["client_assertion_type"], "client_assertion": a}
-    body = requests.post(proxy + "/oauth2/token", data={"grant_type": "client_credentials", **form}, cert=world.other.pair,
-                         verify=str(world.ca.path), timeout=10).json()
+    body = requests.post(
+        proxy + "/oauth2/token",
+        data={"grant_type": "client_credentials", **form},
+        cert=world.other.pair,
+        verify=str(world.ca.path),
+        timeout=10,
+    ).json()
     assert claims_of(mtls_env, body["access_token"])["cnf"] == {"x5t#S256": x5t(world.other)}
     a = world.keys["m-jwt"].jws(claims_for("m-jwt", ISSUER))
-    response = requests.post(proxy + "/oauth2/token", data={"grant_type": "client_credentials", **form, "client_assertion": a},
-                             verify=str(world.ca.path), timeout=10)
+    response = requests.post(
+        proxy + "/oauth2/token",
+        data={"grant_type": "client_credentials", **form, "client_assertion": a},
+        verify=str(world.ca.path),
+        timeout=10,
+    )
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"  # no certificate to bind to
 
 
 def test_a_client_without_bound_tokens_gets_bearer_tokens_with_a_certificate(proxy, world, mtls_env):
     a = world.keys["m-plain"].jws(claims_for("m-plain", ISSUER))
-    body = requests.post(proxy + "/oauth2/token", data={**assertion_form(a)}, cert=world.pki.pair, verify=str(world.ca.path),
-                         timeout=10).json()
+    body = requests.post(
+        proxy + "/oauth2/token", data={**assertion_form(a)}, cert=world.pki.pair, verify=str(world.ca.path), timeout=10
+    ).json()
     assert "cnf" not in claims_of(mtls_env, body["access_token"])
 
 
@@ -149,8 +185,13 @@ def test_a_client_cannot_send_the_header_itself(proxy, world):
     pem = world.pki.cert.public_bytes(serialization.Encoding.PEM).decode()
     from urllib.parse import quote
 
-    response = requests.post(proxy + "/oauth2/token", data={"grant_type": "client_credentials", "client_id": "m-pki"},
-                             headers={CERT_HEADER: quote(pem), VERIFY_HEADER: "SUCCESS"}, verify=str(world.ca.path), timeout=10)
+    response = requests.post(
+        proxy + "/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": "m-pki"},
+        headers={CERT_HEADER: quote(pem), VERIFY_HEADER: "SUCCESS"},
+        verify=str(world.ca.path),
+        timeout=10,
+    )
     assert response.status_code == 401
 
 
@@ -200,34 +241,47 @@ def test_metadata_advertises_mtls(proxy, world):
 
 def _registry_error(entry: dict) -> str:
     with pytest.raises(ConfigError) as info:
-        Registry.from_document({"clients": [entry], "resource_servers": [resource_server("rs-m", RSM, [ClientKey.new().public_jwk])]})
+        Registry.from_document(
+            {"clients": [entry], "resource_servers": [resource_server("rs-m", RSM, [ClientKey.new().public_jwk])]}
+        )
     return str(info.value)
 
 
-@pytest.mark.parametrize("extra,expected", [
-    ({}, "tls_client_auth needs exactly one of"),
-    ({"tls_client_auth_subject_dn": "CN=a", "tls_client_auth_san_dns": "a.example"}, "tls_client_auth needs exactly one of"),
-    ({"tls_client_auth_subject_dn": "not a dn"}, "tls_client_auth_subject_dn: must be a distinguished name"),
-    ({"tls_client_auth_san_ip": "300.1.1.1"}, "tls_client_auth_san_ip: must be an IPv4 or IPv6 address"),
-])
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        ({}, "tls_client_auth needs exactly one of"),
+        ({"tls_client_auth_subject_dn": "CN=a", "tls_client_auth_san_dns": "a.example"}, "tls_client_auth needs exactly one of"),
+        ({"tls_client_auth_subject_dn": "not a dn"}, "tls_client_auth_subject_dn: must be a distinguished name"),
+        ({"tls_client_auth_san_ip": "300.1.1.1"}, "tls_client_auth_san_ip: must be an IPv4 or IPv6 address"),
+    ],
+)
 def test_tls_client_auth_registration(extra, expected):
     assert expected in _registry_error({"client_id": "x", "token_endpoint_auth_method": "tls_client_auth", **extra})
 
 
 def test_self_signed_registration(world):
-    assert "x5c" in _registry_error({"client_id": "x", "token_endpoint_auth_method": "self_signed_tls_client_auth",
-                                     "jwks": {"keys": [ClientKey.new().public_jwk]}})
+    assert "x5c" in _registry_error(
+        {
+            "client_id": "x",
+            "token_endpoint_auth_method": "self_signed_tls_client_auth",
+            "jwks": {"keys": [ClientKey.new().public_jwk]},
+        }
+    )
     wrong = {**cert_jwk(world.self_signed), "x": ClientKey.new().public_jwk["x"], "y": ClientKey.new().public_jwk["y"]}
-    assert "jwks" in _registry_error({"client_id": "x", "token_endpoint_auth_method": "self_signed_tls_client_auth",
-                                      "jwks": {"keys": [wrong]}})
+    assert "jwks" in _registry_error(
+        {"client_id": "x", "token_endpoint_auth_method": "self_signed_tls_client_auth", "jwks": {"keys": [wrong]}}
+    )
     assert "only for token_endpoint_auth_method tls_client_auth" in _registry_error(
-        {**pkjwt_client("x", ClientKey.new()), "tls_client_auth_subject_dn": "CN=a", "resources": []})
+        {**pkjwt_client("x", ClientKey.new()), "tls_client_auth_subject_dn": "CN=a", "resources": []}
+    )
 
 
 def test_tls_methods_need_the_certificate_header(make_as, world):
     with pytest.raises(ConfigError, match="OAUTH_HSM_MTLS_CERT_HEADER is not set"):
         make_as(Scenario(world.registry, world.keys))
     with pytest.raises(ConfigError, match="OAUTH_HSM_MTLS_VERIFY_HEADER"):
-        make_as(Scenario(world.registry, world.keys), OAUTH_HSM_MTLS_CERT_HEADER=CERT_HEADER,
-                OAUTH_HSM_TRUSTED_PROXIES="127.0.0.1")
+        make_as(
+            Scenario(world.registry, world.keys), OAUTH_HSM_MTLS_CERT_HEADER=CERT_HEADER, OAUTH_HSM_TRUSTED_PROXIES="127.0.0.1"
+        )
     assert json.dumps(world.registry)  # the scenario itself is valid with the headers (mtls_env)

@@ -18,8 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 600  # seconds for each pip step (a cold cache downloads the dependencies)
-IGNORED = shutil.ignore_patterns(".git", ".venv", ".dev", "build", "dist", "*.egg-info", "__pycache__",
-                                 ".pytest_cache", ".hypothesis", "results")
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", ".dev", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "results"
+)
 
 
 def run(args, cwd, **kwargs) -> subprocess.CompletedProcess:
@@ -69,8 +70,14 @@ def test_the_wheel_holds_the_package_and_its_metadata(wheel):
 def test_installs_cleanly_imports_and_runs_the_cli(venv, tmp_path):
     python, flask = str(venv / "bin" / "python"), str(venv / "bin" / "flask")
     assert "No broken requirements" in run([python, "-m", "pip", "check"], tmp_path).stdout
-    imported = run([python, "-c", "import flask_oauth_hsm, flask_oauth_hsm.serving as s; "
-                    "print(flask_oauth_hsm.__file__, s.CONFIG_ERROR_EXIT_STATUS)"], tmp_path).stdout
+    imported = run(
+        [
+            python,
+            "-c",
+            "import flask_oauth_hsm, flask_oauth_hsm.serving as s; print(flask_oauth_hsm.__file__, s.CONFIG_ERROR_EXIT_STATUS)",
+        ],
+        tmp_path,
+    ).stdout
     assert str(venv) in imported and imported.split()[-1] == "4"  # the installed copy, not the checkout
     help_text = run([flask, "oauth-hsm", "--help"], tmp_path).stdout
     for command in ("keys", "registry", "client", "demo-client"):

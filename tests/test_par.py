@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from as_helpers import ClientKey
 from par_helpers import (
     AUTHORIZE_URL,
@@ -37,8 +38,15 @@ def par_required_env(make_user_as, scenario):
 
 
 def pushed_params(client_id: str, challenge: str, **extra):
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_for(client_id),
-              "scope": "openid read", "state": "st-1", "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_for(client_id),
+        "scope": "openid read",
+        "state": "st-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     params.update(extra)
     return {k: v for k, v in params.items() if v is not None}
 
@@ -58,8 +66,13 @@ def authorize(env, params: dict, **kw):
 
 
 def redeem(env, client_id: str, code: str, verifier: str, headers=None, **form):
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_for(client_id),
-            "code_verifier": verifier, **form}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_for(client_id),
+        "code_verifier": verifier,
+        **form,
+    }
     if headers:
         from as_helpers import assertion_form, claims_for
         from par_helpers import now
@@ -103,8 +116,14 @@ def test_another_clients_request_uri_is_refused(env):
     assert answer.params["error"] == "invalid_request_uri" and answer.location.startswith(redirect_for("jar-typ"))
 
 
-@pytest.mark.parametrize("uri", ["https://attacker.example/request.jwt", "urn:ietf:params:oauth:request_uri:short",
-                                 "urn:ietf:params:oauth:request_uri:" + "A" * 43])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://attacker.example/request.jwt",
+        "urn:ietf:params:oauth:request_uri:short",
+        "urn:ietf:params:oauth:request_uri:" + "A" * 43,
+    ],
+)
 def test_foreign_or_unknown_request_uris_are_refused_never_fetched(env, uri):
     answer = authorize(env, {"client_id": "jar", "request_uri": uri})
     assert answer.params["error"] == "invalid_request_uri"
@@ -117,12 +136,14 @@ def test_request_uri_inside_a_par_body_is_refused(env):
 
 def test_par_validates_the_whole_request_and_answers_the_client(env):
     """RFC 9126 §2.3: errors go to the client, not through a redirect."""
-    expect_error(push(env, "jar", **pushed_params("jar", pkce_pair()[1], redirect_uri="https://evil.example/cb")),
-                 400, "invalid_request")
+    expect_error(
+        push(env, "jar", **pushed_params("jar", pkce_pair()[1], redirect_uri="https://evil.example/cb")), 400, "invalid_request"
+    )
     expect_error(push(env, "jar", **pushed_params("jar", None, code_challenge=None)), 400, "invalid_request")
     expect_error(push(env, "jar", **pushed_params("jar", pkce_pair()[1], scope="admin")), 400, "invalid_scope")
-    expect_error(push(env, "jar", **pushed_params("jar", pkce_pair()[1], response_type="token")), 400,
-                 "unsupported_response_type")
+    expect_error(
+        push(env, "jar", **pushed_params("jar", pkce_pair()[1], response_type="token")), 400, "unsupported_response_type"
+    )
 
 
 def test_par_needs_client_authentication(env):
@@ -173,8 +194,9 @@ def test_without_par_required_other_parameters_beside_request_uri_are_ignored(en
 def test_a_signed_request_object_at_authorize(env):
     verifier, challenge = pkce_pair()
     claims = request_claims("jar", challenge=challenge, state="from-object")
-    answer = authorize(env, {"client_id": "jar", "request": sign(env, "jar", claims), "state": "from-query",
-                             "scope": "openid read write"})
+    answer = authorize(
+        env, {"client_id": "jar", "request": sign(env, "jar", claims), "state": "from-query", "scope": "openid read write"}
+    )
     assert answer.code and answer.params["state"] == "from-object"
     assert redeem(env, "jar", answer.code, verifier).get_json()["scope"] == "openid read"
 
@@ -198,8 +220,9 @@ def test_a_request_object_must_not_nest_request_uri(env):
 
 def test_request_objects_with_resource_arrays_claims_and_max_age(env):
     _, challenge = pkce_pair()
-    claims = request_claims("jar", challenge=challenge, resource=["https://rs1.example.test"], max_age=3600,
-                            claims={"id_token": {"email": None}})
+    claims = request_claims(
+        "jar", challenge=challenge, resource=["https://rs1.example.test"], max_age=3600, claims={"id_token": {"email": None}}
+    )
     answer = authorize(env, {"client_id": "jar", "request": sign(env, "jar", claims)})
     assert answer.code, answer.params
 
@@ -223,8 +246,9 @@ def test_a_request_object_at_par_is_checked_for_par(env):
     """Under the endpoint policy, a request object pushed to /par names /par, not /authorize."""
     ok = push(env, "jar-endpoint", aud=PAR_URL, request=sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=PAR_URL)))
     assert ok.status_code == 201, ok.get_json()
-    bad = push(env, "jar-endpoint", aud=PAR_URL,
-               request=sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=AUTHORIZE_URL)))
+    bad = push(
+        env, "jar-endpoint", aud=PAR_URL, request=sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=AUTHORIZE_URL))
+    )
     expect_error(bad, 400, "invalid_request_object")
 
 
@@ -275,7 +299,9 @@ def test_a_dpop_proof_at_par_binds_the_code(env):
 
 def test_dpop_jkt_and_a_dpop_proof_at_par_must_agree(env):
     key, other = ClientKey.new("ES256"), ClientKey.new("ES256")
-    r = push(env, "jar", headers={"DPoP": dpop_proof(key, htu=PAR_URL)}, **pushed_params("jar", pkce_pair()[1], dpop_jkt=jkt(other)))
+    r = push(
+        env, "jar", headers={"DPoP": dpop_proof(key, htu=PAR_URL)}, **pushed_params("jar", pkce_pair()[1], dpop_jkt=jkt(other))
+    )
     expect_error(r, 400, "invalid_request")
     r = push(env, "jar", headers={"DPoP": dpop_proof(key, htu=AUTHORIZE_URL)}, **pushed_params("jar", pkce_pair()[1]))
     expect_error(r, 400, "invalid_dpop_proof")
@@ -285,18 +311,35 @@ def test_public_client_refresh_tokens_are_bound_to_the_dpop_key(env):
     """RFC 9449 §5: a public client's refresh token needs a proof with the same key."""
     key, other = ClientKey.new("ES256"), ClientKey.new("ES256")
     verifier, challenge = pkce_pair()
-    params = {"response_type": "code", "client_id": "native", "redirect_uri": "http://127.0.0.1:8765/callback",
-              "scope": "openid read", "code_challenge": challenge, "code_challenge_method": "S256"}
+    params = {
+        "response_type": "code",
+        "client_id": "native",
+        "redirect_uri": "http://127.0.0.1:8765/callback",
+        "scope": "openid read",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     answer = authorize(env, params)
-    r = env.client().post("/oauth2/token", data={"grant_type": "authorization_code", "client_id": "native", "code": answer.code,
-                                                  "redirect_uri": params["redirect_uri"], "code_verifier": verifier},
-                          headers={"DPoP": dpop_proof(key)})
+    r = env.client().post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": "native",
+            "code": answer.code,
+            "redirect_uri": params["redirect_uri"],
+            "code_verifier": verifier,
+        },
+        headers={"DPoP": dpop_proof(key)},
+    )
     assert r.status_code == 200, r.get_json()
     refresh = r.get_json()["refresh_token"]
 
     def refresh_with(headers):
-        return env.client().post("/oauth2/token", data={"grant_type": "refresh_token", "client_id": "native",
-                                                         "refresh_token": refresh}, headers=headers)
+        return env.client().post(
+            "/oauth2/token",
+            data={"grant_type": "refresh_token", "client_id": "native", "refresh_token": refresh},
+            headers=headers,
+        )
 
     expect_error(refresh_with({}), 400, "invalid_grant")
     expect_error(refresh_with({"DPoP": dpop_proof(other)}), 400, "invalid_grant")

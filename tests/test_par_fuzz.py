@@ -12,14 +12,56 @@ from hypothesis import given, strategies as st
 from par_helpers import par_scenario, push, request_claims, sign
 from test_fuzz import FUZZ, _check_browser_response, _check_response, compact_tokens, odd_text
 
-PAR_NAMES = st.sampled_from(["response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-                             "code_challenge_method", "resource", "nonce", "prompt", "max_age", "claims", "request",
-                             "request_uri", "dpop_jkt", "client_assertion", "client_assertion_type", "x"])
-PAR_VALUES = st.one_of(odd_text, compact_tokens, st.sampled_from([
-    "code", "native", "http://127.0.0.1:8765/callback", "openid read", "S256", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-    "https://rs1.example.test", "none", "0", '{"id_token": {"email": null}}', "urn:ietf:params:oauth:request_uri:x"]))
-CLAIM_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**64, 2**64), st.floats(allow_nan=True), odd_text,
-                         st.lists(odd_text, max_size=9), st.dictionaries(odd_text, odd_text, max_size=3))
+PAR_NAMES = st.sampled_from(
+    [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+        "nonce",
+        "prompt",
+        "max_age",
+        "claims",
+        "request",
+        "request_uri",
+        "dpop_jkt",
+        "client_assertion",
+        "client_assertion_type",
+        "x",
+    ]
+)
+PAR_VALUES = st.one_of(
+    odd_text,
+    compact_tokens,
+    st.sampled_from(
+        [
+            "code",
+            "native",
+            "http://127.0.0.1:8765/callback",
+            "openid read",
+            "S256",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "https://rs1.example.test",
+            "none",
+            "0",
+            '{"id_token": {"email": null}}',
+            "urn:ietf:params:oauth:request_uri:x",
+        ]
+    ),
+)
+CLAIM_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=True),
+    odd_text,
+    st.lists(odd_text, max_size=9),
+    st.dictionaries(odd_text, odd_text, max_size=3),
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +83,36 @@ def test_par_answers_hostile_forms(env, form, dpop):
 
 
 @FUZZ
-@given(claims=st.dictionaries(st.sampled_from(["response_type", "redirect_uri", "scope", "state", "resource", "claims",
-                                                "max_age", "prompt", "nonce", "dpop_jkt", "request", "exp", "nbf", "iat",
-                                                "jti", "aud", "iss", "client_id", "sub", "x"]), CLAIM_VALUES, max_size=6))
+@given(
+    claims=st.dictionaries(
+        st.sampled_from(
+            [
+                "response_type",
+                "redirect_uri",
+                "scope",
+                "state",
+                "resource",
+                "claims",
+                "max_age",
+                "prompt",
+                "nonce",
+                "dpop_jkt",
+                "request",
+                "exp",
+                "nbf",
+                "iat",
+                "jti",
+                "aud",
+                "iss",
+                "client_id",
+                "sub",
+                "x",
+            ]
+        ),
+        CLAIM_VALUES,
+        max_size=6,
+    )
+)
 def test_signed_request_objects_with_hostile_claims(env, claims):
     """Authentic request objects (signed by the client) whose claims are anything: an error, or a
     request that passed every check."""

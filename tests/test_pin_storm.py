@@ -57,21 +57,47 @@ def pin_env(tmp_path_factory) -> PinEnv:
     registry = tmp / "registry.json"
     registry.write_text('{"clients": [], "resource_servers": []}')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OAUTH_HSM_", "PKCS11SPY"))}
-    env.update({
-        "SOFTHSM2_CONF": str(conf),
-        "OAUTH_HSM_PKCS11_MODULE": support.SOFTHSM_MODULE,
-        "OAUTH_HSM_TOKEN_LABEL": TOKEN,
-        "OAUTH_HSM_PIN": support.USER_PIN,
-        "OAUTH_HSM_ISSUER": "http://127.0.0.1:5000",
-        "OAUTH_HSM_SIGNING_KEY": "sig",
-        "OAUTH_HSM_REDIS_URL": f"redis://127.0.0.1:{support.free_port()}/0",  # never reached
-        "OAUTH_HSM_REGISTRY": str(registry),
-    })
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", support.USER_PIN,
-                    "--so-pin", support.SO_PIN], env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", "generate",
-                    "--alg", "ES256", "--use", "sig", "--label", "sig"], env=env, cwd=ROOT, check=True,
-                   capture_output=True, timeout=BOUND)
+    env.update(
+        {
+            "SOFTHSM2_CONF": str(conf),
+            "OAUTH_HSM_PKCS11_MODULE": support.SOFTHSM_MODULE,
+            "OAUTH_HSM_TOKEN_LABEL": TOKEN,
+            "OAUTH_HSM_PIN": support.USER_PIN,
+            "OAUTH_HSM_ISSUER": "http://127.0.0.1:5000",
+            "OAUTH_HSM_SIGNING_KEY": "sig",
+            "OAUTH_HSM_REDIS_URL": f"redis://127.0.0.1:{support.free_port()}/0",  # never reached
+            "OAUTH_HSM_REGISTRY": str(registry),
+        }
+    )
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", support.USER_PIN, "--so-pin", support.SO_PIN],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "example_app",
+            "oauth-hsm",
+            "keys",
+            "generate",
+            "--alg",
+            "ES256",
+            "--use",
+            "sig",
+            "--label",
+            "sig",
+        ],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=BOUND,
+    )
     return PinEnv(env, tmp)
 
 
@@ -87,12 +113,18 @@ def run_spied(pin_env: PinEnv, argv: list[str], name: str, pin: str = WRONG_PIN)
     must end by itself within BOUND seconds. Returns its status, its output and the logins."""
     spy_log = pin_env.tmp / f"{name}.spy.log"
     out_path = pin_env.tmp / f"{name}.out.log"
-    env = {**pin_env.env, "OAUTH_HSM_PKCS11_MODULE": spy_module(), "PKCS11SPY": support.SOFTHSM_MODULE,
-           "PKCS11SPY_OUTPUT": str(spy_log), "OAUTH_HSM_PIN": pin}
+    env = {
+        **pin_env.env,
+        "OAUTH_HSM_PKCS11_MODULE": spy_module(),
+        "PKCS11SPY": support.SOFTHSM_MODULE,
+        "PKCS11SPY_OUTPUT": str(spy_log),
+        "OAUTH_HSM_PIN": pin,
+    }
     with open(out_path, "w") as out:
         # A session of its own: if the server does not stop, we kill it and every worker it made.
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             returncode = proc.wait(timeout=BOUND)
         except subprocess.TimeoutExpired:
@@ -111,8 +143,17 @@ def run_spied(pin_env: PinEnv, argv: list[str], name: str, pin: str = WRONG_PIN)
 def gunicorn(worker_class: str, *, preload: bool) -> list[str]:
     import gunicorn.config
 
-    args = [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--worker-class", worker_class,
-            "--bind", f"127.0.0.1:{support.free_port()}"]
+    args = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        worker_class,
+        "--bind",
+        f"127.0.0.1:{support.free_port()}",
+    ]
     if worker_class == "gthread":
         args += ["--threads", "8"]
     if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS):
@@ -124,8 +165,12 @@ def gunicorn(worker_class: str, *, preload: bool) -> list[str]:
 
 def test_the_spy_counts_real_logins(pin_env):
     """With the right PIN a CLI command logs in exactly once: the count below is real."""
-    run = run_spied(pin_env, [sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", "list"],
-                    "control", pin=support.USER_PIN)
+    run = run_spied(
+        pin_env,
+        [sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "keys", "list"],
+        "control",
+        pin=support.USER_PIN,
+    )
     assert run.returncode == 0, run.output
     assert run.logins == 1
 
@@ -178,8 +223,18 @@ def test_granian_stops(pin_env, respawn):
     """granian stops when a worker exits; with --respawn-failed-workers it would respawn failing
     workers for ever (they fail in turn, which its crash-loop check misses), so the failing worker
     asks the main process to shut down."""
-    argv = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(WORKERS),
-            "--port", str(support.free_port()), "--no-ws"]
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--workers",
+        str(WORKERS),
+        "--port",
+        str(support.free_port()),
+        "--no-ws",
+    ]
     if respawn:
         argv.append("--respawn-failed-workers")
     run = run_spied(pin_env, [*argv, "example_app:app"], "granian-respawn" if respawn else "granian")
@@ -218,14 +273,22 @@ def test_a_pin_refused_at_reconnect_is_never_tried_again(isolated_store, redis_s
     spy_log = isolated_store.conf.parent / "reconnect.spy.log"
     registry = isolated_store.conf.parent / "registry.json"
     registry.write_text('{"clients": [], "resource_servers": []}')
-    settings = {**isolated_store.settings(), "OAUTH_HSM_PKCS11_MODULE": spy_module(), "OAUTH_HSM_ISSUER": "https://as.example.test",
-                "OAUTH_HSM_SIGNING_KEY": "sig-es256", "OAUTH_HSM_REDIS_URL": redis_server.url,
-                "OAUTH_HSM_REGISTRY": str(registry), "OAUTH_HSM_RATE_LIMITS": "off"}
-    code = _RECONNECT.format(tests=str(ROOT / "tests"), softhsm=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN,
-                             pin=support.USER_PIN)
+    settings = {
+        **isolated_store.settings(),
+        "OAUTH_HSM_PKCS11_MODULE": spy_module(),
+        "OAUTH_HSM_ISSUER": "https://as.example.test",
+        "OAUTH_HSM_SIGNING_KEY": "sig-es256",
+        "OAUTH_HSM_REDIS_URL": redis_server.url,
+        "OAUTH_HSM_REGISTRY": str(registry),
+        "OAUTH_HSM_RATE_LIMITS": "off",
+    }
+    code = _RECONNECT.format(
+        tests=str(ROOT / "tests"), softhsm=support.SOFTHSM_MODULE, token=support.ISOLATED_TOKEN, pin=support.USER_PIN
+    )
     env = isolated_store.env(PKCS11SPY=support.SOFTHSM_MODULE, PKCS11SPY_OUTPUT=str(spy_log))
-    result = subprocess.run([sys.executable, "-c", code, json.dumps([settings, spy_module()])], env=env,
-                            capture_output=True, text=True, timeout=BOUND)
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([settings, spy_module()])], env=env, capture_output=True, text=True, timeout=BOUND
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     statuses = json.loads(result.stdout.strip().splitlines()[-1])
     assert statuses == [200, 503, 503, 503, 503, 200]  # ready, then never ready again; alive throughout

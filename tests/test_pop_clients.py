@@ -12,10 +12,17 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client as HttpxOAuth2Client
 from authlib.integrations.requests_client import OAuth2Session
 
-from as_helpers import RS1
 import support
+from as_helpers import RS1
 from flask_oauth_hsm.client import (
-    DPoPAuth, DPoPClientAuth, DPoPKey, HSMPoPKey, HSMPrivateKeyJWT, HTTPSignatureAuth, PoPClientAuth, SymmetricPoPKey,
+    DPoPAuth,
+    DPoPClientAuth,
+    DPoPKey,
+    HSMPoPKey,
+    HSMPrivateKeyJWT,
+    HTTPSignatureAuth,
+    PoPClientAuth,
+    SymmetricPoPKey,
 )
 from flask_oauth_hsm.client.sessions import DPoPOAuth2Session
 from pop_helpers import NONCE_KEY, POP_SETTINGS, RS_ENC_KEY, RSP, ensure_secret_keys, pop_scenario, rs_settings
@@ -32,13 +39,26 @@ def world(hsm):
     registry = world.scenario.registry
     resources = [RSP, RSQ, RS1]
     registry["clients"] += [
-        {"client_id": "h-client", "token_endpoint_auth_method": "private_key_jwt", "scope": "read write", "resources": resources,
-         "jwks": {"keys": [hsm.key("sig-es256").public_jwk()]}, "pop_keys": ["symmetric", "asymmetric"]},
-        {"client_id": "h-enc", "token_endpoint_auth_method": "private_key_jwt", "scope": "read", "resources": resources,
-         "jwks": {"keys": [hsm.key("sig-es256").public_jwk(), hsm.key("enc-ecdh-es").public_jwk()]}, "pop_keys": ["symmetric"]},
+        {
+            "client_id": "h-client",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "scope": "read write",
+            "resources": resources,
+            "jwks": {"keys": [hsm.key("sig-es256").public_jwk()]},
+            "pop_keys": ["symmetric", "asymmetric"],
+        },
+        {
+            "client_id": "h-enc",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "scope": "read",
+            "resources": resources,
+            "jwks": {"keys": [hsm.key("sig-es256").public_jwk(), hsm.key("enc-ecdh-es").public_jwk()]},
+            "pop_keys": ["symmetric"],
+        },
     ]
     registry["resource_servers"].append(
-        resource_server("rs-q", RSQ, [hsm.key("rs2-sig").public_jwk(), hsm.key(RS_ENC_KEY).public_jwk()]))
+        resource_server("rs-q", RSQ, [hsm.key("rs2-sig").public_jwk(), hsm.key(RS_ENC_KEY).public_jwk()])
+    )
     return world
 
 
@@ -55,8 +75,12 @@ def served(make_as, world, **settings):
 @pytest.fixture(scope="module")
 def server(make_as, world):
     """AS with DPoP nonces required, and resource server rsp (nonces required too) on /api/items."""
-    proc, base = served(make_as, world, OAUTH_HSM_DPOP_NONCE="required",
-                        **rs_settings(RSP, OAUTH_HSM_RS_DPOP_NONCE="required", OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY))
+    proc, base = served(
+        make_as,
+        world,
+        OAUTH_HSM_DPOP_NONCE="required",
+        **rs_settings(RSP, OAUTH_HSM_RS_DPOP_NONCE="required", OAUTH_HSM_RS_DPOP_NONCE_KEY=NONCE_KEY),
+    )
     yield base
     stop(proc)
 
@@ -84,8 +108,11 @@ def test_dpop_session_with_nonce_retries_at_the_as_and_the_resource_server(serve
 
 def test_httpx_with_authlib_and_dpop(server, hsm):
     dpop = DPoPKey(hsm.key("sig-es256"))
-    client = HttpxOAuth2Client("h-client", token_endpoint_auth_method=DPoPClientAuth(dpop, private_key_jwt(hsm, server)),
-                               event_hooks={"response": [dpop.remember_response]})
+    client = HttpxOAuth2Client(
+        "h-client",
+        token_endpoint_auth_method=DPoPClientAuth(dpop, private_key_jwt(hsm, server)),
+        event_hooks={"response": [dpop.remember_response]},
+    )
     with pytest.raises(OAuthError, match="use_dpop_nonce"):
         client.fetch_token(server + "/oauth2/token", grant_type="client_credentials", resource=RSP)
     token = client.fetch_token(server + "/oauth2/token", grant_type="client_credentials", resource=RSP)
@@ -103,7 +130,10 @@ def test_symmetric_pop_token_with_requests_and_httpx(server, hsm):
     assert requests.get(server + "/api/items", auth=auth, timeout=10).status_code == 200
     assert requests.get(server + "/api/items?x=1", auth=auth, timeout=10).status_code == 200
     assert httpx.get(server + "/api/items", auth=auth).status_code == 200
-    assert requests.get(server + "/api/items", headers={"Authorization": f"PoP {token['access_token']}"}, timeout=10).status_code == 401
+    assert (
+        requests.get(server + "/api/items", headers={"Authorization": f"PoP {token['access_token']}"}, timeout=10).status_code
+        == 401
+    )
 
 
 def test_symmetric_key_encrypted_to_the_clients_token_key(server, hsm):
@@ -123,7 +153,9 @@ def test_asymmetric_pop_token_with_a_key_in_the_token(server, hsm, label):
     response = requests.get(server + "/api/items", auth=HTTPSignatureAuth(token["access_token"], pop), timeout=10)
     assert response.status_code == 200, response.text
     other = HSMPoPKey(hsm.key("sig-eddsa" if label == "sig-es256" else "sig-es256"))
-    assert requests.get(server + "/api/items", auth=HTTPSignatureAuth(token["access_token"], other), timeout=10).status_code == 401
+    assert (
+        requests.get(server + "/api/items", auth=HTTPSignatureAuth(token["access_token"], other), timeout=10).status_code == 401
+    )
 
 
 def test_rsa_keys_in_a_token_cannot_sign_http_signatures(hsm):
@@ -137,8 +169,17 @@ def test_rsa_keys_in_a_token_cannot_sign_http_signatures(hsm):
 @pytest.fixture(scope="module")
 def introspecting(make_as, world):
     """The example app as AS and as resource server rsq asking the AS (over HTTP) about tokens."""
-    proc, url = served(make_as, world, **rs_settings(RSQ, OAUTH_HSM_RS_MODE="introspection", OAUTH_HSM_RS_CLIENT_ID="rs-q",
-                                                     OAUTH_HSM_RS_SIGNING_KEY="rs2-sig", OAUTH_HSM_RS_CACHE_TTL="0"))
+    proc, url = served(
+        make_as,
+        world,
+        **rs_settings(
+            RSQ,
+            OAUTH_HSM_RS_MODE="introspection",
+            OAUTH_HSM_RS_CLIENT_ID="rs-q",
+            OAUTH_HSM_RS_SIGNING_KEY="rs2-sig",
+            OAUTH_HSM_RS_CACHE_TTL="0",
+        ),
+    )
     yield url
     stop(proc)
 

@@ -8,15 +8,21 @@ import pytest
 
 from as_helpers import ClientKey
 from pop_helpers import POP_SETTINGS, RSP, ath, dpop_proof, pop_world, post_token, rs_settings, token_form
-from test_redis_faults import own_redis
 
-__all__ = ["own_redis", "pop_world"]  # fixtures
+__all__ = ["pop_world"]  # fixtures
 
 
 @pytest.fixture()
 def env(make_as, pop_world, own_redis):
-    return make_as(pop_world.scenario, redis_url=own_redis.url, protect_api=True, OAUTH_HSM_RETRY_AFTER="7",
-                   OAUTH_HSM_DPOP_NONCE="optional", **POP_SETTINGS, **rs_settings(RSP))
+    return make_as(
+        pop_world.scenario,
+        redis_url=own_redis.url,
+        protect_api=True,
+        OAUTH_HSM_RETRY_AFTER="7",
+        OAUTH_HSM_DPOP_NONCE="optional",
+        **POP_SETTINGS,
+        **rs_settings(RSP),
+    )
 
 
 def unavailable(response):
@@ -38,8 +44,10 @@ def test_resource_server_fails_closed_without_its_replay_state(env, own_redis):
     key = ClientKey.new()
     token = post_token(env, token_form(env, "d-plain", resource=RSP), {"DPoP": dpop_proof(key)}).get_json()["access_token"]
     own_redis.stop()
-    response = env.client().get("/api/items", headers={"Authorization": f"DPoP {token}",
-                                                       "DPoP": dpop_proof(key, "GET", RSP + "/api/items", ath=ath(token))})
+    response = env.client().get(
+        "/api/items",
+        headers={"Authorization": f"DPoP {token}", "DPoP": dpop_proof(key, "GET", RSP + "/api/items", ath=ath(token))},
+    )
     assert response.status_code == 503 and response.headers["Retry-After"]
 
 

@@ -17,8 +17,23 @@ from as_helpers import RS1, ClientKey, assertion_form, b64, claims_for
 from flask_oauth_hsm import ResourceProtector
 from flask_oauth_hsm.binding.pop_keys import VAULT_NAMESPACE, SymmetricKey, decrypt_key
 from pop_helpers import (
-    POP_SETTINGS, RS_ENC_KEY, RSH, RSN, RSP, TOKEN_URL, dpop_jwk, jkt, pop_as, pop_world,
-    post_token, req_cnf, rs_settings, signed_headers, symmetric_secret, token_form, with_old_epoch,
+    POP_SETTINGS,
+    RS_ENC_KEY,
+    RSH,
+    RSN,
+    RSP,
+    TOKEN_URL,
+    dpop_jwk,
+    jkt,
+    pop_as,
+    pop_world,
+    post_token,
+    req_cnf,
+    rs_settings,
+    signed_headers,
+    symmetric_secret,
+    token_form,
+    with_old_epoch,
 )
 
 __all__ = ["pop_as", "pop_world"]
@@ -52,14 +67,34 @@ def expect(response, status, error=None):
 # --- asymmetric ------------------------------------------------------------------------------------------
 
 
-def asymmetric_request(env, key: ClientKey, client_id="p-both", *, sign_with=None, encode=True, created=None, nonce="auto",
-                       components=("@method", "@target-uri"), **form):
+def asymmetric_request(
+    env,
+    key: ClientKey,
+    client_id="p-both",
+    *,
+    sign_with=None,
+    encode=True,
+    created=None,
+    nonce="auto",
+    components=("@method", "@target-uri"),
+    **form,
+):
     """A token request asking for a pop token bound to ``key``, signed with ``sign_with`` (default: key)."""
     params = token_form(env, client_id, token_type="pop", req_cnf=req_cnf(key, encode), **form)
     body = urlencode(params).encode()
     signer = sign_with or key
-    headers = signed_headers("POST", TOKEN_URL, {"Content-Type": FORM}, body, key=signer.private, alg=signer.alg, keyid=jkt(signer),
-                             components=components, created=created, nonce=nonce)
+    headers = signed_headers(
+        "POST",
+        TOKEN_URL,
+        {"Content-Type": FORM},
+        body,
+        key=signer.private,
+        alg=signer.alg,
+        keyid=jkt(signer),
+        components=components,
+        created=created,
+        nonce=nonce,
+    )
     return env.client().post("/oauth2/token", data=body, headers=headers)
 
 
@@ -117,11 +152,20 @@ def test_a_p384_key_is_not_in_the_default_algorithms_of_a_resource_server(pop_as
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private = ec.generate_private_key(ec.SECP384R1())
-    params = token_form(pop_as, "p-both", token_type="pop", resource=RSP,
-                        req_cnf=b64(json.dumps({"jwk": _p384_jwk(private)}).encode()))
+    params = token_form(
+        pop_as, "p-both", token_type="pop", resource=RSP, req_cnf=b64(json.dumps({"jwk": _p384_jwk(private)}).encode())
+    )
     body = urlencode(params).encode()
-    headers = signed_headers("POST", TOKEN_URL, {"Content-Type": FORM}, body, key=private, alg="ES384", keyid="p384",
-                             components=("@method", "@target-uri"))
+    headers = signed_headers(
+        "POST",
+        TOKEN_URL,
+        {"Content-Type": FORM},
+        body,
+        key=private,
+        alg="ES384",
+        keyid="p384",
+        components=("@method", "@target-uri"),
+    )
     expect(pop_as.client().post("/oauth2/token", data=body, headers=headers), 400, "unsupported_pop_key")
 
 
@@ -163,13 +207,16 @@ def test_symmetric_key_encrypted_to_the_clients_key(pop_as, pop_world):
     assert pop_call(pop_as, body["access_token"], key.secret, "hmac", key.kid).status_code == 200
 
 
-@pytest.mark.parametrize("client_id,resource,error", [
-    ("p-both", [RSP, RS1], "invalid_request"),  # one key for one resource server (the draft)
-    ("p-both", RSN, "unsupported_pop_key"),  # no encryption key: cannot receive the key
-    ("p-both", RSH, "unsupported_pop_key"),  # does not verify hmac-sha256
-    ("p-asym", RSP, "invalid_request"),  # not registered for symmetric keys
-    ("d-plain", RSP, "invalid_request"),  # no pop tokens at all
-])
+@pytest.mark.parametrize(
+    "client_id,resource,error",
+    [
+        ("p-both", [RSP, RS1], "invalid_request"),  # one key for one resource server (the draft)
+        ("p-both", RSN, "unsupported_pop_key"),  # no encryption key: cannot receive the key
+        ("p-both", RSH, "unsupported_pop_key"),  # does not verify hmac-sha256
+        ("p-asym", RSP, "invalid_request"),  # not registered for symmetric keys
+        ("d-plain", RSP, "invalid_request"),  # no pop tokens at all
+    ],
+)
 def test_symmetric_refusals(pop_as, client_id, resource, error):
     form = token_form(pop_as, client_id, token_type="pop")
     form = {**form, "resource": resource} if isinstance(resource, str) else form
@@ -268,12 +315,26 @@ def symmetric(echo):
     return body["access_token"], secret, kid
 
 
-@pytest.mark.parametrize("case", ["wrong key", "wrong keyid", "stale created", "future created", "no nonce", "method",
-                                  "uri", "query", "no authorization", "expired"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "wrong key",
+        "wrong keyid",
+        "stale created",
+        "future created",
+        "no nonce",
+        "method",
+        "uri",
+        "query",
+        "no authorization",
+        "expired",
+    ],
+)
 def test_resource_refusals(echo, symmetric, case):
     token, secret, kid = symmetric
     args = {
-        "wrong key": dict(key=b"x" * 32, keyid=kid), "wrong keyid": dict(key=secret, keyid="other"),
+        "wrong key": dict(key=b"x" * 32, keyid=kid),
+        "wrong keyid": dict(key=secret, keyid="other"),
         "stale created": dict(key=secret, keyid=kid, created=time.time() - 200),
         "future created": dict(key=secret, keyid=kid, created=time.time() + 200),
         "no nonce": dict(key=secret, keyid=kid, nonce=None),
@@ -285,24 +346,26 @@ def test_resource_refusals(echo, symmetric, case):
     }[case]
     response = pop_call(echo, token, alg="hmac", **args)
     assert response.status_code == 401, response.get_data(as_text=True)
-    assert response.headers["WWW-Authenticate"].startswith("PoP realm=\"api\", error=\"invalid_token\"")
+    assert response.headers["WWW-Authenticate"].startswith('PoP realm="api", error="invalid_token"')
 
 
 def _past():
     import datetime
 
-    return datetime.datetime.fromtimestamp(time.time() - 60, datetime.timezone.utc)  # beyond the 30 s leeway
+    return datetime.datetime.fromtimestamp(time.time() - 60, datetime.UTC)  # beyond the 30 s leeway
 
 
 def test_body_is_covered_by_the_digest(echo, symmetric):
     token, secret, kid = symmetric
     ok = pop_call(echo, token, secret, "hmac", kid, method="POST", path="/api/echo", body=b'{"a":1}')
     assert ok.status_code == 200 and ok.get_json()["got"] == '{"a":1}'
-    altered = pop_call(echo, token, secret, "hmac", kid, method="POST", path="/api/echo", body=b'{"a":1}',
-                       send={"body": b'{"a":2}'})
+    altered = pop_call(
+        echo, token, secret, "hmac", kid, method="POST", path="/api/echo", body=b'{"a":1}', send={"body": b'{"a":2}'}
+    )
     assert altered.status_code == 401
-    undigested = pop_call(echo, token, secret, "hmac", kid, method="POST", path="/api/echo", body=None,
-                          send={"body": b'{"a":1}'})  # a body the signature knows nothing about
+    undigested = pop_call(
+        echo, token, secret, "hmac", kid, method="POST", path="/api/echo", body=None, send={"body": b'{"a":1}'}
+    )  # a body the signature knows nothing about
     assert undigested.status_code == 401
 
 
@@ -328,8 +391,9 @@ def test_a_pop_token_is_neither_bearer_nor_dpop(echo, symmetric):
 
 
 def test_a_resource_server_that_does_not_take_the_keys_algorithm(make_as, pop_world):
-    env = make_as(pop_world.scenario, protect_api=True, **POP_SETTINGS,
-                  **rs_settings(RSP, OAUTH_HSM_RS_SIGNATURE_ALGS="ecdsa-p256-sha256"))
+    env = make_as(
+        pop_world.scenario, protect_api=True, **POP_SETTINGS, **rs_settings(RSP, OAUTH_HSM_RS_SIGNATURE_ALGS="ecdsa-p256-sha256")
+    )
     body = symmetric_token(env)
     secret, kid = symmetric_secret(body["cnf"])
     assert pop_call(env, body["access_token"], secret, "hmac", kid).status_code == 401
@@ -338,20 +402,23 @@ def test_a_resource_server_that_does_not_take_the_keys_algorithm(make_as, pop_wo
 # --- req_cnf and token_type: refusals ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra", [
-    {"token_type": "mac"},
-    {"token_type": "bearer", "req_cnf": "e30"},
-    {"req_cnf": "not base64!"},
-    {"req_cnf": b64(b"[1]")},
-    {"req_cnf": "{\"jwk\": 1}"},
-    {"req_cnf": json.dumps({"kid": "abc"})},
-    {"req_cnf": json.dumps({"jwk": {"kty": "oct", "k": "AAAA"}})},  # RFC 9201 §3.1: no symmetric keys from clients
-    {"req_cnf": json.dumps({"jwk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}})},
-    {"req_cnf": json.dumps({"jwk": {"kty": "OKP", "crv": "X25519", "x": b64(b"\x09" * 32)}})},
-    {"req_cnf": json.dumps({"jwk": {**dpop_jwk(ClientKey.new()), "d": "AAAA"}})},
-    {"req_cnf": json.dumps({"jwk": dpop_jwk(ClientKey.new()), "extra": 1})},
-    {"req_cnf": "x" * 9000},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"token_type": "mac"},
+        {"token_type": "bearer", "req_cnf": "e30"},
+        {"req_cnf": "not base64!"},
+        {"req_cnf": b64(b"[1]")},
+        {"req_cnf": '{"jwk": 1}'},
+        {"req_cnf": json.dumps({"kid": "abc"})},
+        {"req_cnf": json.dumps({"jwk": {"kty": "oct", "k": "AAAA"}})},  # RFC 9201 §3.1: no symmetric keys from clients
+        {"req_cnf": json.dumps({"jwk": {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}})},
+        {"req_cnf": json.dumps({"jwk": {"kty": "OKP", "crv": "X25519", "x": b64(b"\x09" * 32)}})},
+        {"req_cnf": json.dumps({"jwk": {**dpop_jwk(ClientKey.new()), "d": "AAAA"}})},
+        {"req_cnf": json.dumps({"jwk": dpop_jwk(ClientKey.new()), "extra": 1})},
+        {"req_cnf": "x" * 9000},
+    ],
+)
 def test_req_cnf_refusals(pop_as, extra):
     body = expect(post_token(pop_as, token_form(pop_as, "p-both", resource=RSP, **extra)), 400, "invalid_request")
     assert "AAAA" not in body["error_description"]
@@ -369,7 +436,9 @@ def test_settled_window_for_signatures(make_as, pop_world):
     """HTTP signature created window at the token endpoint (OAUTH_HSM_HTTP_SIGNATURE_MAX_AGE + skew)."""
     import uuid
 
-    env = with_old_epoch(make_as(pop_world.scenario, OAUTH_HSM_REDIS_PREFIX=f"sig-window-{uuid.uuid4().hex[:8]}:", **POP_SETTINGS))
+    env = with_old_epoch(
+        make_as(pop_world.scenario, OAUTH_HSM_REDIS_PREFIX=f"sig-window-{uuid.uuid4().hex[:8]}:", **POP_SETTINGS)
+    )
     key = ClientKey.new()
     expect(asymmetric_request(env, key, created=time.time() - 85, resource=RSP), 200)
     expect(asymmetric_request(env, key, created=time.time() - 95, resource=RSP), 400, "invalid_request")
@@ -378,6 +447,11 @@ def test_settled_window_for_signatures(make_as, pop_world):
 def test_metadata(pop_as):
     meta = pop_as.client().get("/.well-known/oauth-authorization-server").get_json()
     assert meta["pop_key_types_supported"] == ["asymmetric", "symmetric"]
-    assert meta["pop_signature_alg_values_supported"] == ["hmac-sha256", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "ed25519",
-                                                          "rsa-pss-sha512"]
+    assert meta["pop_signature_alg_values_supported"] == [
+        "hmac-sha256",
+        "ecdsa-p256-sha256",
+        "ecdsa-p384-sha384",
+        "ed25519",
+        "rsa-pss-sha512",
+    ]
     assert "tls_client_certificate_bound_access_tokens" not in meta  # no mTLS configured here

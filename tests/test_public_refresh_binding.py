@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+
 from mtls_support import CA, CERT_HEADER, _name
 from scenarios import RS1, Scenario, resource_server
 from user_host import Browser, pkce_pair
@@ -24,13 +25,25 @@ def world(tmp_path_factory, make_user_as):
     ca = CA(tmp_path_factory.mktemp("public-mtls"))
     rs_key = ClientKey.new("ES256")
     registry = {
-        "clients": [{"client_id": "m-native", "token_endpoint_auth_method": "none", "redirect_uris": [REDIRECT],
-                     "grant_types": ["authorization_code", "refresh_token"], "scope": "openid read", "resources": [RS1],
-                     "tls_client_certificate_bound_access_tokens": True}],
+        "clients": [
+            {
+                "client_id": "m-native",
+                "token_endpoint_auth_method": "none",
+                "redirect_uris": [REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "scope": "openid read",
+                "resources": [RS1],
+                "tls_client_certificate_bound_access_tokens": True,
+            }
+        ],
         "resource_servers": [resource_server("rs-1", RS1, [rs_key.public_jwk])],
     }
-    env = make_user_as(Scenario(registry, {"rs-1": rs_key}), OAUTH_HSM_CONSENT_LIFETIME="0",
-                       OAUTH_HSM_MTLS_CERT_HEADER=CERT_HEADER, OAUTH_HSM_TRUSTED_PROXIES="127.0.0.1/32")
+    env = make_user_as(
+        Scenario(registry, {"rs-1": rs_key}),
+        OAUTH_HSM_CONSENT_LIFETIME="0",
+        OAUTH_HSM_MTLS_CERT_HEADER=CERT_HEADER,
+        OAUTH_HSM_TRUSTED_PROXIES="127.0.0.1/32",
+    )
     return env, ca.issue("device", _name("device-1")), ca.issue("other", _name("device-2"))
 
 
@@ -41,11 +54,28 @@ def _header(issued) -> dict[str, str]:
 def test_a_public_clients_refresh_token_is_bound_to_its_certificate(world):
     env, device, other = world
     verifier, challenge = pkce_pair()
-    answer = Browser(env.app).authorize({"response_type": "code", "client_id": "m-native", "redirect_uri": REDIRECT,
-                                         "scope": "openid read", "code_challenge": challenge, "code_challenge_method": "S256"})
+    answer = Browser(env.app).authorize(
+        {
+            "response_type": "code",
+            "client_id": "m-native",
+            "redirect_uri": REDIRECT,
+            "scope": "openid read",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
     client = env.client()
-    r = client.post("/oauth2/token", data={"grant_type": "authorization_code", "client_id": "m-native", "code": answer.code,
-                                           "redirect_uri": REDIRECT, "code_verifier": verifier}, headers=_header(device))
+    r = client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": "m-native",
+            "code": answer.code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        headers=_header(device),
+    )
     assert r.status_code == 200, r.get_json()
     refresh = r.get_json()["refresh_token"]
     form = {"grant_type": "refresh_token", "client_id": "m-native", "refresh_token": refresh}

@@ -18,7 +18,9 @@ _prefixes = itertools.count()
 
 def limited_env(make_as, limits: str, **settings):
     # Each app counts under its own prefix: the session Redis is shared by every test.
-    return make_as(OAUTH_HSM_RATE_LIMITS=limits, OAUTH_HSM_REDIS_PREFIX=f"rl-{next(_prefixes)}-{secrets.token_hex(3)}:", **settings)
+    return make_as(
+        OAUTH_HSM_RATE_LIMITS=limits, OAUTH_HSM_REDIS_PREFIX=f"rl-{next(_prefixes)}-{secrets.token_hex(3)}:", **settings
+    )
 
 
 def token_form(env, client_id="c-es256", **extra):
@@ -120,8 +122,10 @@ def test_public_documents_are_not_limited(make_as, path):
 
 def test_authorization_endpoint_is_limited_per_address(make_user_as):
     """The browser endpoints answer a breach with a page (and Retry-After), not JSON."""
-    env = make_user_as(OAUTH_HSM_RATE_LIMITS="address=3/minute,client=100/minute",
-                       OAUTH_HSM_REDIS_PREFIX=f"rl-{next(_prefixes)}-{secrets.token_hex(3)}:")
+    env = make_user_as(
+        OAUTH_HSM_RATE_LIMITS="address=3/minute,client=100/minute",
+        OAUTH_HSM_REDIS_PREFIX=f"rl-{next(_prefixes)}-{secrets.token_hex(3)}:",
+    )
     client = env.client()
     for _ in range(3):
         assert client.get("/oauth2/authorize?client_id=nobody").status_code == 400

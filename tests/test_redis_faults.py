@@ -9,20 +9,11 @@ import math
 
 import pytest
 
-import support
 from as_helpers import assertion_form, claims_for
 from test_http_server import concurrent_posts, start_gunicorn, stop
 
 TOLERANCE = 5  # OAUTH_HSM_RESET_CLOCK_TOLERANCE's default
 WINDOW = 300 + 2 * 30  # assertion max lifetime + 2 × clock skew (the defaults)
-
-
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = support.RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()
@@ -60,7 +51,10 @@ def test_redis_down_gives_503_and_no_token(env, own_redis):
     own_redis.stop()
     response = post(env, form(env))
     assert response.status_code == 503
-    assert response.get_json() == {"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"}
+    assert response.get_json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "the service is temporarily unavailable",
+    }
     assert response.headers["Retry-After"] == "7" and response.headers["Cache-Control"] == "no-store"
     assert "access_token" not in response.get_data(as_text=True)
     own_redis.start()  # same port, no restart of the app

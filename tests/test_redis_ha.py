@@ -56,8 +56,12 @@ def _app(as_env, redis_client=None, **overrides) -> Flask:
     """The AS on the main test token, on ``OAUTH_HSM_REDIS_URL`` from ``overrides`` or an injected client."""
     from flask_oauth_hsm import OAuthHSM
 
-    settings = as_settings(overrides.pop("OAUTH_HSM_REDIS_URL", "redis://unused"), as_env.settings["OAUTH_HSM_REGISTRY"],
-                           OAUTH_HSM_RETRY_AFTER="3", **overrides)
+    settings = as_settings(
+        overrides.pop("OAUTH_HSM_REDIS_URL", "redis://unused"),
+        as_env.settings["OAUTH_HSM_REGISTRY"],
+        OAUTH_HSM_RETRY_AFTER="3",
+        **overrides,
+    )
     if redis_client is not None:
         del settings["OAUTH_HSM_REDIS_URL"]
     app = Flask("ha-test")
@@ -124,12 +128,15 @@ def cluster(tmp_path_factory):
 # --- OAUTH_HSM_REDIS_URL forms ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url, kind, hosts, service, db", [
-    ("redis+sentinel://s1:26379,s2:26380,s3/oauth", "sentinel", [("s1", 26379), ("s2", 26380), ("s3", 26379)], "oauth", 0),
-    ("rediss+sentinel://u:p@[::1]:5000/oauth/2?sentinel_password=x", "sentinel", [("::1", 5000)], "oauth", 2),
-    ("redis+cluster://n1:7000,n2:7001", "cluster", [("n1", 7000), ("n2", 7001)], None, 0),
-    ("redis://localhost:6379/0", "single", [], None, 0),
-])
+@pytest.mark.parametrize(
+    "url, kind, hosts, service, db",
+    [
+        ("redis+sentinel://s1:26379,s2:26380,s3/oauth", "sentinel", [("s1", 26379), ("s2", 26380), ("s3", 26379)], "oauth", 0),
+        ("rediss+sentinel://u:p@[::1]:5000/oauth/2?sentinel_password=x", "sentinel", [("::1", 5000)], "oauth", 2),
+        ("redis+cluster://n1:7000,n2:7001", "cluster", [("n1", 7000), ("n2", 7001)], None, 0),
+        ("redis://localhost:6379/0", "single", [], None, 0),
+    ],
+)
 def test_redis_url_forms(url, kind, hosts, service, db):
     from flask_oauth_hsm.store.urls import parse_redis_url
 
@@ -138,16 +145,19 @@ def test_redis_url_forms(url, kind, hosts, service, db):
     assert "password" not in repr(target) and "url" not in repr(target)  # a repr never shows a secret
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://h:1/", "must be a redis://, rediss://, unix://, redis+sentinel://"),
-    ("redis+sentinel://u:s3cret@h:1", "needs the service name as its path"),
-    ("redis+sentinel://u:s3cret@h:1/svc/x", "the database after the service name must be a number"),
-    ("redis+sentinel://u:s3cret@h:99999/svc", "every port must be a number from 1 to 65535"),
-    ("redis+sentinel://u:s3cret@h:1,/svc", "every host needs a name or address"),
-    ("redis+sentinel://u:s3cret@h:1/svc?password=s3cret", "unknown query parameter 'password'"),
-    ("redis+cluster://u:s3cret@h:1/0", "has no path"),
-    ("redis+cluster://u:s3cret@h:1?x=1", "takes no query parameters"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://h:1/", "must be a redis://, rediss://, unix://, redis+sentinel://"),
+        ("redis+sentinel://u:s3cret@h:1", "needs the service name as its path"),
+        ("redis+sentinel://u:s3cret@h:1/svc/x", "the database after the service name must be a number"),
+        ("redis+sentinel://u:s3cret@h:99999/svc", "every port must be a number from 1 to 65535"),
+        ("redis+sentinel://u:s3cret@h:1,/svc", "every host needs a name or address"),
+        ("redis+sentinel://u:s3cret@h:1/svc?password=s3cret", "unknown query parameter 'password'"),
+        ("redis+cluster://u:s3cret@h:1/0", "has no path"),
+        ("redis+cluster://u:s3cret@h:1?x=1", "takes no query parameters"),
+    ],
+)
 def test_bad_redis_urls_are_refused_in_one_line_without_the_password(as_env, url, message):
     from flask_oauth_hsm.errors import ConfigError
     from flask_oauth_hsm.settings import load_settings
@@ -159,11 +169,17 @@ def test_bad_redis_urls_are_refused_in_one_line_without_the_password(as_env, url
     assert text.startswith("OAUTH_HSM_REDIS_URL: ") and message in text and "\n" not in text and "s3cret" not in text
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"OAUTH_HSM_REDIS_WAIT_TIMEOUT": "0.2"}, "OAUTH_HSM_REDIS_WAIT_TIMEOUT: must be at most half of OAUTH_HSM_REDIS_TIMEOUT"),
-    ({"OAUTH_HSM_REDIS_WAIT_REPLICAS": "-1"}, "OAUTH_HSM_REDIS_WAIT_REPLICAS: "),
-    ({"OAUTH_HSM_REDIS_PREFIX": "a{b"}, "OAUTH_HSM_REDIS_PREFIX: braces must form one hash tag"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"OAUTH_HSM_REDIS_WAIT_TIMEOUT": "0.2"},
+            "OAUTH_HSM_REDIS_WAIT_TIMEOUT: must be at most half of OAUTH_HSM_REDIS_TIMEOUT",
+        ),
+        ({"OAUTH_HSM_REDIS_WAIT_REPLICAS": "-1"}, "OAUTH_HSM_REDIS_WAIT_REPLICAS: "),
+        ({"OAUTH_HSM_REDIS_PREFIX": "a{b"}, "OAUTH_HSM_REDIS_PREFIX: braces must form one hash tag"),
+    ],
+)
 def test_ha_settings_are_validated(as_env, overrides, message):
     from flask_oauth_hsm.errors import ConfigError
     from flask_oauth_hsm.settings import load_settings
@@ -303,8 +319,12 @@ def test_resumed_old_master_cannot_accept_a_jti_the_new_master_lacks(sentinel):
 
 
 def test_rate_limits_count_on_a_sentinel_master(as_env, quiet_sentinel):
-    app = _app(as_env, OAUTH_HSM_REDIS_URL=quiet_sentinel.url(), OAUTH_HSM_RATE_LIMITS="address=3/minute",
-               OAUTH_HSM_REDIS_PREFIX="rl-sentinel:")
+    app = _app(
+        as_env,
+        OAUTH_HSM_REDIS_URL=quiet_sentinel.url(),
+        OAUTH_HSM_RATE_LIMITS="address=3/minute",
+        OAUTH_HSM_REDIS_PREFIX="rl-sentinel:",
+    )
     _assert_rate_limited_after_three(app)
 
 
@@ -359,8 +379,13 @@ def test_untagged_prefix_on_a_cluster_spreads_buckets_with_each_epoch_beside_its
 
 
 def test_rate_limits_count_on_a_cluster(as_env, cluster):
-    app = _app(as_env, OAUTH_HSM_REDIS_URL=cluster.url(), OAUTH_HSM_REDIS_WAIT_REPLICAS="0",
-               OAUTH_HSM_RATE_LIMITS="address=3/minute", OAUTH_HSM_REDIS_PREFIX="rl-cluster:")
+    app = _app(
+        as_env,
+        OAUTH_HSM_REDIS_URL=cluster.url(),
+        OAUTH_HSM_REDIS_WAIT_REPLICAS="0",
+        OAUTH_HSM_RATE_LIMITS="address=3/minute",
+        OAUTH_HSM_REDIS_PREFIX="rl-cluster:",
+    )
     _assert_rate_limited_after_three(app)
 
 
@@ -445,11 +470,14 @@ def _accepted(store, ident: str) -> bool:
 # --- eviction -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra, policy", [
-    ([], "noeviction"),
-    (["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"], "allkeys-lru"),
-    (["--rename-command", "CONFIG", '""', "--maxmemory-policy", "volatile-ttl"], "volatile-ttl"),
-])
+@pytest.mark.parametrize(
+    "extra, policy",
+    [
+        ([], "noeviction"),
+        (["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"], "allkeys-lru"),
+        (["--rename-command", "CONFIG", '""', "--maxmemory-policy", "volatile-ttl"], "volatile-ttl"),
+    ],
+)
 def test_info_memory_tells_the_eviction_policy_even_without_config(tmp_path, extra, policy):
     """How the store can check the policy where managed services rename or forbid CONFIG."""
     node = ha_support.RedisNode(tmp_path, "evict", extra)
@@ -466,8 +494,9 @@ def test_info_memory_tells_the_eviction_policy_even_without_config(tmp_path, ext
 def test_an_evicting_redis_is_refused_at_start_up(as_env, tmp_path, caplog):
     from flask_oauth_hsm.errors import ConfigError
 
-    node = ha_support.RedisNode(tmp_path, "evicting", ["--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru",
-                                                       "--requirepass", "s3cret"])
+    node = ha_support.RedisNode(
+        tmp_path, "evicting", ["--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru", "--requirepass", "s3cret"]
+    )
     node.start(wait=False)
     url = f"redis://:s3cret@127.0.0.1:{node.port}/0"
     try:

@@ -26,8 +26,12 @@ import support
 pytestmark = pytest.mark.timeout(60)
 
 REMOTE_TOKEN = "remote-hsm"
-REMOTE_KEYS = {"r-es256": ("ES256", "sig"), "r-ps256": ("PS256", "sig"), "r-oaep": ("RSA-OAEP-256", "enc"),
-               "r-ecdh": ("ECDH-ES", "enc")}
+REMOTE_KEYS = {
+    "r-es256": ("ES256", "sig"),
+    "r-ps256": ("PS256", "sig"),
+    "r-oaep": ("RSA-OAEP-256", "enc"),
+    "r-ecdh": ("ECDH-ES", "enc"),
+}
 # With OAUTH_HSM_TEST_REMOTE=1 the session's main token is served through p11-kit-client.so as
 # well. python-pkcs11 keeps one module instance per path, and p11-kit-client reads the server's
 # address when it initialises: this file's server is reached through a copy of the module, an
@@ -92,7 +96,9 @@ def _es256_public(session):
 
     pub = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label="r-es256")
     point = pub[Attribute.EC_POINT]
-    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point[2:] if point[0] == 4 and len(point) == 67 else point)
+    return ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), point[2:] if point[0] == 4 and len(point) == 67 else point
+    )
 
 
 def _verify_es256(public, sig: bytes, data: bytes) -> None:
@@ -186,8 +192,14 @@ def test_p11kit_drops_mechanisms_it_cannot_forward(server):
 def _remote_hsm(**config):
     from flask_oauth_hsm.hsm import HSM, HSMConfig
 
-    return HSM(HSMConfig(module=CLIENT_MODULE, token_label=REMOTE_TOKEN, pin=support.USER_PIN,
-                         **{"reconnect_backoff": 0.2, "pool_timeout": 1.0, **config}))
+    return HSM(
+        HSMConfig(
+            module=CLIENT_MODULE,
+            token_label=REMOTE_TOKEN,
+            pin=support.USER_PIN,
+            **{"reconnect_backoff": 0.2, "pool_timeout": 1.0, **config},
+        )
+    )
 
 
 def test_hsm_signs_decrypts_lists_and_generates_through_the_remote_module(server):
@@ -362,10 +374,18 @@ def _remote_app(as_env, **overrides):
     from conftest import as_settings
     from flask_oauth_hsm import OAuthHSM
 
-    remote = {"OAUTH_HSM_PKCS11_MODULE": CLIENT_MODULE, "OAUTH_HSM_TOKEN_LABEL": REMOTE_TOKEN,
-              "OAUTH_HSM_SIGNING_KEY": "r-es256", "OAUTH_HSM_PUBLISHED_KEYS": "r-ps256", "OAUTH_HSM_ENCRYPTION_KEYS": "r-oaep",
-              "OAUTH_HSM_REDIS_PREFIX": "remote-hsm-test:", "OAUTH_HSM_RETRY_AFTER": "3"}
-    settings = as_settings(as_env.settings["OAUTH_HSM_REDIS_URL"], as_env.settings["OAUTH_HSM_REGISTRY"], **{**remote, **overrides})
+    remote = {
+        "OAUTH_HSM_PKCS11_MODULE": CLIENT_MODULE,
+        "OAUTH_HSM_TOKEN_LABEL": REMOTE_TOKEN,
+        "OAUTH_HSM_SIGNING_KEY": "r-es256",
+        "OAUTH_HSM_PUBLISHED_KEYS": "r-ps256",
+        "OAUTH_HSM_ENCRYPTION_KEYS": "r-oaep",
+        "OAUTH_HSM_REDIS_PREFIX": "remote-hsm-test:",
+        "OAUTH_HSM_RETRY_AFTER": "3",
+    }
+    settings = as_settings(
+        as_env.settings["OAUTH_HSM_REDIS_URL"], as_env.settings["OAUTH_HSM_REGISTRY"], **{**remote, **overrides}
+    )
     app = Flask("remote-hsm")
     app.config.update(settings)
     OAuthHSM().init_app(app)
@@ -396,8 +416,12 @@ def _check_answers(outcomes) -> None:
 def _through_a_fault(as_env, fault, threads: int = 4):
     """Token traffic from ``threads`` threads through ``fault(app, traffic)``, which returns when
     (monotonic) the HSM was back; every answer checked, tokens again after it. Returns the app."""
-    app = _remote_app(as_env, OAUTH_HSM_POOL_SIZE="4", OAUTH_HSM_POOL_TIMEOUT=str(POOL_TIMEOUT),
-                      OAUTH_HSM_OPERATION_TIMEOUT=str(OPERATION_TIMEOUT))
+    app = _remote_app(
+        as_env,
+        OAUTH_HSM_POOL_SIZE="4",
+        OAUTH_HSM_POOL_TIMEOUT=str(POOL_TIMEOUT),
+        OAUTH_HSM_OPERATION_TIMEOUT=str(OPERATION_TIMEOUT),
+    )
     traffic = ha_support.Traffic(app, lambda: _fresh_assertion(as_env), threads=threads).start()
     try:
         traffic.wait_for(lambda o: o.status == 200, 10, 30, "tokens through the remote HSM")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from as_helpers import assertion_form, b64json, claims_for, unsigned
 from par_helpers import (
     AUTHORIZE_URL,
@@ -72,7 +73,9 @@ def test_an_alg_other_than_the_registered_one_is_refused(env):
     from as_helpers import ClientKey
 
     # the registered key is ES256; the client registered ES256: an EdDSA header is refused before any key is used
-    assert "algorithm" in refused(env, "jar", ClientKey.new("EdDSA").jws(request_claims("jar"), {"typ": TYP, "kid": env.keys["jar"].kid}))
+    assert "algorithm" in refused(
+        env, "jar", ClientKey.new("EdDSA").jws(request_claims("jar"), {"typ": TYP, "kid": env.keys["jar"].kid})
+    )
 
 
 def test_exp_is_required(env):
@@ -113,8 +116,9 @@ def test_wrong_aud_is_refused(env):
 
 
 def test_endpoint_policy_takes_the_receiving_endpoint(env):
-    assert verify(env, "jar-endpoint", sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=AUTHORIZE_URL)),
-                  AUTHORIZE_URL)
+    assert verify(
+        env, "jar-endpoint", sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=AUTHORIZE_URL)), AUTHORIZE_URL
+    )
     assert refused(env, "jar-endpoint", sign(env, "jar-endpoint", request_claims("jar-endpoint", aud=AUTHORIZE_URL)), PAR_URL)
 
 
@@ -167,7 +171,9 @@ def test_encrypted_with_another_enc(env):
 
 @pytest.mark.parametrize("alg", ["RSA1_5", "dir", "A256KW", "PBES2-HS256+A128KW"])
 def test_encrypted_with_an_unsupported_alg(env, alg):
-    fake = ".".join([b64json({"alg": alg, "enc": "A256GCM", "cty": "JWT"}), "AAAA", "AAAAAAAAAAAAAAAA", "AAAA", "AAAAAAAAAAAAAAAAAAAAAA"])
+    fake = ".".join(
+        [b64json({"alg": alg, "enc": "A256GCM", "cty": "JWT"}), "AAAA", "AAAAAAAAAAAAAAAA", "AAAA", "AAAAAAAAAAAAAAAAAAAAAA"]
+    )
     assert "registered alg" in refused(env, "jar-enc", fake)
 
 
@@ -186,36 +192,44 @@ def test_garbage_is_malformed(env):
 # --- registration ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra,message", [
-    ({"request_object_encryption_alg": "RSA-OAEP-256"}, "go together"),
-    ({"request_object_encryption_enc": "A256GCM"}, "go together"),
-    ({"request_object_signing_alg": "HS256"}, "Must be one of"),
-    ({"request_object_encryption_alg": "RSA1_5", "request_object_encryption_enc": "A256GCM"}, "Must be one of"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"request_object_encryption_alg": "RSA-OAEP-256"}, "go together"),
+        ({"request_object_encryption_enc": "A256GCM"}, "go together"),
+        ({"request_object_signing_alg": "HS256"}, "Must be one of"),
+        ({"request_object_encryption_alg": "RSA1_5", "request_object_encryption_enc": "A256GCM"}, "Must be one of"),
+    ],
+)
 def test_registration_of_request_object_fields(extra, message):
     from as_helpers import ClientKey
-    from scenarios import pkjwt_client
-
     from flask_oauth_hsm.clients import Registry
     from flask_oauth_hsm.errors import ConfigError
+    from scenarios import pkjwt_client
 
     entry = pkjwt_client("x", ClientKey.new("ES256"), **extra)
     with pytest.raises(ConfigError, match=message):
         Registry.from_document({"clients": [entry], "resource_servers": []})
 
 
-@pytest.mark.parametrize("extra,message", [
-    ({"request_object_encryption_alg": "ECDH-ES+A128KW", "request_object_encryption_enc": "A256GCM"}, "of that alg"),
-    ({"request_object_signing_alg": "RS256"}, "OAUTH_HSM_ASSERTION_ALGS does not allow"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"request_object_encryption_alg": "ECDH-ES+A128KW", "request_object_encryption_enc": "A256GCM"}, "of that alg"),
+        ({"request_object_signing_alg": "RS256"}, "OAUTH_HSM_ASSERTION_ALGS does not allow"),
+    ],
+)
 def test_a_client_whose_request_objects_could_never_pass_stops_start_up(make_user_as, extra, message):
     from as_helpers import ClientKey
+    from flask_oauth_hsm.errors import ConfigError
     from scenarios import Scenario, pkjwt_client
 
-    from flask_oauth_hsm.errors import ConfigError
-
-    entry = {**pkjwt_client("x", ClientKey.new("ES256"), grant_types=["authorization_code"],
-                            redirect_uris=["https://x.example.test/cb"], **extra), "resources": []}
+    entry = {
+        **pkjwt_client(
+            "x", ClientKey.new("ES256"), grant_types=["authorization_code"], redirect_uris=["https://x.example.test/cb"], **extra
+        ),
+        "resources": [],
+    }
     with pytest.raises(ConfigError, match=message):
         make_user_as(Scenario({"clients": [entry], "resource_servers": []}))
 

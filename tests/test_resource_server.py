@@ -29,8 +29,12 @@ def rs2_app(as_env):
     from example_app import create_app
 
     local_token_only("ECDH-ES+A256KW decryption (CKM_ECDH1_DERIVE)")
-    app = create_app({**as_env.settings, **rs_settings(
-        RS2, OAUTH_HSM_RS_DECRYPTION_KEY="enc-ecdh-es-a256kw", OAUTH_HSM_RS_REQUIRE_ENCRYPTED_TOKENS="true")})
+    app = create_app(
+        {
+            **as_env.settings,
+            **rs_settings(RS2, OAUTH_HSM_RS_DECRYPTION_KEY="enc-ecdh-es-a256kw", OAUTH_HSM_RS_REQUIRE_ENCRYPTED_TOKENS="true"),
+        }
+    )
     protector = ResourceProtector()  # the app already has one; this one only lends its decorator
 
     @app.get("/api/admin")
@@ -110,24 +114,39 @@ def test_insufficient_scope(as_env, rs2_app):
 
 def _forged(env, claims: dict, typ="at+jwt") -> str:
     now = int(time.time())
-    base = {"iss": env.issuer, "aud": RS1, "sub": "c-es256", "client_id": "c-es256", "iat": now, "exp": now + 60,
-            "jti": "j", "scope": "read"}
+    base = {
+        "iss": env.issuer,
+        "aud": RS1,
+        "sub": "c-es256",
+        "client_id": "c-es256",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j",
+        "scope": "read",
+    }
     return our_jwt.sign_jwt({**base, **claims}, env.state.keys.ring.signing, typ)
 
 
 def test_claims_checked_locally(as_env, rs1_app):
     now = int(time.time())
     assert call(rs1_app, _forged(as_env, {})).status_code == 200  # signed by the AS: fine
-    for bad in ({"exp": now - 120}, {"iss": "https://evil.example"}, {"aud": ["https://other"]}, {"iat": now + 600},
-                {"nbf": now + 600}, {"exp": "soon"}):
+    for bad in (
+        {"exp": now - 120},
+        {"iss": "https://evil.example"},
+        {"aud": ["https://other"]},
+        {"iat": now + 600},
+        {"nbf": now + 600},
+        {"exp": "soon"},
+    ):
         expect_rejection(call(rs1_app, _forged(as_env, bad)), 401, "invalid_token")
     expect_rejection(call(rs1_app, _forged(as_env, {}, typ="JWT")), 401, "invalid_token")
     assert call(rs1_app, _forged(as_env, {"exp": now - 10})).status_code == 200  # within leeway
 
 
 def test_signature_by_another_key_is_refused(as_env, rs1_app, hsm):
-    token = our_jwt.sign_jwt({"iss": as_env.issuer, "aud": RS1, "exp": int(time.time()) + 60, "scope": "read"},
-                             hsm.key("sig-es384"), "at+jwt")
+    token = our_jwt.sign_jwt(
+        {"iss": as_env.issuer, "aud": RS1, "exp": int(time.time()) + 60, "scope": "read"}, hsm.key("sig-es384"), "at+jwt"
+    )
     expect_rejection(call(rs1_app, token), 401, "invalid_token")
 
 
@@ -164,8 +183,13 @@ def test_an_unusable_key_in_the_as_jwks_does_not_fail_every_token(as_env, hsm):
     from flask_oauth_hsm.jose.jwk import public_jwk_dict
 
     es512 = {**public_jwk_dict(ec.generate_private_key(ec.SECP521R1()).public_key()), "kid": "new", "alg": "ES512", "use": "sig"}
-    doc = {"keys": [es512, {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "broken"},
-                    hsm.key("sig-es256").public_jwk()]}
+    doc = {
+        "keys": [
+            es512,
+            {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA", "kid": "broken"},
+            hsm.key("sig-es256").public_jwk(),
+        ]
+    }
     cache = _JWKSCache(lambda: doc)
     key = cache.key_for({"alg": "ES256", "kid": hsm.key("sig-es256").kid})
     assert key.kid == hsm.key("sig-es256").kid
@@ -181,10 +205,19 @@ def introspecting_server(as_env):
     local_token_only("ECDH-ES+A256KW decryption (CKM_ECDH1_DERIVE)")
     port = support.free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = {**as_env.settings, **rs_settings(
-        RS2, OAUTH_HSM_RS_MODE="introspection", OAUTH_HSM_RS_CLIENT_ID="rs-2", OAUTH_HSM_RS_SIGNING_KEY="rs2-sig",
-        OAUTH_HSM_RS_DECRYPTION_KEY="enc-ecdh-es-a256kw", OAUTH_HSM_RS_CACHE_TTL="0",
-        OAUTH_HSM_RS_INTROSPECTION_ENDPOINT=base + "/oauth2/introspect", OAUTH_HSM_RS_JWKS_URI=base + "/oauth2/jwks")}
+    settings = {
+        **as_env.settings,
+        **rs_settings(
+            RS2,
+            OAUTH_HSM_RS_MODE="introspection",
+            OAUTH_HSM_RS_CLIENT_ID="rs-2",
+            OAUTH_HSM_RS_SIGNING_KEY="rs2-sig",
+            OAUTH_HSM_RS_DECRYPTION_KEY="enc-ecdh-es-a256kw",
+            OAUTH_HSM_RS_CACHE_TTL="0",
+            OAUTH_HSM_RS_INTROSPECTION_ENDPOINT=base + "/oauth2/introspect",
+            OAUTH_HSM_RS_JWKS_URI=base + "/oauth2/jwks",
+        ),
+    }
     proc, url = start_gunicorn(settings, workers=2, port=port)
     assert url == base
     yield base
@@ -206,7 +239,10 @@ def test_introspection_mode_end_to_end(as_env, introspecting_server):
     assert r.json()["client_id"] == "c-es256"
     # revoked at the AS -> the next introspection (no cache here) says inactive
     a = as_env.keys["c-es256"].jws(claims_for("c-es256", as_env.issuer))
-    assert requests.post(base + "/oauth2/revoke", data={**assertion_form(a, token=token), "grant_type": ""}, timeout=10).status_code == 200
+    assert (
+        requests.post(base + "/oauth2/revoke", data={**assertion_form(a, token=token), "grant_type": ""}, timeout=10).status_code
+        == 200
+    )
     r = requests.get(base + "/api/items", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
 

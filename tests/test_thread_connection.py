@@ -6,18 +6,9 @@ import time
 
 import pytest
 import redis
-import support
 
 from flask_oauth_hsm.store.connection import connect
 from flask_oauth_hsm.store.thread_connection import ThreadConnections, thread_executor
-
-
-@pytest.fixture()
-def own_redis(tmp_path):
-    server = support.RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_each_thread_keeps_its_own_connection(own_redis):

@@ -65,8 +65,9 @@ def test_private_key_jwt_issues_an_rfc9068_access_token(as_env, client_id):
     token = jose_jwt.decode(body["access_token"], jwks_of(as_env), algorithms=["ES256"])
     assert token.header["typ"] == "at+jwt"
     claims = token.claims
-    jose_jwt.JWTClaimsRegistry(iss={"essential": True, "value": as_env.issuer}, aud={"essential": True, "value": RS1},
-                               exp={"essential": True}).validate(claims)
+    jose_jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": as_env.issuer}, aud={"essential": True, "value": RS1}, exp={"essential": True}
+    ).validate(claims)
     assert claims["sub"] == claims["client_id"] == client_id
     assert claims["scope"] == "read" and isinstance(claims["jti"], str) and claims["iat"] <= time.time()
 
@@ -101,7 +102,9 @@ def test_client_secret_basic_and_post(as_env):
     basic = base64.b64encode(b"c-basic:basic-secret-0123456789").decode()
     response = post(as_env, {"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"})
     assert response.status_code == 200, response.get_data(as_text=True)
-    response = post(as_env, {"grant_type": "client_credentials", "client_id": "c-post", "client_secret": "post-secret-0123456789"})
+    response = post(
+        as_env, {"grant_type": "client_credentials", "client_id": "c-post", "client_secret": "post-secret-0123456789"}
+    )
     assert response.status_code == 200
 
 
@@ -204,10 +207,19 @@ def _raw_claims_assertion(env, claims_json: str, client_id: str = "c-es256") -> 
     return f"{signing_input}.{b64(key.sign_raw(signing_input.encode()))}"
 
 
-@pytest.mark.parametrize("name,value", [
-    ("iat", "-1"), ("nbf", "-1"), ("iat", "-1e309"), ("nbf", "-1e309"), ("iat", "1e309"), ("exp", "1e309"),
-    ("iat", "99999999999999"), ("exp", "-5"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("iat", "-1"),
+        ("nbf", "-1"),
+        ("iat", "-1e309"),
+        ("nbf", "-1e309"),
+        ("iat", "1e309"),
+        ("exp", "1e309"),
+        ("iat", "99999999999999"),
+        ("exp", "-5"),
+    ],
+)
 def test_numeric_dates_out_of_range_are_malformed(as_env, name, value):
     """Review defect: iat = -1, nbf = -1 and a JSON -1e309 (minus infinity to Python) were accepted."""
     claims = claims_for("c-es256", ISSUER)
@@ -239,8 +251,10 @@ def test_error_descriptions_never_echo_the_request(as_env, grant_type):
 def test_missing_or_wrong_assertion_type_is_a_failed_authentication(as_env):
     """Review defect: it was 400 invalid_request; RFC 7521 §4.2.1 makes it a client authentication failure."""
     a = assertion(as_env)
-    for form in ({"grant_type": "client_credentials", "client_assertion": a},
-                 {"grant_type": "client_credentials", "client_assertion": a, "client_assertion_type": "urn:x"}):
+    for form in (
+        {"grant_type": "client_credentials", "client_assertion": a},
+        {"grant_type": "client_credentials", "client_assertion": a, "client_assertion_type": "urn:x"},
+    ):
         expect_error(post(as_env, form), 401, "invalid_client")
 
 
@@ -326,7 +340,9 @@ def test_resource_server_cannot_get_tokens(as_env):
 
 def test_garbage_assertions(as_env):
     for junk in ("", "a", "a.b", "a.b.c", "....", "é.é.é", "e30.e30.", "x" * 20000, "eyJhbGciOiJFUzI1NiJ9.W10.AAAA"):
-        response = post(as_env, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": junk})
+        response = post(
+            as_env, {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": junk}
+        )
         assert response.status_code in (400, 401, 413), junk[:20]
         assert response.get_json()["error"] in ("invalid_client", "invalid_request")
 
@@ -359,11 +375,14 @@ def test_encrypted_assertion_with_a_tampered_ciphertext(as_env):
     expect_error(post(as_env, assertion_form(".".join(token), client_id="c-enc")), 401, "invalid_client")
 
 
-@pytest.mark.parametrize("client_id,reason", [
-    (None, "must name its client"),  # anonymous: nobody to hold accountable
-    ("c-es256", "not registered for this client"),  # this client never sends encrypted assertions
-    ("nobody", "not registered for this client"),
-])
+@pytest.mark.parametrize(
+    "client_id,reason",
+    [
+        (None, "must name its client"),  # anonymous: nobody to hold accountable
+        ("c-es256", "not registered for this client"),  # this client never sends encrypted assertions
+        ("nobody", "not registered for this client"),
+    ],
+)
 def test_encrypted_assertion_is_refused_before_the_token_decrypts_it(as_env, client_id, reason):
     """Decrypting costs a private-key operation: decided from what is visible before decryption."""
     from flask_oauth_hsm import events
@@ -379,8 +398,10 @@ def test_encrypted_assertion_is_refused_before_the_token_decrypts_it(as_env, cli
 
 
 def test_duplicate_parameters(as_env):
-    body = (f"grant_type=client_credentials&grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}"
-            f"&client_assertion={assertion(as_env)}")
+    body = (
+        f"grant_type=client_credentials&grant_type=client_credentials&client_assertion_type={ASSERTION_TYPE}"
+        f"&client_assertion={assertion(as_env)}"
+    )
     r = post(as_env, body, headers={"Content-Type": "application/x-www-form-urlencoded"})
     expect_error(r, 400, "invalid_request")
 
@@ -400,14 +421,17 @@ def test_oversized_body(as_env):
     expect_error(r, 413, "invalid_request")
 
 
-@pytest.mark.parametrize("content_type,data", [
-    ("application/json", '{"grant_type": "client_credentials"}'),
-    ("text/plain", "grant_type=client_credentials"),
-    ("multipart/form-data; boundary=x", "--x--"),
-    ("application/x-www-form-urlencoded; charset=latin-1", "grant_type=client_credentials"),
-    ("application/x-www-form-urlencoded", b"grant_type=\xff\xfe"),
-    ("application/x-www-form-urlencoded", "a=1&&b"),
-])
+@pytest.mark.parametrize(
+    "content_type,data",
+    [
+        ("application/json", '{"grant_type": "client_credentials"}'),
+        ("text/plain", "grant_type=client_credentials"),
+        ("multipart/form-data; boundary=x", "--x--"),
+        ("application/x-www-form-urlencoded; charset=latin-1", "grant_type=client_credentials"),
+        ("application/x-www-form-urlencoded", b"grant_type=\xff\xfe"),
+        ("application/x-www-form-urlencoded", "a=1&&b"),
+    ],
+)
 def test_non_form_bodies(as_env, content_type, data):
     expect_error(post(as_env, data, headers={"Content-Type": content_type}), 400, "invalid_request")
 

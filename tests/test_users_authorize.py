@@ -42,19 +42,22 @@ def expect_redirect_error(env, response, error, state="s-1", to=WEB_REDIRECT):
 # --- the client and its redirect URI: an error page, never a redirect --------------------------------------
 
 
-@pytest.mark.parametrize("redirect_uri", [
-    WEB_REDIRECT + "/",                         # trailing slash
-    "https://web.example.test:443/cb",          # explicit port
-    "https://web.example.test:8443/cb",         # another port
-    WEB_REDIRECT + "/extra",                    # path suffix
-    WEB_REDIRECT + "?x=1",                      # query added
-    "https://web.example.test@evil.example/cb",  # userinfo trick
-    "https://good@evil.example/cb",
-    "HTTPS://web.example.test/cb",              # case
-    "https://evil.example/cb",
-    "https://web.example.test/cb#frag",
-    "http://web.example.test/cb",
-])
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        WEB_REDIRECT + "/",  # trailing slash
+        "https://web.example.test:443/cb",  # explicit port
+        "https://web.example.test:8443/cb",  # another port
+        WEB_REDIRECT + "/extra",  # path suffix
+        WEB_REDIRECT + "?x=1",  # query added
+        "https://web.example.test@evil.example/cb",  # userinfo trick
+        "https://good@evil.example/cb",
+        "HTTPS://web.example.test/cb",  # case
+        "https://evil.example/cb",
+        "https://web.example.test/cb#frag",
+        "http://web.example.test/cb",
+    ],
+)
 def test_near_miss_redirect_uris_get_an_error_page(user_env, redirect_uri):
     r, _ = start(user_env, **auth_params("web", challenge=CHALLENGE, redirect_uri=redirect_uri, state="s-1"))
     assert "not registered" in expect_page(r)
@@ -67,12 +70,15 @@ def test_loopback_port_is_compared_exactly(user_env):
     expect_page(r)
 
 
-@pytest.mark.parametrize("params", [
-    {"client_id": "nobody"},
-    {"client_id": None},
-    {"client_id": "machine"},  # a client without the authorization_code grant
-    {"client_id": "rs-1"},     # a resource server is not a client
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"client_id": "nobody"},
+        {"client_id": None},
+        {"client_id": "machine"},  # a client without the authorization_code grant
+        {"client_id": "rs-1"},  # a resource server is not a client
+    ],
+)
 def test_unknown_or_unfit_clients_get_an_error_page(user_env, params):
     base = auth_params("web", challenge=CHALLENGE)
     base.update(params)
@@ -108,31 +114,34 @@ def test_repeated_or_malformed_parameters_get_an_error_page(user_env):
 # --- errors that go back to the client, with state and iss (RFC 9207) --------------------------------
 
 
-@pytest.mark.parametrize("change,error", [
-    ({"response_type": None}, "invalid_request"),
-    ({"response_type": "token"}, "unsupported_response_type"),
-    ({"response_type": "code id_token"}, "unsupported_response_type"),
-    ({"response_mode": "fragment"}, "invalid_request"),
-    ({"code_challenge": None}, "invalid_request"),
-    ({"code_challenge_method": None}, "invalid_request"),
-    ({"code_challenge_method": "plain"}, "invalid_request"),
-    ({"code_challenge": "too-short"}, "invalid_request"),
-    ({"code_challenge": "x" * 43 + "="}, "invalid_request"),
-    ({"scope": "read admin"}, "invalid_scope"),
-    ({"scope": "read  write"}, "invalid_scope"),
-    ({"resource": "https://rs2.example.test"}, "invalid_target"),
-    ({"resource": "not a uri"}, "invalid_target"),
-    ({"prompt": "none login"}, "invalid_request"),
-    ({"prompt": "sometimes"}, "invalid_request"),
-    ({"max_age": "-1"}, "invalid_request"),
-    ({"max_age": "²"}, "invalid_request"),
-    ({"claims": "{not json"}, "invalid_request"),
-    ({"claims": '["a"]'}, "invalid_request"),
-    ({"claims": '{"introspection": {"email": 1}}'}, "invalid_request"),
-    ({"nonce": "\u00e9"}, "invalid_request"),
-    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request_object"),
-    ({"request_uri": "urn:ietf:params:oauth:request_uri:abc"}, "invalid_request_uri"),
-])
+@pytest.mark.parametrize(
+    "change,error",
+    [
+        ({"response_type": None}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": "code id_token"}, "unsupported_response_type"),
+        ({"response_mode": "fragment"}, "invalid_request"),
+        ({"code_challenge": None}, "invalid_request"),
+        ({"code_challenge_method": None}, "invalid_request"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": "too-short"}, "invalid_request"),
+        ({"code_challenge": "x" * 43 + "="}, "invalid_request"),
+        ({"scope": "read admin"}, "invalid_scope"),
+        ({"scope": "read  write"}, "invalid_scope"),
+        ({"resource": "https://rs2.example.test"}, "invalid_target"),
+        ({"resource": "not a uri"}, "invalid_target"),
+        ({"prompt": "none login"}, "invalid_request"),
+        ({"prompt": "sometimes"}, "invalid_request"),
+        ({"max_age": "-1"}, "invalid_request"),
+        ({"max_age": "²"}, "invalid_request"),
+        ({"claims": "{not json"}, "invalid_request"),
+        ({"claims": '["a"]'}, "invalid_request"),
+        ({"claims": '{"introspection": {"email": 1}}'}, "invalid_request"),
+        ({"nonce": "\u00e9"}, "invalid_request"),
+        ({"request": "eyJhbGciOiJub25lIn0.e30."}, "invalid_request_object"),
+        ({"request_uri": "urn:ietf:params:oauth:request_uri:abc"}, "invalid_request_uri"),
+    ],
+)
 def test_request_errors_are_redirected_with_state_and_iss(user_env, change, error):
     params = auth_params("web", challenge=CHALLENGE, state="s-1")
     params.update(change)
@@ -165,8 +174,9 @@ def test_nobody_signed_in_goes_to_the_login_page_and_back(user_env):
 
 def test_consent_page_shows_client_scopes_resources_and_claims(user_env):
     flow = Flow(user_env)
-    answer = flow.authorize(decision=None, scope="openid email read", resource=[RS1, RS4],
-                            claims='{"introspection": {"email": null}}')
+    answer = flow.authorize(
+        decision=None, scope="openid email read", resource=[RS1, RS4], claims='{"introspection": {"email": null}}'
+    )
     assert answer.status == 200
     page = answer.page
     text = text_of(page)
@@ -255,8 +265,9 @@ def test_prompt_none(user_env):
     answer = flow.authorize(prompt="none", decision=None)
     assert answer.params["error"] == "login_required"
     flow.browser.sign_in("bob")
-    answer = flow.browser.authorize(auth_params("web", challenge=flow.challenge, scope="openid profile", prompt="none"),
-                                    decision=None)
+    answer = flow.browser.authorize(
+        auth_params("web", challenge=flow.challenge, scope="openid profile", prompt="none"), decision=None
+    )
     assert answer.params["error"] == "consent_required"
 
 
@@ -286,7 +297,8 @@ def test_consent_page_can_be_overridden_by_the_host(make_user_as, tmp_path):
     (tmp_path / "oauth_hsm" / "consent.html").write_text(
         '<form method="post" action="{{ consent.action }}">'
         '<input type="hidden" name="csrf_token" value="{{ consent.csrf_token }}">'
-        'Custom page for {{ consent.client_name }}<button name="decision" value="approve">Approve</button></form>')
+        'Custom page for {{ consent.client_name }}<button name="decision" value="approve">Approve</button></form>'
+    )
     env.app.template_folder = str(tmp_path)
     env.app.jinja_env.cache.clear() if env.app.jinja_env.cache else None
     flow = Flow(env)

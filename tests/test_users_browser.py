@@ -15,8 +15,10 @@ from test_http_server import start_gunicorn, stop
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 USER, PASSWORD = "erin", "erin-password-0451"
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                                reason="./dev test installs chromium and chromium-driver")
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+    reason="./dev test installs chromium and chromium-driver",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +30,54 @@ def example(hsm, redis_server, tmp_path_factory):
     registry = tmp_path_factory.mktemp("browser") / "registry.json"
     demo_key = hsm.key("sig-eddsa").public_jwk()
     rs_key = hsm.key("rs2-sig").public_jwk()
-    registry.write_text(json.dumps({
-        "clients": [{"client_id": "demo-client", "client_name": "Demo client", "token_endpoint_auth_method": "private_key_jwt",
-                     "jwks": {"keys": [demo_key]}, "grant_types": ["authorization_code", "refresh_token"],
-                     "redirect_uris": [issuer + "/demo/callback"], "scope": "openid profile email read", "resources": [api]}],
-        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [rs_key]}, "scope": "read"}],
-    }))
+    registry.write_text(
+        json.dumps(
+            {
+                "clients": [
+                    {
+                        "client_id": "demo-client",
+                        "client_name": "Demo client",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": {"keys": [demo_key]},
+                        "grant_types": ["authorization_code", "refresh_token"],
+                        "redirect_uris": [issuer + "/demo/callback"],
+                        "scope": "openid profile email read",
+                        "resources": [api],
+                    }
+                ],
+                "resource_servers": [
+                    {
+                        "resource": api,
+                        "client_id": "demo-rs",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": {"keys": [rs_key]},
+                        "scope": "read",
+                    }
+                ],
+            }
+        )
+    )
     from conftest import as_settings
 
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_CONSENT_LIFETIME="0",
-                           OAUTH_HSM_REDIS_PREFIX="browser-test:", OAUTH_HSM_REDIS_TIMEOUT="2")
-    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "OAUTH_HSM_RS_MODE": "local",
-                     "EXAMPLE_SECRET_KEY": "browser-test-session-key", "EXAMPLE_DEMO_USER": USER,
-                     "EXAMPLE_DEMO_PASSWORD": PASSWORD, "EXAMPLE_DEMO_CLIENT_KEY": "sig-eddsa"})
+    settings = as_settings(
+        redis_server.url,
+        str(registry),
+        OAUTH_HSM_ISSUER=issuer,
+        OAUTH_HSM_CONSENT_LIFETIME="0",
+        OAUTH_HSM_REDIS_PREFIX="browser-test:",
+        OAUTH_HSM_REDIS_TIMEOUT="2",
+    )
+    settings.update(
+        {
+            "OAUTH_HSM_RS_ISSUER": issuer,
+            "OAUTH_HSM_RS_RESOURCE": api,
+            "OAUTH_HSM_RS_MODE": "local",
+            "EXAMPLE_SECRET_KEY": "browser-test-session-key",
+            "EXAMPLE_DEMO_USER": USER,
+            "EXAMPLE_DEMO_PASSWORD": PASSWORD,
+            "EXAMPLE_DEMO_CLIENT_KEY": "sig-eddsa",
+        }
+    )
     proc, base = start_gunicorn(settings, workers=2, port=port)
     yield base
     stop(proc)
@@ -54,9 +90,18 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options)
     driver.set_page_load_timeout(60)
@@ -85,8 +130,9 @@ def arrive(driver, url_prefix: str) -> None:
     the navigation it starts has finished; bounded, not a timing assertion)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 60).until(lambda d: d.current_url.startswith(url_prefix) and
-                                    d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 60).until(
+        lambda d: d.current_url.startswith(url_prefix) and d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def test_sign_in_approve_redeem_refresh_and_call_the_api(example, browser):

@@ -40,27 +40,47 @@ def changed(doc, kind, index, **fields):
     return doc
 
 
-@pytest.mark.parametrize("kind,index,fields,expected", [
-    ("clients", 0, {"redirect_uris": ["https://web.example.test/cb#x"]},
-     r"clients\[0\] \(web\): redirect_uris: .*without fragment"),
-    ("clients", 0, {"redirect_uris": ["http://web.example.test/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
-    ("clients", 0, {"redirect_uris": ["javascript:alert(1)"]}, r"clients\[0\] \(web\): redirect_uris"),
-    ("clients", 0, {"redirect_uris": ["myapp:/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
-    ("clients", 0, {"redirect_uris": []}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
-    ("clients", 0, {"redirect_uris": None}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
-    ("clients", 0, {"grant_types": ["refresh_token"], "redirect_uris": None},
-     r"clients\[0\] \(web\): grant_types: refresh_token"),
-    ("clients", 3, {"redirect_uris": ["https://m.example.test/cb"]},
-     r"clients\[3\] \(machine\): redirect_uris: redirect URIs are for"),
-    ("clients", 0, {"client_name": "x\n"}, r"clients\[0\] \(web\): client_name"),
-    ("clients", 0, {"client_name": ""}, r"clients\[0\] \(web\): client_name"),
-    ("clients", 0, {"grant_types": ["authorization_code", "device_code"]}, r"clients\[0\] \(web\): grant_types"),
-    ("clients", 0, {"id_token_signed_response_alg": "HS256"}, r"clients\[0\] \(web\): id_token_signed_response_alg"),
-    ("clients", 4, {"grant_types": ["client_credentials"]}, r"clients\[4\] \(native\): grant_types: a public client"),
-    ("resource_servers", 1, {"introspection_claims": ["sub"]}, r"resource_servers\[1\] \(rs-4\): introspection_claims: 'sub'"),
-    ("resource_servers", 1, {"introspection_claims": ["email", "email"]}, r"introspection_claims: a claim is listed twice"),
-    ("resource_servers", 1, {"introspection_claims": ["a b"]}, r"introspection_claims: 'a b' is not a claim name"),
-])
+@pytest.mark.parametrize(
+    "kind,index,fields,expected",
+    [
+        (
+            "clients",
+            0,
+            {"redirect_uris": ["https://web.example.test/cb#x"]},
+            r"clients\[0\] \(web\): redirect_uris: .*without fragment",
+        ),
+        ("clients", 0, {"redirect_uris": ["http://web.example.test/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
+        ("clients", 0, {"redirect_uris": ["javascript:alert(1)"]}, r"clients\[0\] \(web\): redirect_uris"),
+        ("clients", 0, {"redirect_uris": ["myapp:/cb"]}, r"clients\[0\] \(web\): redirect_uris"),
+        ("clients", 0, {"redirect_uris": []}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
+        ("clients", 0, {"redirect_uris": None}, r"clients\[0\] \(web\): redirect_uris: the authorization_code grant needs"),
+        (
+            "clients",
+            0,
+            {"grant_types": ["refresh_token"], "redirect_uris": None},
+            r"clients\[0\] \(web\): grant_types: refresh_token",
+        ),
+        (
+            "clients",
+            3,
+            {"redirect_uris": ["https://m.example.test/cb"]},
+            r"clients\[3\] \(machine\): redirect_uris: redirect URIs are for",
+        ),
+        ("clients", 0, {"client_name": "x\n"}, r"clients\[0\] \(web\): client_name"),
+        ("clients", 0, {"client_name": ""}, r"clients\[0\] \(web\): client_name"),
+        ("clients", 0, {"grant_types": ["authorization_code", "device_code"]}, r"clients\[0\] \(web\): grant_types"),
+        ("clients", 0, {"id_token_signed_response_alg": "HS256"}, r"clients\[0\] \(web\): id_token_signed_response_alg"),
+        ("clients", 4, {"grant_types": ["client_credentials"]}, r"clients\[4\] \(native\): grant_types: a public client"),
+        (
+            "resource_servers",
+            1,
+            {"introspection_claims": ["sub"]},
+            r"resource_servers\[1\] \(rs-4\): introspection_claims: 'sub'",
+        ),
+        ("resource_servers", 1, {"introspection_claims": ["email", "email"]}, r"introspection_claims: a claim is listed twice"),
+        ("resource_servers", 1, {"introspection_claims": ["a b"]}, r"introspection_claims: 'a b' is not a claim name"),
+    ],
+)
 def test_registry_errors_name_entry_and_field(doc, kind, index, fields, expected):
     message = registry_error(changed(doc, kind, index, **fields))
     assert message.startswith("OAUTH_HSM_REGISTRY: ") and re.search(expected, message), message
@@ -86,10 +106,16 @@ def app_with(env_settings, registry_doc, tmp_path, **hooks):
     return app
 
 
-@pytest.mark.parametrize("hooks,expected", [
-    ({"current_user": lambda: None}, "OAuthHSM: users needs @oauth.login_url"),
-    ({"current_user": lambda: None, "login_url": lambda n: "/login"}, "OAuthHSM: introspection_claims needs @oauth.user_claims"),
-])
+@pytest.mark.parametrize(
+    "hooks,expected",
+    [
+        ({"current_user": lambda: None}, "OAuthHSM: users needs @oauth.login_url"),
+        (
+            {"current_user": lambda: None, "login_url": lambda n: "/login"},
+            "OAuthHSM: introspection_claims needs @oauth.user_claims",
+        ),
+    ],
+)
 def test_missing_hooks_stop_start_up_with_one_line(as_env, doc, tmp_path, hooks, expected):
     with pytest.raises(ConfigError) as info:
         app_with(as_env.settings, doc, tmp_path, **hooks)
@@ -128,16 +154,23 @@ def test_loader_entries_in_a_host_without_users(as_env, doc):
     assert app.test_client().get("/oauth2/authorize?client_id=web").status_code == 404  # no users: no endpoint
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    ({"OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME": "90000", "OAUTH_HSM_REFRESH_TOKEN_LIFETIME": "86400"},
-     "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must not exceed OAUTH_HSM_REFRESH_TOKEN_LIFETIME"),
-    ({"OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME": "300", "OAUTH_HSM_ACCESS_TOKEN_LIFETIME": "600"},
-     "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must be at least OAUTH_HSM_ACCESS_TOKEN_LIFETIME"),
-    ({"OAUTH_HSM_CODE_LIFETIME": "601"}, "OAUTH_HSM_CODE_LIFETIME: Must be greater"),
-    ({"OAUTH_HSM_CONSENT_LIFETIME": "-1"}, "OAUTH_HSM_CONSENT_LIFETIME: Must be greater"),
-    ({"OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME": "10"}, "OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME: Must be greater"),
-    ({"OAUTH_HSM_ID_TOKEN_LIFETIME": "x"}, "OAUTH_HSM_ID_TOKEN_LIFETIME: Not a valid integer"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            {"OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME": "90000", "OAUTH_HSM_REFRESH_TOKEN_LIFETIME": "86400"},
+            "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must not exceed OAUTH_HSM_REFRESH_TOKEN_LIFETIME",
+        ),
+        (
+            {"OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME": "300", "OAUTH_HSM_ACCESS_TOKEN_LIFETIME": "600"},
+            "OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME: must be at least OAUTH_HSM_ACCESS_TOKEN_LIFETIME",
+        ),
+        ({"OAUTH_HSM_CODE_LIFETIME": "601"}, "OAUTH_HSM_CODE_LIFETIME: Must be greater"),
+        ({"OAUTH_HSM_CONSENT_LIFETIME": "-1"}, "OAUTH_HSM_CONSENT_LIFETIME: Must be greater"),
+        ({"OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME": "10"}, "OAUTH_HSM_AUTHORIZATION_REQUEST_LIFETIME: Must be greater"),
+        ({"OAUTH_HSM_ID_TOKEN_LIFETIME": "x"}, "OAUTH_HSM_ID_TOKEN_LIFETIME: Not a valid integer"),
+    ],
+)
 def test_lifetime_settings(overrides, expected):
     base = as_settings("redis://127.0.0.1:1/0", __file__)
     with pytest.raises(ConfigError) as info:
@@ -156,8 +189,8 @@ def test_user_values_are_checked():
 
 
 def test_a_failing_current_user_hook_is_an_outage(make_user_as, tmp_path):
-    from users_helpers import auth_params
     from user_host import pkce_pair
+    from users_helpers import auth_params
 
     env = make_user_as()
     hooks = env.app.extensions["oauth_hsm"].hooks

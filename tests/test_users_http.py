@@ -35,17 +35,36 @@ def serve_example(hsm, redis_server, tmp_path_factory, name: str, clients):
     issuer = f"http://127.0.0.1:{port}"
     api = issuer + "/api"
     registry = tmp_path_factory.mktemp(name) / "registry.json"
-    registry.write_text(json.dumps({
-        "clients": clients(issuer, api),
-        "resource_servers": [{"resource": api, "client_id": "demo-rs", "token_endpoint_auth_method": "private_key_jwt",
-                              "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]}, "scope": "read"}],
-    }))
+    registry.write_text(
+        json.dumps(
+            {
+                "clients": clients(issuer, api),
+                "resource_servers": [
+                    {
+                        "resource": api,
+                        "client_id": "demo-rs",
+                        "token_endpoint_auth_method": "private_key_jwt",
+                        "jwks": {"keys": [hsm.key("rs2-sig").public_jwk()]},
+                        "scope": "read",
+                    }
+                ],
+            }
+        )
+    )
     from conftest import as_settings
 
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX=f"{name}:",
-                           OAUTH_HSM_REDIS_TIMEOUT="2")  # about flows, not timeouts (busy machines)
-    settings.update({"OAUTH_HSM_RS_ISSUER": issuer, "OAUTH_HSM_RS_RESOURCE": api, "EXAMPLE_SECRET_KEY": f"{name}-key",
-                     "EXAMPLE_DEMO_USER": USER, "EXAMPLE_DEMO_PASSWORD": PASSWORD})
+    settings = as_settings(
+        redis_server.url, str(registry), OAUTH_HSM_ISSUER=issuer, OAUTH_HSM_REDIS_PREFIX=f"{name}:", OAUTH_HSM_REDIS_TIMEOUT="2"
+    )  # about flows, not timeouts (busy machines)
+    settings.update(
+        {
+            "OAUTH_HSM_RS_ISSUER": issuer,
+            "OAUTH_HSM_RS_RESOURCE": api,
+            "EXAMPLE_SECRET_KEY": f"{name}-key",
+            "EXAMPLE_DEMO_USER": USER,
+            "EXAMPLE_DEMO_PASSWORD": PASSWORD,
+        }
+    )
     proc, _ = start_gunicorn(settings, workers=2, port=port)
     return proc, issuer, api, settings
 
@@ -56,15 +75,32 @@ def server(hsm, redis_server, tmp_path_factory):
 
     def clients(issuer, api):
         return [
-            {"client_id": "authlib-web", "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.public_jwk]},
-             "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [APP_REDIRECT],
-             "scope": "openid email read", "resources": [api]},
-            {"client_id": "authlib-native", "token_endpoint_auth_method": "none",
-             "grant_types": ["authorization_code", "refresh_token"],
-             "redirect_uris": [APP_REDIRECT], "scope": "openid read", "resources": [api]},
-            {"client_id": "demo-client", "token_endpoint_auth_method": "private_key_jwt",
-             "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]}, "grant_types": ["authorization_code", "refresh_token"],
-             "redirect_uris": [CLI_REDIRECT], "scope": "openid profile email read", "resources": [api]},
+            {
+                "client_id": "authlib-web",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [key.public_jwk]},
+                "grant_types": ["authorization_code", "refresh_token"],
+                "redirect_uris": [APP_REDIRECT],
+                "scope": "openid email read",
+                "resources": [api],
+            },
+            {
+                "client_id": "authlib-native",
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "redirect_uris": [APP_REDIRECT],
+                "scope": "openid read",
+                "resources": [api],
+            },
+            {
+                "client_id": "demo-client",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": {"keys": [hsm.key("sig-eddsa").public_jwk()]},
+                "grant_types": ["authorization_code", "refresh_token"],
+                "redirect_uris": [CLI_REDIRECT],
+                "scope": "openid profile email read",
+                "resources": [api],
+            },
         ]
 
     proc, issuer, api, settings = serve_example(hsm, redis_server, tmp_path_factory, "http-users", clients)
@@ -100,8 +136,14 @@ def test_authlib_code_flow_with_pkce_and_refresh(server):
     key = server["key"]
     token_url = server["issuer"] + "/oauth2/token"
     auth = ShortLivedPrivateKeyJWT(server["issuer"], alg="ES256", headers={"kid": key.kid})
-    client = OAuth2Session("authlib-web", ECKey.import_key(pem(key)), scope="openid email read", redirect_uri=APP_REDIRECT,
-                           code_challenge_method="S256", token_endpoint_auth_method=auth)
+    client = OAuth2Session(
+        "authlib-web",
+        ECKey.import_key(pem(key)),
+        scope="openid email read",
+        redirect_uri=APP_REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method=auth,
+    )
     verifier = "v" * 20 + os.urandom(24).hex()
     url, state = client.create_authorization_url(server["issuer"] + "/oauth2/authorize", code_verifier=verifier, nonce="n-1")
     assert "code_challenge=" in url and "code_challenge_method=S256" in url
@@ -116,14 +158,20 @@ def test_authlib_code_flow_with_pkce_and_refresh(server):
     assert refreshed["refresh_token"] != token["refresh_token"] and refreshed["access_token"] != token["access_token"]
     api = requests.get(server["api"] + "/items", headers={"Authorization": "Bearer " + refreshed["access_token"]}, timeout=10)
     assert api.status_code == 200
-    info = requests.get(server["issuer"] + "/oauth2/userinfo", headers={"Authorization": "Bearer " + refreshed["access_token"]},
-                        timeout=10).json()
+    info = requests.get(
+        server["issuer"] + "/oauth2/userinfo", headers={"Authorization": "Bearer " + refreshed["access_token"]}, timeout=10
+    ).json()
     assert info == {"sub": info["sub"], "email": f"{USER}@example.com", "email_verified": False}
 
 
 def test_authlib_public_client(server):
-    client = OAuth2Session("authlib-native", scope="openid read", redirect_uri=APP_REDIRECT, code_challenge_method="S256",
-                           token_endpoint_auth_method="none")
+    client = OAuth2Session(
+        "authlib-native",
+        scope="openid read",
+        redirect_uri=APP_REDIRECT,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+    )
     verifier = os.urandom(40).hex()
     url, _ = client.create_authorization_url(server["issuer"] + "/oauth2/authorize", code_verifier=verifier)
     back = approve_in_browser(requests.Session(), url, APP_REDIRECT)
@@ -140,17 +188,44 @@ def test_code_reuse_over_http_twenty_at_once(server):
     verifier = os.urandom(40).hex()
     url, _ = client.create_authorization_url(server["issuer"] + "/oauth2/authorize", code_verifier=verifier)
     code = parse_qs(urlsplit(approve_in_browser(requests.Session(), url, APP_REDIRECT)).query)["code"][0]
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_REDIRECT, "code_verifier": verifier,
-            "client_id": "authlib-native"}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": APP_REDIRECT,
+        "code_verifier": verifier,
+        "client_id": "authlib-native",
+    }
     statuses = concurrent_posts(server["issuer"] + "/oauth2/token", form, 20)
     assert sorted(statuses) == [200] + [400] * 19
 
 
 def test_demo_client_command_runs_the_code_flow(server, tmp_path):
     env = {**os.environ, **server["settings"], "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "example_app", "oauth-hsm", "demo-client", "--flow", "code",
-                             "--key-label", "sig-eddsa", "--redirect-uri", CLI_REDIRECT, "--timeout", "60", "--resource",
-                             server["api"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "example_app",
+            "oauth-hsm",
+            "demo-client",
+            "--flow",
+            "code",
+            "--key-label",
+            "sig-eddsa",
+            "--redirect-uri",
+            CLI_REDIRECT,
+            "--timeout",
+            "60",
+            "--resource",
+            server["api"],
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = None
         deadline = time.monotonic() + 60

@@ -23,9 +23,16 @@ def users_key_set(hsm, redis_server, tmp_path) -> tuple[KeySetEnv, ASEnv, str]:
     scenario = user_scenario()
     registry = tmp_path / "registry.json"
     registry.write_text(json.dumps(scenario.registry))
-    settings = as_settings(redis_server.url, str(registry), OAUTH_HSM_KEY_SET=name, OAUTH_HSM_SIGNING_KEY="",
-                           OAUTH_HSM_PUBLISHED_KEYS="", OAUTH_HSM_ENCRYPTION_KEYS="", OAUTH_HSM_REDIS_PREFIX=f"{name}:",
-                           OAUTH_HSM_CONSENT_LIFETIME="0")
+    settings = as_settings(
+        redis_server.url,
+        str(registry),
+        OAUTH_HSM_KEY_SET=name,
+        OAUTH_HSM_SIGNING_KEY="",
+        OAUTH_HSM_PUBLISHED_KEYS="",
+        OAUTH_HSM_ENCRYPTION_KEYS="",
+        OAUTH_HSM_REDIS_PREFIX=f"{name}:",
+        OAUTH_HSM_CONSENT_LIFETIME="0",
+    )
     ks = KeySetEnv(hsm, scenario, settings, name)
     old_enc = ks.generate("enc", "active")
     ks.generate("sig", "active")

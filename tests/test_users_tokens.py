@@ -90,14 +90,17 @@ def test_redirect_uri_must_be_repeated_exactly(user_env, redirect_uri):
     expect_error(flow.redeem(code, redirect_uri=redirect_uri), 400, "invalid_grant")
 
 
-@pytest.mark.parametrize("verifier,error", [
-    (None, "invalid_grant"),                          # missing
-    (secrets.token_urlsafe(48), "invalid_grant"),     # wrong
-    ("a" * 42, "invalid_request"),                    # too short (RFC 7636 §4.1: 43-128)
-    ("a" * 129, "invalid_request"),                   # too long
-    ("a" * 42 + "+", "invalid_request"),              # outside the unreserved characters
-    ("a" * 42 + " ", "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "verifier,error",
+    [
+        (None, "invalid_grant"),  # missing
+        (secrets.token_urlsafe(48), "invalid_grant"),  # wrong
+        ("a" * 42, "invalid_request"),  # too short (RFC 7636 §4.1: 43-128)
+        ("a" * 129, "invalid_request"),  # too long
+        ("a" * 42 + "+", "invalid_request"),  # outside the unreserved characters
+        ("a" * 42 + " ", "invalid_request"),
+    ],
+)
 def test_pkce_failures(user_env, verifier, error):
     flow = Flow(user_env)
     code = flow.code()
@@ -186,8 +189,9 @@ def test_a_refresh_token_of_client_a_used_by_b(user_env):
 
 @pytest.mark.parametrize("lifetime", ["absolute", "idle"])
 def test_expired_refresh_tokens(make_user_as, fake_clock, lifetime):
-    env = make_user_as(OAUTH_HSM_CONSENT_LIFETIME="0", OAUTH_HSM_REFRESH_TOKEN_LIFETIME="600",
-                       OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME="400")
+    env = make_user_as(
+        OAUTH_HSM_CONSENT_LIFETIME="0", OAUTH_HSM_REFRESH_TOKEN_LIFETIME="600", OAUTH_HSM_REFRESH_TOKEN_IDLE_LIFETIME="400"
+    )
     flow = Flow(env)
     tokens = flow.tokens()
     if lifetime == "absolute":  # refreshed within the idle lifetime each time, until the absolute one ends
@@ -238,8 +242,19 @@ def test_forged_and_foreign_refresh_tokens(user_env):
             expect_error(flow.refresh(bad), 400, "invalid_grant")
     # Anyone can encrypt to our public key; without the current token id of a live grant it is nothing.
     ring = user_env.state.keys.ring
-    forged_claims = {"gid": "g" * 24, "jti": "j" * 24, "client_id": "web", "sub": "user-1002", "scope": "read write",
-                     "aud": [RS1], "auth_time": 1, "acr": None, "amr": [], "iat": 4_000_000_000, "exp": 4_100_000_000}
+    forged_claims = {
+        "gid": "g" * 24,
+        "jti": "j" * 24,
+        "client_id": "web",
+        "sub": "user-1002",
+        "scope": "read write",
+        "aud": [RS1],
+        "auth_time": 1,
+        "acr": None,
+        "amr": [],
+        "iat": 4_000_000_000,
+        "exp": 4_100_000_000,
+    }
     forged = jwe.encrypt(json.dumps(forged_claims).encode(), ring.escrow, ring.escrow.alg, "A256GCM", {"typ": RT_TYP})
     expect_error(flow.refresh(forged), 400, "invalid_grant")
     assert flow.refresh(real).status_code == 200  # none of that touched the real grant
@@ -316,8 +331,21 @@ def test_introspection_claims_need_entitlement_and_consent(user_env):
 def test_entitled_without_consent_gets_the_minimal_set(user_env):
     tokens = Flow(user_env).tokens(scope="read", resource=[RS4])
     body = introspect(user_env, "rs-4", tokens["access_token"]).get_json()
-    assert body["active"] and set(body) == {"active", "token_type", "scope", "client_id", "sub", "aud", "iss", "exp", "iat",
-                                            "jti", "auth_time", "acr", "amr"}
+    assert body["active"] and set(body) == {
+        "active",
+        "token_type",
+        "scope",
+        "client_id",
+        "sub",
+        "aud",
+        "iss",
+        "exp",
+        "iat",
+        "jti",
+        "auth_time",
+        "acr",
+        "amr",
+    }
 
 
 def test_consent_page_choices_decide_what_is_released(user_env):
@@ -325,8 +353,13 @@ def test_consent_page_choices_decide_what_is_released(user_env):
     flow.params = {}
     from users_helpers import auth_params
 
-    params = auth_params("web", challenge=flow.challenge, scope="read", resource=[RS4],
-                         claims='{"introspection": {"email": null, "birthdate": null}}')
+    params = auth_params(
+        "web",
+        challenge=flow.challenge,
+        scope="read",
+        resource=[RS4],
+        claims='{"introspection": {"email": null, "birthdate": null}}',
+    )
     answer = flow.browser.authorize(params, uncheck=("claims:rs-4=birthdate",))
     flow.params = params
     tokens = flow.redeem(answer.code).get_json()

@@ -17,9 +17,20 @@ import pytest
 from flask_oauth_hsm.errors import InvalidKey, MalformedJose, RefusedAlgorithm
 from flask_oauth_hsm.jose import compact, jwe, jwk, jws, jwt
 from vector_helpers import (
-    ENCRYPTIONS, KEY_MANAGEMENT_ALGS, SIGNING_ALGS, CountingDecrypter, VectorToken, b64u, b64u_lenient,
-    cookbook, forbid_key_selection, load_json, private_key_from_jwk, public_part, skip_without_vectors,
+    ENCRYPTIONS,
+    KEY_MANAGEMENT_ALGS,
+    SIGNING_ALGS,
     VECTORS_DIR,
+    CountingDecrypter,
+    VectorToken,
+    b64u,
+    b64u_lenient,
+    cookbook,
+    forbid_key_selection,
+    load_json,
+    private_key_from_jwk,
+    public_part,
+    skip_without_vectors,
 )
 
 skip_without_vectors()
@@ -91,13 +102,16 @@ def test_cookbook_4_1_refused_when_rs256_not_allowed_or_key_bound_to_ps256():
         jws.verify(token_str, lambda header: ps256_key, SIGNING_ALGS)
 
 
-@pytest.mark.parametrize(("example", "alg"), [
-    ("jws/4_2.rsa-pss_signature.json", "PS384"),
-    ("jws/4_3.ecdsa_signature.json", "ES512"),
-    ("jws/4_4.hmac-sha2_integrity_protection.json", "HS256"),
-    ("jws/4_5.signature_with_detached_content.json", "HS256"),
-    ("rfc7797/hmac-sha2_b64_false.json", "HS256"),
-])
+@pytest.mark.parametrize(
+    ("example", "alg"),
+    [
+        ("jws/4_2.rsa-pss_signature.json", "PS384"),
+        ("jws/4_3.ecdsa_signature.json", "ES512"),
+        ("jws/4_4.hmac-sha2_integrity_protection.json", "HS256"),
+        ("jws/4_5.signature_with_detached_content.json", "HS256"),
+        ("rfc7797/hmac-sha2_b64_false.json", "HS256"),
+    ],
+)
 def test_cookbook_signatures_outside_our_profile_are_refused(example, alg):
     data = cookbook(example)
     header = compact.parse_json_object(b64u_lenient(data["output"]["compact"].split(".")[0]))
@@ -117,13 +131,22 @@ def test_rfc7797_b64_false_refused_even_with_an_allowed_alg():
         jws.verify(head + ".cGF5bG9hZA.AAAA", forbid_key_selection, SIGNING_ALGS)
 
 
-@pytest.mark.parametrize("example", [
-    "jws/4_1.rsa_v15_signature.json", "jws/4_2.rsa-pss_signature.json", "jws/4_3.ecdsa_signature.json",
-    "jws/4_4.hmac-sha2_integrity_protection.json", "jws/4_5.signature_with_detached_content.json",
-    "jws/4_6.protecting_specific_header_fields.json", "jws/4_7.protecting_content_only.json",
-    "jws/4_8.multiple_signatures.json", "rfc7797/4.2.hmac-sha2_b64_false.json",
-    "rfc7797/hmac-sha2_b64_false.json", "curve25519/jws.json",
-])
+@pytest.mark.parametrize(
+    "example",
+    [
+        "jws/4_1.rsa_v15_signature.json",
+        "jws/4_2.rsa-pss_signature.json",
+        "jws/4_3.ecdsa_signature.json",
+        "jws/4_4.hmac-sha2_integrity_protection.json",
+        "jws/4_5.signature_with_detached_content.json",
+        "jws/4_6.protecting_specific_header_fields.json",
+        "jws/4_7.protecting_content_only.json",
+        "jws/4_8.multiple_signatures.json",
+        "rfc7797/4.2.hmac-sha2_b64_false.json",
+        "rfc7797/hmac-sha2_b64_false.json",
+        "curve25519/jws.json",
+    ],
+)
 def test_cookbook_jws_json_serializations_refused(example):
     """General and flattened JSON (incl. multiple signatures, unprotected headers): compact only."""
     serializations = _serializations(cookbook(example))
@@ -178,14 +201,17 @@ def test_cookbook_accepted_jwes_need_the_right_key_alg(token):
         _decrypt(JWE_55["output"]["compact"], vt.key(labels["5.5"]), encryptions=["A128GCM", "A256GCM"])
 
 
-@pytest.mark.parametrize(("example", "why"), [
-    ("jwe/5_1.key_encryption_using_rsa_v15_and_aes-hmac-sha2.json", "RSA1_5"),
-    ("jwe/5_3.key_wrap_using_pbes2-aes-keywrap_with-aes-cbc-hmac-sha2.json", "PBES2"),
-    ("jwe/5_6.direct_encryption_using_aes-gcm.json", "dir"),
-    ("jwe/5_7.key_wrap_using_aes-gcm_keywrap_with_aes-cbc-hmac-sha2.json", "A256GCMKW"),
-    ("jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json", "A128KW"),
-    ("jwe/5_9.compressed_content.json", "zip"),
-])
+@pytest.mark.parametrize(
+    ("example", "why"),
+    [
+        ("jwe/5_1.key_encryption_using_rsa_v15_and_aes-hmac-sha2.json", "RSA1_5"),
+        ("jwe/5_3.key_wrap_using_pbes2-aes-keywrap_with-aes-cbc-hmac-sha2.json", "PBES2"),
+        ("jwe/5_6.direct_encryption_using_aes-gcm.json", "dir"),
+        ("jwe/5_7.key_wrap_using_aes-gcm_keywrap_with_aes-cbc-hmac-sha2.json", "A256GCMKW"),
+        ("jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json", "A128KW"),
+        ("jwe/5_9.compressed_content.json", "zip"),
+    ],
+)
 def test_cookbook_encryptions_outside_our_profile_are_refused(example, why):
     data = cookbook(example)
     token_str = data["output"]["compact"]
@@ -200,27 +226,31 @@ def test_cookbook_5_1_rsa1_5_never_reaches_the_token_even_if_allowed(token):
     counting = CountingDecrypter(vt.key(labels["5.2"]))
     data = cookbook("jwe/5_1.key_encryption_using_rsa_v15_and_aes-hmac-sha2.json")
     with pytest.raises(RefusedAlgorithm):
-        jwe.decrypt(data["output"]["compact"], lambda h: counting, (*KEY_MANAGEMENT_ALGS, "RSA1_5"),
-                    (*ENCRYPTIONS, "A128CBC-HS256"))
+        jwe.decrypt(
+            data["output"]["compact"], lambda h: counting, (*KEY_MANAGEMENT_ALGS, "RSA1_5"), (*ENCRYPTIONS, "A128CBC-HS256")
+        )
     assert counting.calls == 0
 
 
-@pytest.mark.parametrize("example", [
-    "jwe/5_1.key_encryption_using_rsa_v15_and_aes-hmac-sha2.json",
-    "jwe/5_2.key_encryption_using_rsa-oaep_with_aes-gcm.json",
-    "jwe/5_3.key_wrap_using_pbes2-aes-keywrap_with-aes-cbc-hmac-sha2.json",
-    "jwe/5_4.key_agreement_with_key_wrapping_using_ecdh-es_and_aes-keywrap_with_aes-gcm.json",
-    "jwe/5_5.key_agreement_using_ecdh-es_with_aes-cbc-hmac-sha2.json",
-    "jwe/5_6.direct_encryption_using_aes-gcm.json",
-    "jwe/5_7.key_wrap_using_aes-gcm_keywrap_with_aes-cbc-hmac-sha2.json",
-    "jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json",
-    "jwe/5_9.compressed_content.json",
-    "jwe/5_10.including_additional_authentication_data.json",
-    "jwe/5_11.protecting_specific_header_fields.json",
-    "jwe/5_12.protecting_content_only.json",
-    "jwe/5_13.encrypting_to_multiple_recipients.json",
-    "curve25519/ecdh-es.json",
-])
+@pytest.mark.parametrize(
+    "example",
+    [
+        "jwe/5_1.key_encryption_using_rsa_v15_and_aes-hmac-sha2.json",
+        "jwe/5_2.key_encryption_using_rsa-oaep_with_aes-gcm.json",
+        "jwe/5_3.key_wrap_using_pbes2-aes-keywrap_with-aes-cbc-hmac-sha2.json",
+        "jwe/5_4.key_agreement_with_key_wrapping_using_ecdh-es_and_aes-keywrap_with_aes-gcm.json",
+        "jwe/5_5.key_agreement_using_ecdh-es_with_aes-cbc-hmac-sha2.json",
+        "jwe/5_6.direct_encryption_using_aes-gcm.json",
+        "jwe/5_7.key_wrap_using_aes-gcm_keywrap_with_aes-cbc-hmac-sha2.json",
+        "jwe/5_8.key_wrap_using_aes-keywrap_with_aes-gcm.json",
+        "jwe/5_9.compressed_content.json",
+        "jwe/5_10.including_additional_authentication_data.json",
+        "jwe/5_11.protecting_specific_header_fields.json",
+        "jwe/5_12.protecting_content_only.json",
+        "jwe/5_13.encrypting_to_multiple_recipients.json",
+        "curve25519/ecdh-es.json",
+    ],
+)
 def test_cookbook_jwe_json_serializations_refused(example):
     """JSON serializations (AAD, unprotected headers, multiple recipients): compact only."""
     serializations = _serializations(cookbook(example))
@@ -272,12 +302,15 @@ def test_rfc7515_a3_es256_verifies():
         _verify(a3["compact"], {**a3["key"], "alg": "ES384"})
 
 
-@pytest.mark.parametrize(("section", "error"), [
-    ("A.1", RefusedAlgorithm),  # HS256
-    ("A.4", RefusedAlgorithm),  # ES512
-    ("A.5", RefusedAlgorithm),  # alg none
-    ("E", RefusedAlgorithm),    # crit names an extension we do not process
-])
+@pytest.mark.parametrize(
+    ("section", "error"),
+    [
+        ("A.1", RefusedAlgorithm),  # HS256
+        ("A.4", RefusedAlgorithm),  # ES512
+        ("A.5", RefusedAlgorithm),  # alg none
+        ("E", RefusedAlgorithm),  # crit names an extension we do not process
+    ],
+)
 def test_rfc7515_refusals(section, error):
     compact_str = APPENDIX["rfc7515"][section]["compact"]
     with pytest.raises(error) as info:

@@ -21,9 +21,25 @@ import pytest
 from flask_oauth_hsm.errors import DecryptionFailed, InvalidKey, MalformedJose, RefusedAlgorithm
 from flask_oauth_hsm.jose import compact, jwe, jwk, jws
 from vector_helpers import (
-    ACCEPTABLE, DIVERGENCE, ENCRYPTIONS, KEY_MANAGEMENT_ALGS, MATCH, SIGNING_ALGS, UNSUPPORTED,
-    Tally, VectorToken, attempt, b64u_lenient, check_count, forbid_key_selection, is_compact,
-    lenient_header, private_key_from_jwk, skip_without_vectors, wycheproof, wycheproof_cases,
+    ACCEPTABLE,
+    DIVERGENCE,
+    ENCRYPTIONS,
+    KEY_MANAGEMENT_ALGS,
+    MATCH,
+    SIGNING_ALGS,
+    UNSUPPORTED,
+    Tally,
+    VectorToken,
+    attempt,
+    b64u_lenient,
+    check_count,
+    forbid_key_selection,
+    is_compact,
+    lenient_header,
+    private_key_from_jwk,
+    skip_without_vectors,
+    wycheproof,
+    wycheproof_cases,
 )
 
 skip_without_vectors()
@@ -47,11 +63,16 @@ DIVERGENCES: dict[str, dict[int, tuple[str, type]]] = {
         347: (_KEY_ALG_BINDING.format(hdr="ES512", key="ES521 (not a registered alg)"), RefusedAlgorithm),
         350: (_KEY_ALG_BINDING.format(hdr="PS384", key="PS256") + " (key_ops variant)", RefusedAlgorithm),
         351: (_KEY_ALG_BINDING.format(hdr="ES512", key="ES521") + " (key_ops variant)", RefusedAlgorithm),
-        372: ("'?' inserted into the protected header: not base64url (RFC 7515 §2, RFC 4648 §5); a "
-              "lenient decoder skips it, our strict decoder refuses the token", MalformedJose),
-        373: ("'?' inserted into the payload: not base64url; our strict decoder refuses it (see "
-              "test_base64_group_with_strict_decoder). Via jws.verify the HS256 refusal comes first",
-              RefusedAlgorithm),
+        372: (
+            "'?' inserted into the protected header: not base64url (RFC 7515 §2, RFC 4648 §5); a "
+            "lenient decoder skips it, our strict decoder refuses the token",
+            MalformedJose,
+        ),
+        373: (
+            "'?' inserted into the payload: not base64url; our strict decoder refuses it (see "
+            "test_base64_group_with_strict_decoder). Via jws.verify the HS256 refusal comes first",
+            RefusedAlgorithm,
+        ),
     },
     JWE_FILE: {},
     JWK_FILE: {},
@@ -202,8 +223,11 @@ def test_jwe_case(name, gi, tc_id, jwe_keys):
         return token.key(label)
 
     outcome = attempt(
-        jwe.decrypt, _token(test), forbid_key_selection if category == UNSUPPORTED else key_for,
-        KEY_MANAGEMENT_ALGS, ENCRYPTIONS,
+        jwe.decrypt,
+        _token(test),
+        forbid_key_selection if category == UNSUPPORTED else key_for,
+        KEY_MANAGEMENT_ALGS,
+        ENCRYPTIONS,
     )
     expected = bytes.fromhex(test["pt"]) if "pt" in test else None
     _check(category, name, test, outcome, expected)
@@ -232,8 +256,8 @@ def _well_formed(token: str) -> bool:
 # segment and the MAC is computed test-side with the group's key, so the strictness is exercised.
 BASE64_DIVERGENCES = {
     367: "vector comment 'invalidBase64Padding', but this copy of the token carries no '=' at all: "
-         "byte-identical to valid tcId 357, so a strict decoder accepts it (padding itself is refused: "
-         "test_padded_segments_are_refused)",
+    "byte-identical to valid tcId 357, so a strict decoder accepts it (padding itself is refused: "
+    "test_padded_segments_are_refused)",
     370: "as 367 ('invalidBase64PaddingInPayload'): identical to tcId 357, no padding present",
     372: DIVERGENCES[JWS_FILE][372][0],
     373: "'?' appended to the payload segment: not base64url, our decoder refuses it (RFC 7515 §2)",

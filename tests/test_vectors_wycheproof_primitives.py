@@ -24,9 +24,25 @@ from flask_oauth_hsm.errors import DecryptionFailed, InvalidKey, InvalidSignatur
 from flask_oauth_hsm.jose import jwe, jwk, jws
 from flask_oauth_hsm.jose.jwk import public_jwk_dict
 from vector_helpers import (
-    ACCEPTABLE, DIVERGENCE, ENCRYPTIONS, KEY_MANAGEMENT_ALGS, MATCH, OUT_OF_PROFILE, UNSUPPORTED,
-    CountingDecrypter, Tally, VectorToken, attempt, b64u, check_count, ec_jwk_from_uncompressed,
-    forbid_key_selection, private_key_from_jwk, skip_without_vectors, wycheproof, wycheproof_cases,
+    ACCEPTABLE,
+    DIVERGENCE,
+    ENCRYPTIONS,
+    KEY_MANAGEMENT_ALGS,
+    MATCH,
+    OUT_OF_PROFILE,
+    UNSUPPORTED,
+    CountingDecrypter,
+    Tally,
+    VectorToken,
+    attempt,
+    b64u,
+    check_count,
+    ec_jwk_from_uncompressed,
+    forbid_key_selection,
+    private_key_from_jwk,
+    skip_without_vectors,
+    wycheproof,
+    wycheproof_cases,
 )
 
 skip_without_vectors()
@@ -148,14 +164,18 @@ def test_signature_vectors(name):
         if category == ACCEPTABLE:
             expected = ACCEPTABLE_OUTCOMES[name].get(test["tcId"])
             if outcome.accepted is not expected:
-                failures.append(f"tcId {test['tcId']} (acceptable, {test['comment']}): we "
-                                f"{'accept' if outcome.accepted else 'refuse'}; documented {expected}")
+                failures.append(
+                    f"tcId {test['tcId']} (acceptable, {test['comment']}): we "
+                    f"{'accept' if outcome.accepted else 'refuse'}; documented {expected}"
+                )
         elif category == DIVERGENCE:
             if outcome.accepted:
                 failures.append(f"tcId {test['tcId']}: documented divergence now accepted")
         elif outcome.accepted != (test["result"] == "valid"):
-            failures.append(f"tcId {test['tcId']} ({test['result']}, {test['comment']}, {test['flags']}): "
-                            f"we {'accept' if outcome.accepted else 'refuse'}")
+            failures.append(
+                f"tcId {test['tcId']} ({test['result']}, {test['comment']}, {test['flags']}): "
+                f"we {'accept' if outcome.accepted else 'refuse'}"
+            )
     _report(failures)
 
 

@@ -19,17 +19,35 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 USERS: dict[str, dict[str, Any]] = {
-    "alice": {"password": "alice-password-1", "subject": "user-1001",
-              "claims": {"email": "alice@example.test", "email_verified": True, "given_name": "Alice", "name": "Alice Liddell",
-                         "birthdate": "1990-05-04", "username": "alice"}},
-    "bob": {"password": "bob-password-2", "subject": "user-1002",
-            "claims": {"email": "bob@example.test", "given_name": "Bob", "name": "Bob Builder", "username": "bob"}},
+    "alice": {
+        "password": "alice-password-1",
+        "subject": "user-1001",
+        "claims": {
+            "email": "alice@example.test",
+            "email_verified": True,
+            "given_name": "Alice",
+            "name": "Alice Liddell",
+            "birthdate": "1990-05-04",
+            "username": "alice",
+        },
+    },
+    "bob": {
+        "password": "bob-password-2",
+        "subject": "user-1002",
+        "claims": {"email": "bob@example.test", "given_name": "Bob", "name": "Bob Builder", "username": "bob"},
+    },
 }
 BY_SUBJECT = {u["subject"]: u for u in USERS.values()}
 
 
-def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (), acr: str | None = "urn:example:pwd",
-                   with_user_claims: bool = True, configure: Any = None):
+def build_user_app(
+    settings: dict[str, Any],
+    *,
+    first_party: tuple[str, ...] = (),
+    acr: str | None = "urn:example:pwd",
+    with_user_claims: bool = True,
+    configure: Any = None,
+):
     from flask import Flask, redirect, request, session, url_for
 
     from flask_oauth_hsm import OAuthHSM, ResourceProtector, User, clock
@@ -56,6 +74,7 @@ def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (
         return client_id in first_party
 
     if with_user_claims:
+
         @oauth.user_claims
         def user_claims(subject):
             user = BY_SUBJECT.get(subject)
@@ -73,8 +92,10 @@ def build_user_app(settings: dict[str, Any], *, first_party: tuple[str, ...] = (
                 # The package's clock, so tests that move it (fake_clock) move the host's too.
                 session["sub"], session["auth_time"] = user["subject"], int(clock.now())
                 return redirect(request.args.get("next") or "/")
-        return ('<form method="post"><input name="username"><input type="password" name="password">'
-                '<button type="submit">Sign in</button></form>')
+        return (
+            '<form method="post"><input name="username"><input type="password" name="password">'
+            '<button type="submit">Sign in</button></form>'
+        )
 
     @app.post("/logout")
     def logout():
@@ -158,8 +179,15 @@ class Browser:
     def sign_out(self) -> None:
         self.client.post("/logout")
 
-    def authorize(self, params: dict[str, Any], *, username: str | None = "alice", decision: str | None = "approve",
-                  uncheck: tuple[str, ...] = (), method: str = "GET") -> Answer:
+    def authorize(
+        self,
+        params: dict[str, Any],
+        *,
+        username: str | None = "alice",
+        decision: str | None = "approve",
+        uncheck: tuple[str, ...] = (),
+        method: str = "GET",
+    ) -> Answer:
         """Start at /authorize and do what a person does: sign in when sent to the login page,
         press ``decision`` on the consent page. Stops at the client (a redirect off the host) or a page."""
         if method == "GET":

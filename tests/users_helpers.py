@@ -9,14 +9,25 @@ from as_helpers import assertion_form, claims_for
 from scenarios import WEB_REDIRECT
 from user_host import Answer, Browser, pkce_pair
 
-REDIRECTS = {"web": WEB_REDIRECT, "web-2": "https://web2.example.test/cb", "native": "http://127.0.0.1:8765/callback",
-             "oidc-only": "https://login.example.test/cb"}
+REDIRECTS = {
+    "web": WEB_REDIRECT,
+    "web-2": "https://web2.example.test/cb",
+    "native": "http://127.0.0.1:8765/callback",
+    "oidc-only": "https://login.example.test/cb",
+}
 
 
-def auth_params(client_id: str = "web", *, challenge: str | None, scope: str | None = "openid read",
-                **extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECTS.get(client_id),
-                              "state": secrets.token_urlsafe(12), "code_challenge": challenge, "code_challenge_method": "S256"}
+def auth_params(
+    client_id: str = "web", *, challenge: str | None, scope: str | None = "openid read", **extra: Any
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECTS.get(client_id),
+        "state": secrets.token_urlsafe(12),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     if scope is not None:
         params["scope"] = scope
     params.update(extra)
@@ -55,8 +66,13 @@ class Flow:
         return answer.code
 
     def redeem(self, code: str, **form: Any):
-        fields = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.params.get("redirect_uri"),
-                  "code_verifier": self.verifier, **form}
+        fields = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.params.get("redirect_uri"),
+            "code_verifier": self.verifier,
+            **form,
+        }
         return token_post(self.env, self.client_id, **fields)
 
     def tokens(self, **extra: Any) -> dict[str, Any]:

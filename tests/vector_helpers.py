@@ -30,9 +30,10 @@ import binascii
 import collections
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
@@ -149,8 +150,13 @@ def private_key_from_jwk(jwk_dict: dict):
     if kty == "RSA":
         public = rsa.RSAPublicNumbers(_int(jwk_dict["e"]), _int(jwk_dict["n"]))
         return rsa.RSAPrivateNumbers(
-            _int(jwk_dict["p"]), _int(jwk_dict["q"]), _int(jwk_dict["d"]),
-            _int(jwk_dict["dp"]), _int(jwk_dict["dq"]), _int(jwk_dict["qi"]), public,
+            _int(jwk_dict["p"]),
+            _int(jwk_dict["q"]),
+            _int(jwk_dict["d"]),
+            _int(jwk_dict["dp"]),
+            _int(jwk_dict["dq"]),
+            _int(jwk_dict["qi"]),
+            public,
         ).private_key()
     if kty == "EC":
         return ec.derive_private_key(_int(jwk_dict["d"]), _CURVES[jwk_dict["crv"]]())

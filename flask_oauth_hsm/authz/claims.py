@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import InvalidRequestError
 
 # OIDC Core §5.4: the claims each OpenID scope value asks for at UserInfo.
 SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
-    "profile": ("name", "family_name", "given_name", "middle_name", "nickname", "preferred_username", "profile",
-                "picture", "website", "gender", "birthdate", "zoneinfo", "locale", "updated_at"),
+    "profile": (
+        "name",
+        "family_name",
+        "given_name",
+        "middle_name",
+        "nickname",
+        "preferred_username",
+        "profile",
+        "picture",
+        "website",
+        "gender",
+        "birthdate",
+        "zoneinfo",
+        "locale",
+        "updated_at",
+    ),
     "email": ("email", "email_verified"),
     "address": ("address",),
     "phone": ("phone_number", "phone_number_verified"),
@@ -27,8 +42,31 @@ MEMBERS = ("userinfo", "id_token", "introspection")
 MAX_CLAIMS = 32  # per member: a request asks for a handful, never hundreds
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # Names the ID token and UserInfo fill themselves: never taken from the host's user claims.
-PROTOCOL_CLAIMS = frozenset({"sub", "iss", "aud", "exp", "iat", "nbf", "jti", "auth_time", "nonce", "acr", "amr", "azp",
-                             "at_hash", "c_hash", "sid", "active", "scope", "client_id", "token_type", "cnf", "grant_id"})
+PROTOCOL_CLAIMS = frozenset(
+    {
+        "sub",
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "auth_time",
+        "nonce",
+        "acr",
+        "amr",
+        "azp",
+        "at_hash",
+        "c_hash",
+        "sid",
+        "active",
+        "scope",
+        "client_id",
+        "token_type",
+        "cnf",
+        "grant_id",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +82,7 @@ class ClaimsRequest:
         return {m: sorted(getattr(self, m)) for m in MEMBERS if getattr(self, m)}
 
     @classmethod
-    def from_json(cls, doc: dict[str, list[str]]) -> "ClaimsRequest":
+    def from_json(cls, doc: dict[str, list[str]]) -> ClaimsRequest:
         return cls(**{m: frozenset(doc.get(m, ())) for m in MEMBERS})
 
 
@@ -82,11 +120,24 @@ def userinfo_claims(scope: Iterable[str], requested: ClaimsRequest) -> frozenset
 
 # Labels for the consent page (the template may show its own).
 LABELS = {
-    "name": "full name", "family_name": "family name", "given_name": "given name", "middle_name": "middle name",
-    "nickname": "nickname", "preferred_username": "preferred user name", "profile": "profile page", "picture": "picture",
-    "website": "web site", "gender": "gender", "birthdate": "date of birth", "zoneinfo": "time zone", "locale": "locale",
-    "updated_at": "when your profile changed", "email": "email address",
+    "name": "full name",
+    "family_name": "family name",
+    "given_name": "given name",
+    "middle_name": "middle name",
+    "nickname": "nickname",
+    "preferred_username": "preferred user name",
+    "profile": "profile page",
+    "picture": "picture",
+    "website": "web site",
+    "gender": "gender",
+    "birthdate": "date of birth",
+    "zoneinfo": "time zone",
+    "locale": "locale",
+    "updated_at": "when your profile changed",
+    "email": "email address",
     "email_verified": "whether your email address is verified",
-    "address": "postal address", "phone_number": "phone number", "phone_number_verified": "whether your phone number is verified",
+    "address": "postal address",
+    "phone_number": "phone number",
+    "phone_number_verified": "whether your phone number is verified",
     "username": "user name",
 }

@@ -22,8 +22,7 @@ from ..errors import BrowserError, ConsentRequiredError, LoginRequiredError, OAu
 from ..tokens import codes
 from ..users import User
 from ..web import Form, redirect_response
-from . import consent, pages
-from . import pending as pending_requests
+from . import consent, pages, pending as pending_requests
 from .consent import Decision
 from .pending import Browser, Pending
 from .redirect import code_redirect, error_redirect
@@ -33,12 +32,12 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def start(ctx: "ServerContext", req: AuthorizationRequest, browser: Browser) -> Response:
+def start(ctx: ServerContext, req: AuthorizationRequest, browser: Browser) -> Response:
     pending = pending_requests.start(ctx, req, browser)
     return pending_requests.set_cookie(ctx, proceed(ctx, pending, returning=False), browser)
 
 
-def proceed(ctx: "ServerContext", pending: Pending, *, returning: bool) -> Response:
+def proceed(ctx: ServerContext, pending: Pending, *, returning: bool) -> Response:
     req = pending.request
     client = _client(ctx, req)
     user = users.current_user(ctx)
@@ -56,7 +55,7 @@ def proceed(ctx: "ServerContext", pending: Pending, *, returning: bool) -> Respo
     return pages.consent_page(ctx, pending, client, user, asked, consent.csrf_token(pending, user))
 
 
-def decide(ctx: "ServerContext", pending: Pending, form: Form) -> Response:
+def decide(ctx: ServerContext, pending: Pending, form: Form) -> Response:
     """The consent form: CSRF, then approve (with the user's choices) or deny."""
     req = pending.request
     client = _client(ctx, req)
@@ -75,14 +74,14 @@ def decide(ctx: "ServerContext", pending: Pending, form: Form) -> Response:
     return _issue(ctx, pending, user, chosen)
 
 
-def _client(ctx: "ServerContext", req: AuthorizationRequest) -> Client:
+def _client(ctx: ServerContext, req: AuthorizationRequest) -> Client:
     client = ctx.registry.client(req.client_id)
     if client is None or req.redirect_uri not in client.redirect_uris:
         raise BrowserError("the application is no longer registered")
     return client
 
 
-def _needs_login(ctx: "ServerContext", pending: Pending, user: User) -> bool:
+def _needs_login(ctx: ServerContext, pending: Pending, user: User) -> bool:
     """OIDC Core §3.1.2.1: ``prompt=login`` wants an authentication after the request began;
     ``max_age`` one at most that many seconds old."""
     req = pending.request
@@ -92,14 +91,14 @@ def _needs_login(ctx: "ServerContext", pending: Pending, user: User) -> bool:
     return req.max_age is not None and clock.now() - user.auth_time > req.max_age + 1
 
 
-def _consented(ctx: "ServerContext", client: Client, user: User, asked: Decision) -> bool:
+def _consented(ctx: ServerContext, client: Client, user: User, asked: Decision) -> bool:
     if users.skips_consent(ctx, client, user):
         return True
     remembered = consent.recall(ctx, user, client)
     return remembered is not None and remembered.covers(asked)
 
 
-def _issue(ctx: "ServerContext", pending: Pending, user: User, decision: Decision) -> Response:
+def _issue(ctx: ServerContext, pending: Pending, user: User, decision: Decision) -> Response:
     if not pending_requests.finish(ctx, pending):
         raise BrowserError("this authorization request was already completed")
     req = pending.request
@@ -108,7 +107,7 @@ def _issue(ctx: "ServerContext", pending: Pending, user: User, decision: Decisio
     return code_redirect(ctx, req.target, code, req.state)
 
 
-def _fail(ctx: "ServerContext", pending: Pending, exc: OAuthError) -> Response:
+def _fail(ctx: ServerContext, pending: Pending, exc: OAuthError) -> Response:
     if not pending_requests.finish(ctx, pending):
         raise BrowserError("this authorization request was already completed")
     return error_redirect(ctx, pending.request.target, exc, pending.request.state)

@@ -26,7 +26,7 @@ JWT_CLAIMS = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti", "sub"})
 MAX_RESOURCES = 8  # as in a query: every resource is a resource server to look up
 
 
-def from_request_object(ctx: "ServerContext", client: Client, raw: Form) -> Form:
+def from_request_object(ctx: ServerContext, client: Client, raw: Form) -> Form:
     """The ``request`` source: the verified request object's parameters (RFC 9101 §5, §6.3)."""
     claims = verify_request_object(ctx, client, raw["request"], receiving_endpoint=ctx.urls.url("/authorize"))
     return parameters(claims)

@@ -63,20 +63,30 @@ class ConsentView:
     csrf_token: str
 
 
-def consent_page(ctx: "ServerContext", pending: "Pending", client: Client, user: User, asked: Decision, csrf: str) -> Response:
+def consent_page(ctx: ServerContext, pending: Pending, client: Client, user: User, asked: Decision, csrf: str) -> Response:
     req = pending.request
     resources = []
     for rs in audiences(ctx, req):
         offered = sorted(rs.introspection_claims)
         checked = asked.release.introspection.get(rs.client_id, frozenset())
-        resources.append(ResourceView(rs.resource, rs.client_id, sorted(req.scope & rs.scope), [
-            ClaimChoice(n, LABELS.get(n, n), user.claims.get(n), f"claims:{rs.client_id}", n in checked) for n in offered]))
+        resources.append(
+            ResourceView(
+                rs.resource,
+                rs.client_id,
+                sorted(req.scope & rs.scope),
+                [ClaimChoice(n, LABELS.get(n, n), user.claims.get(n), f"claims:{rs.client_id}", n in checked) for n in offered],
+            )
+        )
     shown = sorted(asked.release.userinfo | asked.release.id_token)
     view = ConsentView(
-        client_id=client.client_id, client_name=client.client_name or client.client_id, user=user,
+        client_id=client.client_id,
+        client_name=client.client_name or client.client_id,
+        user=user,
         scopes=[(s, SCOPE_DESCRIPTIONS.get(s, f"use “{s}” at the services below")) for s in _in_order(req.scope)],
-        resources=resources, client_claims=[(n, LABELS.get(n, n), user.claims.get(n)) for n in shown],
-        action=f"{ctx.urls.route_prefix}/consent?id={pending.id}", csrf_token=csrf,
+        resources=resources,
+        client_claims=[(n, LABELS.get(n, n), user.claims.get(n)) for n in shown],
+        action=f"{ctx.urls.route_prefix}/consent?id={pending.id}",
+        csrf_token=csrf,
     )
     html = render_template("oauth_hsm/consent.html", consent=view)
     return page_response(html, form_targets=(form_source(req.redirect_uri),))

@@ -61,21 +61,27 @@ def browser(request: Request) -> Browser:
     return Browser(secrets.token_urlsafe(32), new=True)
 
 
-def set_cookie(ctx: "ServerContext", response: Response, binding: Browser) -> Response:
+def set_cookie(ctx: ServerContext, response: Response, binding: Browser) -> Response:
     if binding.new:
-        response.set_cookie(COOKIE, binding.value, httponly=True, samesite="Lax", path=ctx.urls.route_prefix or "/",
-                            secure=ctx.settings.issuer.startswith("https:"))
+        response.set_cookie(
+            COOKIE,
+            binding.value,
+            httponly=True,
+            samesite="Lax",
+            path=ctx.urls.route_prefix or "/",
+            secure=ctx.settings.issuer.startswith("https:"),
+        )
     return response
 
 
-def start(ctx: "ServerContext", req: AuthorizationRequest, binding: Browser) -> Pending:
+def start(ctx: ServerContext, req: AuthorizationRequest, binding: Browser) -> Pending:
     pending = Pending(secrets.token_urlsafe(32), req, binding.digest, clock.now(), secrets.token_urlsafe(32))
     record = {"request": req.to_json(), "browser": pending.browser, "created": pending.created, "secret": pending.secret}
     ctx.store.put(NAMESPACE, pending.id, json.dumps(record).encode(), ctx.settings.authorization_request_lifetime)
     return pending
 
 
-def load(ctx: "ServerContext", pending_id: str | None, binding: Browser) -> Pending:
+def load(ctx: ServerContext, pending_id: str | None, binding: Browser) -> Pending:
     """The pending request ``pending_id`` of this browser; an error page otherwise."""
     if pending_id is None or not _ID.fullmatch(pending_id):
         raise BrowserError("this authorization request is not valid")
@@ -87,15 +93,16 @@ def load(ctx: "ServerContext", pending_id: str | None, binding: Browser) -> Pend
         raise BrowserError("this authorization request was started in another browser")
     if clock.now() > record["created"] + ctx.settings.authorization_request_lifetime:
         raise BrowserError("this authorization request has expired or was completed: start again from the application")
-    return Pending(pending_id, AuthorizationRequest.from_json(record["request"]), record["browser"], record["created"],
-                   record["secret"])
+    return Pending(
+        pending_id, AuthorizationRequest.from_json(record["request"]), record["browser"], record["created"], record["secret"]
+    )
 
 
-def finish(ctx: "ServerContext", pending: Pending) -> bool:
+def finish(ctx: ServerContext, pending: Pending) -> bool:
     """Consume the record; False when another request (a double submit) already did."""
     return ctx.store.take(NAMESPACE, pending.id) is not None
 
 
-def continue_url(ctx: "ServerContext", pending: Pending) -> str:
+def continue_url(ctx: ServerContext, pending: Pending) -> str:
     """Where the host's login page sends the user back (a path: same host, no open redirect)."""
     return f"{ctx.urls.route_prefix}/consent?id={pending.id}"

@@ -35,23 +35,22 @@ _ID = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 random bytes, base64url
 ONLY_WITH_PAR = frozenset({"client_id", "request_uri"})
 
 
-def required(ctx: "ServerContext", client: Client) -> bool:
+def required(ctx: ServerContext, client: Client) -> bool:
     return ctx.settings.require_par or client.require_pushed_authorization_requests
 
 
-def keep(ctx: "ServerContext", client: Client, params: Form) -> tuple[str, int]:
+def keep(ctx: ServerContext, client: Client, params: Form) -> tuple[str, int]:
     """Store validated parameters; returns the ``request_uri`` and its lifetime in seconds."""
     ident, lifetime = secrets.token_urlsafe(32), ctx.settings.par_lifetime
-    record = {"client_id": client.client_id, "single": dict(params), "multi": params.multi,
-              "expires_at": clock.now() + lifetime}
+    record = {"client_id": client.client_id, "single": dict(params), "multi": params.multi, "expires_at": clock.now() + lifetime}
     ctx.store.put(NAMESPACE, ident, json.dumps(record).encode(), lifetime)
     return URN + ident, lifetime
 
 
-def take(ctx: "ServerContext", client: Client, raw: Form) -> Form:
+def take(ctx: ServerContext, client: Client, raw: Form) -> Form:
     """The ``request_uri`` source: the pushed parameters, once (RFC 9126 §4)."""
     uri = raw["request_uri"]
-    ident = uri[len(URN):] if uri.startswith(URN) else ""
+    ident = uri[len(URN) :] if uri.startswith(URN) else ""
     if not _ID.fullmatch(ident):
         raise InvalidRequestUriError("only request_uri values from this server's pushed authorization endpoint are accepted")
     value = ctx.store.take(NAMESPACE, ident)
@@ -65,7 +64,7 @@ def take(ctx: "ServerContext", client: Client, raw: Form) -> Form:
     return Form(record["single"], record["multi"])
 
 
-def gate(ctx: "ServerContext", client: Client, raw: Form) -> None:
+def gate(ctx: ServerContext, client: Client, raw: Form) -> None:
     """RFC 9126 §5: with PAR required, only ``client_id`` and a ``request_uri``."""
     if not required(ctx, client):
         return

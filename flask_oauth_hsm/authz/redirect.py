@@ -31,7 +31,7 @@ class Target:
     given: bool
 
 
-def identify_client(ctx: "ServerContext", params: Form) -> Client:
+def identify_client(ctx: ServerContext, params: Form) -> Client:
     client_id = params.get("client_id")
     if client_id is None:
         raise BrowserError("the request names no client (client_id)")
@@ -61,7 +61,7 @@ def trusted_target(client: Client, params: Form) -> Target | None:
         return None
 
 
-def error_redirect(ctx: "ServerContext", to: Target, exc: OAuthError, state: str | None) -> Response:
+def error_redirect(ctx: ServerContext, to: Target, exc: OAuthError, state: str | None) -> Response:
     """RFC 6749 §4.1.2.1 with RFC 9207 ``iss``; the description is our own sentence."""
     params = {"error": exc.error}
     if exc.description:
@@ -69,11 +69,11 @@ def error_redirect(ctx: "ServerContext", to: Target, exc: OAuthError, state: str
     return _answer(ctx, to, params, state)
 
 
-def code_redirect(ctx: "ServerContext", to: Target, code: str, state: str | None) -> Response:
+def code_redirect(ctx: ServerContext, to: Target, code: str, state: str | None) -> Response:
     return _answer(ctx, to, {"code": code}, state)
 
 
-def _answer(ctx: "ServerContext", to: Target, params: dict[str, str], state: str | None) -> Response:
+def _answer(ctx: ServerContext, to: Target, params: dict[str, str], state: str | None) -> Response:
     if state is not None:
         params["state"] = state
     params["iss"] = ctx.settings.issuer  # RFC 9207 §2: in every authorization response

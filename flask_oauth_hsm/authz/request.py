@@ -56,17 +56,37 @@ class AuthorizationRequest:
         return "openid" in self.scope
 
     def to_json(self) -> dict[str, Any]:
-        return {"client_id": self.client_id, "redirect_uri": self.redirect_uri, "given": self.redirect_uri_given,
-                "scope": sorted(self.scope), "resources": list(self.resources), "code_challenge": self.code_challenge,
-                "state": self.state, "nonce": self.nonce, "prompt": sorted(self.prompt), "max_age": self.max_age,
-                "claims": self.claims.to_json(), "dpop_jkt": self.dpop_jkt}
+        return {
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "given": self.redirect_uri_given,
+            "scope": sorted(self.scope),
+            "resources": list(self.resources),
+            "code_challenge": self.code_challenge,
+            "state": self.state,
+            "nonce": self.nonce,
+            "prompt": sorted(self.prompt),
+            "max_age": self.max_age,
+            "claims": self.claims.to_json(),
+            "dpop_jkt": self.dpop_jkt,
+        }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "AuthorizationRequest":
-        return cls(client_id=doc["client_id"], redirect_uri=doc["redirect_uri"], redirect_uri_given=doc["given"],
-                   scope=frozenset(doc["scope"]), resources=tuple(doc["resources"]), code_challenge=doc["code_challenge"],
-                   state=doc["state"], nonce=doc["nonce"], prompt=frozenset(doc["prompt"]), max_age=doc["max_age"],
-                   claims=ClaimsRequest.from_json(doc["claims"]), dpop_jkt=doc.get("dpop_jkt"))
+    def from_json(cls, doc: dict[str, Any]) -> AuthorizationRequest:
+        return cls(
+            client_id=doc["client_id"],
+            redirect_uri=doc["redirect_uri"],
+            redirect_uri_given=doc["given"],
+            scope=frozenset(doc["scope"]),
+            resources=tuple(doc["resources"]),
+            code_challenge=doc["code_challenge"],
+            state=doc["state"],
+            nonce=doc["nonce"],
+            prompt=frozenset(doc["prompt"]),
+            max_age=doc["max_age"],
+            claims=ClaimsRequest.from_json(doc["claims"]),
+            dpop_jkt=doc.get("dpop_jkt"),
+        )
 
 
 def read_state(params: Form) -> str | None:
@@ -75,7 +95,7 @@ def read_state(params: Form) -> str | None:
     return state if state is None or _VSCHAR.fullmatch(state) else None
 
 
-def validate(ctx: "ServerContext", client: Client, to: Target, params: Form) -> AuthorizationRequest:
+def validate(ctx: ServerContext, client: Client, to: Target, params: Form) -> AuthorizationRequest:
     """Every rule of the authorization request, in order; raises the OAuthError to redirect."""
     if params.get("state") is not None and read_state(params) is None:
         raise InvalidRequestError("state must be 1-1024 printable ASCII characters")
@@ -84,10 +104,18 @@ def validate(ctx: "ServerContext", client: Client, to: Target, params: Form) -> 
     audiences = user_resource_servers(ctx, params.getlist("resource"), client)
     scope = user_scope(params.get("scope"), client, audiences)
     return AuthorizationRequest(
-        client_id=client.client_id, redirect_uri=to.uri, redirect_uri_given=to.given, scope=scope,
-        resources=tuple(rs.resource for rs in audiences), code_challenge=challenge, state=params.get("state"),
-        nonce=_nonce(params), prompt=_prompt(params), max_age=_max_age(params),
-        claims=parse_claims_parameter(params.get("claims")), dpop_jkt=_dpop_jkt(params),
+        client_id=client.client_id,
+        redirect_uri=to.uri,
+        redirect_uri_given=to.given,
+        scope=scope,
+        resources=tuple(rs.resource for rs in audiences),
+        code_challenge=challenge,
+        state=params.get("state"),
+        nonce=_nonce(params),
+        prompt=_prompt(params),
+        max_age=_max_age(params),
+        claims=parse_claims_parameter(params.get("claims")),
+        dpop_jkt=_dpop_jkt(params),
     )
 
 

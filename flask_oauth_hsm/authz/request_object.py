@@ -29,8 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from .. import claims as claim_rules
-from .. import events
+from .. import claims as claim_rules, events
 from ..algorithms import CONTENT_ENCRYPTION
 from ..client_auth.base import AssertionPolicy, audience_accepted
 from ..clients import Client
@@ -47,7 +46,7 @@ MAX_LIFETIME = 3600  # exp − nbf, and exp − now: 60 minutes (FAPI 2.0 Messag
 JTI_NAMESPACE = "request-object"
 
 
-def verify_request_object(ctx: "ServerContext", client: Client, raw: str, *, receiving_endpoint: str) -> dict[str, Any]:
+def verify_request_object(ctx: ServerContext, client: Client, raw: str, *, receiving_endpoint: str) -> dict[str, Any]:
     """The verified claims of ``raw``, a request object sent by ``client`` to ``receiving_endpoint``
     (its absolute URL); raises InvalidRequestObjectError (the reason is ours, never the input)."""
     if client.jwks is None:
@@ -67,7 +66,7 @@ def verify_request_object(ctx: "ServerContext", client: Client, raw: str, *, rec
     return claims
 
 
-def _decrypted(ctx: "ServerContext", client: Client, raw: str) -> str:
+def _decrypted(ctx: ServerContext, client: Client, raw: str) -> str:
     """The signed request object: ``raw`` itself, or decrypted in the HSM (RFC 9101 §6.1)."""
     alg, enc = client.request_object_encryption_alg, client.request_object_encryption_enc
     if not jwt.is_encrypted(raw):
@@ -87,13 +86,13 @@ def _decrypted(ctx: "ServerContext", client: Client, raw: str) -> str:
     return jwt.unnest(decrypted).decode("ascii", "replace")
 
 
-def _algorithms(ctx: "ServerContext", client: Client) -> tuple[str, ...]:
+def _algorithms(ctx: ServerContext, client: Client) -> tuple[str, ...]:
     allowed = ctx.settings.assertion_algs
     wanted = client.request_object_signing_alg
     return tuple(a for a in allowed if a == wanted) if wanted else allowed
 
 
-def _check_typ(ctx: "ServerContext", client: Client, header: dict[str, Any]) -> None:
+def _check_typ(ctx: ServerContext, client: Client, header: dict[str, Any]) -> None:
     """RFC 9101 §10.8, RFC 8725 §3.11: the explicit type, or at least not another kind of JWT."""
     typ = header.get("typ")
     named = typ.lower().removeprefix("application/") if isinstance(typ, str) else None
@@ -104,7 +103,7 @@ def _check_typ(ctx: "ServerContext", client: Client, header: dict[str, Any]) -> 
         raise InvalidRequestObjectError("the request object's typ names another kind of JWT")
 
 
-def _policy(ctx: "ServerContext", receiving_endpoint: str) -> AssertionPolicy:
+def _policy(ctx: ServerContext, receiving_endpoint: str) -> AssertionPolicy:
     """The ``aud`` policy of client assertions, with the URL of the endpoint receiving this object."""
     base = ctx.policies["token"]
     return dataclasses.replace(base, endpoint=receiving_endpoint, max_lifetime=MAX_LIFETIME)
@@ -132,11 +131,14 @@ def check_claims(claims: dict[str, Any], client: Client, policy: AssertionPolicy
         raise InvalidRequestObjectError("request object exp - nbf is more than 60 minutes")
 
 
-def _use_jti_once(ctx: "ServerContext", claims: dict[str, Any], client: Client, policy: AssertionPolicy) -> None:
+def _use_jti_once(ctx: ServerContext, claims: dict[str, Any], client: Client, policy: AssertionPolicy) -> None:
     try:
         ctx.store.use_once(
-            JTI_NAMESPACE, client.client_id + "\0" + claims["jti"], expires_at=claims["exp"] + policy.clock_skew,
-            issued_at=claim_rules.numeric_date(claims, "iat"), window=MAX_LIFETIME + 2 * policy.clock_skew,
+            JTI_NAMESPACE,
+            client.client_id + "\0" + claims["jti"],
+            expires_at=claims["exp"] + policy.clock_skew,
+            issued_at=claim_rules.numeric_date(claims, "iat"),
+            window=MAX_LIFETIME + 2 * policy.clock_skew,
         )
     except Replayed as exc:
         events.emit(events.replay_detected, what="request object", client_id=client.client_id, reason=str(exc))
@@ -145,5 +147,10 @@ def _use_jti_once(ctx: "ServerContext", claims: dict[str, Any], client: Client, 
 
 def _what(exc: JoseError) -> str:
     """A fixed word per failure kind, for the description (a library message may quote input)."""
-    return {"InvalidSignature": "signature", "RefusedAlgorithm": "algorithm", "DecryptionFailed": "decryption",
-            "InvalidKey": "key", "MalformedJose": "malformed"}.get(type(exc).__name__, "JOSE")
+    return {
+        "InvalidSignature": "signature",
+        "RefusedAlgorithm": "algorithm",
+        "DecryptionFailed": "decryption",
+        "InvalidKey": "key",
+        "MalformedJose": "malformed",
+    }.get(type(exc).__name__, "JOSE")

@@ -11,7 +11,8 @@ after that — redirect URI, PKCE, scope, the pending authorization — is the s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..clients import Client
 from ..errors import InvalidRequestError, OAuthError, RequestNotSupportedError, RequestUriNotSupportedError
@@ -28,7 +29,7 @@ GATES: list[Gate] = []
 _UNSUPPORTED: dict[str, type[OAuthError]] = {"request": RequestNotSupportedError, "request_uri": RequestUriNotSupportedError}
 
 
-def resolve(ctx: "ServerContext", client: Client, raw: Form) -> Form:
+def resolve(ctx: ServerContext, client: Client, raw: Form) -> Form:
     """The parameters of the request: ``raw`` itself, or what a registered source makes of it."""
     for gate in GATES:
         gate(ctx, client, raw)

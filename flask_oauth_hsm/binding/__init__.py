@@ -21,13 +21,34 @@ Introspection (:func:`describe`) and revocation (:func:`forget`) read the same b
 from .config import Bindings, fits, metadata
 from .issued import describe, forget
 from .proofs import (
-    SIGNATURE_NONCE_NAMESPACE, Proofs, key_ids, presented_certificate, read_dpop_proof, read_proofs, use_proof_once,
+    SIGNATURE_NONCE_NAMESPACE,
+    Proofs,
+    key_ids,
+    presented_certificate,
+    read_dpop_proof,
+    read_proofs,
+    use_proof_once,
     use_signature_nonce_once,
 )
 from .step import BEARER, Binding, Confirmation, accept_dpop_proof, bind
 
 __all__ = [
-    "BEARER", "Binding", "Bindings", "Confirmation", "Proofs", "SIGNATURE_NONCE_NAMESPACE", "accept_dpop_proof", "bind",
-    "describe", "fits", "forget", "key_ids", "metadata", "presented_certificate", "read_dpop_proof", "read_proofs",
-    "use_proof_once", "use_signature_nonce_once",
+    "BEARER",
+    "Binding",
+    "Bindings",
+    "Confirmation",
+    "Proofs",
+    "SIGNATURE_NONCE_NAMESPACE",
+    "accept_dpop_proof",
+    "bind",
+    "describe",
+    "fits",
+    "forget",
+    "key_ids",
+    "metadata",
+    "presented_certificate",
+    "read_dpop_proof",
+    "read_proofs",
+    "use_proof_once",
+    "use_signature_nonce_once",
 ]

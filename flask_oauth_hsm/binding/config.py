@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-
-
 @dataclass(frozen=True)
 class Bindings:
     """This app's configuration and keys for sender-constrained tokens (``ServerContext.binding``)."""
@@ -36,7 +34,7 @@ class Bindings:
     signature_max_age: int
 
     @classmethod
-    def setup(cls, settings: "Settings", hsm: "HSM", urls: "Urls", trusted: tuple[IPNetwork, ...]) -> "Bindings":
+    def setup(cls, settings: Settings, hsm: HSM, urls: Urls, trusted: tuple[IPNetwork, ...]) -> Bindings:
         """Built once by init_app; a configured key that is missing stops start-up."""
         nonce_key = _secret_key(hsm, settings.dpop_nonce_key, "OAUTH_HSM_DPOP_NONCE_KEY", "hmac")
         issuer = NonceIssuer(nonce_key, settings.issuer, settings.dpop_nonce_lifetime, settings.clock_skew) if nonce_key else None
@@ -44,32 +42,41 @@ class Bindings:
         certificates = None
         if settings.mtls_cert_header:
             certificates = CertificateSource(settings.mtls_cert_header, settings.mtls_verify_header, trusted)
-        return cls(urls.token, settings.dpop_algs, settings.dpop_proof_max_age, settings.clock_skew,
-                   NoncePolicy(settings.dpop_nonce, issuer, "dpop-nonce-given"), KeyVault(wrap_key) if wrap_key else None,
-                   certificates, settings.http_signature_max_age)
+        return cls(
+            urls.token,
+            settings.dpop_algs,
+            settings.dpop_proof_max_age,
+            settings.clock_skew,
+            NoncePolicy(settings.dpop_nonce, issuer, "dpop-nonce-given"),
+            KeyVault(wrap_key) if wrap_key else None,
+            certificates,
+            settings.http_signature_max_age,
+        )
 
 
-def _secret_key(hsm: "HSM", label: str | None, variable: str, kind: str) -> "TokenSecretKey | None":
+def _secret_key(hsm: HSM, label: str | None, variable: str, kind: str) -> TokenSecretKey | None:
     if label is None:
         return None
     try:
         key = hsm.secret_key(label)
     except KeyNotFound as exc:
-        raise KeyNotFound(f"{variable}: {exc} (`flask oauth-hsm keys generate-secret --kind {kind} --label {label}` "
-                          "creates it)") from None
+        raise KeyNotFound(
+            f"{variable}: {exc} (`flask oauth-hsm keys generate-secret --kind {kind} --label {label}` creates it)"
+        ) from None
     if key.kind != kind:
         raise ConfigError(f"{variable}: secret key {label!r} is an {key.kind} key, not {kind}")
     return key
 
 
-def fits(settings: "Settings", entity: Credentials) -> None:
+def fits(settings: Settings, entity: Credentials) -> None:
     """Start-up check (clients/fit.py): a registration this server's settings could never serve."""
     where = f"OAUTH_HSM_REGISTRY: {entity.client_id!r}"
     if entity.token_endpoint_auth_method in ("tls_client_auth", "self_signed_tls_client_auth") and not settings.mtls_cert_header:
         raise ConfigError(f"{where} uses {entity.token_endpoint_auth_method}, but OAUTH_HSM_MTLS_CERT_HEADER is not set")
     if entity.token_endpoint_auth_method == "tls_client_auth" and not settings.mtls_verify_header:
-        raise ConfigError(f"{where} uses tls_client_auth, which needs the proxy's chain verification "
-                          "(OAUTH_HSM_MTLS_VERIFY_HEADER)")
+        raise ConfigError(
+            f"{where} uses tls_client_auth, which needs the proxy's chain verification (OAUTH_HSM_MTLS_VERIFY_HEADER)"
+        )
     if not isinstance(entity, Client):
         return
     if entity.tls_client_certificate_bound_access_tokens and not settings.mtls_cert_header:
@@ -80,7 +87,7 @@ def fits(settings: "Settings", entity: Credentials) -> None:
         raise ConfigError(f"{where} may get symmetric PoP keys, but OAUTH_HSM_POP_KEY_WRAP_KEY is not set")
 
 
-def metadata(ctx: "ServerContext") -> dict[str, Any]:
+def metadata(ctx: ServerContext) -> dict[str, Any]:
     """What the token endpoint enforces (RFC 9449 §5.1, RFC 8705 §3.3, and our PoP members)."""
     b = ctx.binding
     symmetric = b.vault is not None

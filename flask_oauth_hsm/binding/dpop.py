@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Collection, Sequence
+from typing import Any
 
 from .. import claims as claim_rules
 from ..errors import InvalidKey, JoseError
@@ -57,8 +58,9 @@ def access_token_hash(token: str) -> str:
     return compact.b64url_encode(hashlib.sha256(token.encode("ascii", "replace")).digest())
 
 
-def verify_proof(value: str, *, method: str, url: str, algorithms: Collection[str], max_age: int, leeway: int,
-                 access_token: str | None = None) -> Proof:
+def verify_proof(
+    value: str, *, method: str, url: str, algorithms: Collection[str], max_age: int, leeway: int, access_token: str | None = None
+) -> Proof:
     """RFC 9449 §4.3 steps 2-9, 11 and (with ``access_token``) 12; raises ProofError."""
     try:
         unverified = jws.Unverified(value, MAX_PROOF_LEN)  # step 2: a well-formed JWT

@@ -17,8 +17,9 @@ The single use of ``nonce`` is the caller's (it needs the caller's Store).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Iterator
+from typing import Any
 
 from http_message_signatures import HTTPMessageVerifier, InvalidSignature, algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException

@@ -4,7 +4,8 @@ removes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..clients import ResourceServer
 from .pop_keys import encrypt_key, encryption_target
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def describe(ctx: "ServerContext", claims: Mapping[str, Any], rs: ResourceServer) -> tuple[str, Mapping[str, Any] | None] | None:
+def describe(ctx: ServerContext, claims: Mapping[str, Any], rs: ResourceServer) -> tuple[str, Mapping[str, Any] | None] | None:
     """``token_type`` and ``cnf`` for an introspection answer to ``rs``; None: not active (a
     symmetric key whose record is gone, or that cannot be encrypted to this resource server)."""
     cnf = claims.get("cnf")
@@ -35,7 +36,7 @@ def describe(ctx: "ServerContext", claims: Mapping[str, Any], rs: ResourceServer
     return "pop", {"jwe": encrypt_key(key, to_rs)}
 
 
-def forget(ctx: "ServerContext", claims: Mapping[str, Any]) -> None:
+def forget(ctx: ServerContext, claims: Mapping[str, Any]) -> None:
     """A revoked token's symmetric key leaves Redis at once."""
     cnf = claims.get("cnf")
     if isinstance(cnf, dict) and "jwe" in cnf and ctx.binding.vault is not None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -49,7 +50,7 @@ class CertificateSource:
     verify_header: str | None
     trusted: tuple[IPNetwork, ...]
 
-    def read(self, remote_addr: str | None, headers: "HeaderLike") -> ClientCertificate | None:
+    def read(self, remote_addr: str | None, headers: HeaderLike) -> ClientCertificate | None:
         value = headers.get(self.header)
         if value is None or not value.strip():
             return None

@@ -48,7 +48,7 @@ class NonceRequired(Exception):
 class NonceIssuer:
     """Issues and checks the stateless nonces of one audience (module docstring)."""
 
-    def __init__(self, key: "TokenSecretKey", audience: str, lifetime: int, skew: int):
+    def __init__(self, key: TokenSecretKey, audience: str, lifetime: int, skew: int):
         self._key, self._label = key, b"dpop-nonce\0" + audience.encode() + b"\0"
         self.lifetime, self.step, self.skew = lifetime, max(1, lifetime // 2), skew
         self._cache: dict[int, str] = {}
@@ -101,7 +101,7 @@ class NoncePolicy:
         elif proof.nonce is None and self.mode == "required":
             raise NonceRequired("a nonce is required")
 
-    def check_client(self, store: "Store | None", proof: Proof, who: str, client_requires: bool = False) -> None:
+    def check_client(self, store: Store | None, proof: Proof, who: str, client_requires: bool = False) -> None:
         """Once the client is known: its own requirement, and no downgrade in optional mode."""
         if proof.nonce is not None or self.issuer is None:
             return
@@ -110,7 +110,7 @@ class NoncePolicy:
         if self.mode == "optional" and store is not None and store.read(self.namespace, who) is not None:
             raise NonceRequired("this client was given a nonce before: no downgrade")
 
-    def offer(self, store: "Store | None", who: str, client_requires: bool = False) -> dict[str, str]:
+    def offer(self, store: Store | None, who: str, client_requires: bool = False) -> dict[str, str]:
         """The ``DPoP-Nonce`` header of a successful answer (§8.2), remembering that ``who`` got it."""
         if self.issuer is None or (self.mode == "off" and not client_requires):
             return {}

@@ -50,8 +50,9 @@ def parse_req_cnf(value: str) -> jwk.PublicJWK:
     try:
         public = jwk.load_jwk(key)
     except InvalidKey:
-        raise InvalidRequestError("req_cnf.jwk is not an acceptable public key (RSA >= 2048 bits, P-256, P-384, "
-                                  "P-521 or Ed25519, no private members)") from None
+        raise InvalidRequestError(
+            "req_cnf.jwk is not an acceptable public key (RSA >= 2048 bits, P-256, P-384, P-521 or Ed25519, no private members)"
+        ) from None
     if public.crv == "X25519":
         raise InvalidRequestError("req_cnf.jwk must be a signing key")
     return public
@@ -78,7 +79,7 @@ class SymmetricKey:
         return json.dumps(self.jwk(), separators=(",", ":")).encode()
 
     @classmethod
-    def from_jwk_bytes(cls, data: bytes) -> "SymmetricKey":
+    def from_jwk_bytes(cls, data: bytes) -> SymmetricKey:
         """The key of an ``oct`` JWK we made; raises MalformedJose for anything else."""
         obj = compact.parse_json_object(data, "PoP key")
         kid, k = obj.get("kid"), obj.get("k")
@@ -90,13 +91,13 @@ class SymmetricKey:
         return cls(kid, secret)
 
 
-def new_symmetric_key(hsm: "HSM") -> SymmetricKey:
+def new_symmetric_key(hsm: HSM) -> SymmetricKey:
     """A fresh 256-bit key and a 96-bit kid from the token's generator (C_GenerateRandom)."""
     random = hsm.random(SYMMETRIC_KEY_BYTES + 12)
     return SymmetricKey(compact.b64url_encode(random[SYMMETRIC_KEY_BYTES:]), random[:SYMMETRIC_KEY_BYTES])
 
 
-def encryption_target(entity: "Credentials", preferred_alg: str | None = None) -> tuple[jwk.PublicJWK, str] | None:
+def encryption_target(entity: Credentials, preferred_alg: str | None = None) -> tuple[jwk.PublicJWK, str] | None:
     """The entity's one registered encryption key and the alg to use with it, or None."""
     keys = [k for k in (entity.jwks or ()) if k.use == "enc" or (k.alg in KEY_MANAGEMENT)]
     if preferred_alg is not None:
@@ -129,13 +130,13 @@ class KeyVault:
     record moved to another token's slot does not open. No record means the token is invalid.
     """
 
-    def __init__(self, sealer: "TokenSecretKey"):
+    def __init__(self, sealer: TokenSecretKey):
         self._sealer = sealer
 
-    def keep(self, store: "Store", jti: str, key: SymmetricKey, ttl: int) -> None:
+    def keep(self, store: Store, jti: str, key: SymmetricKey, ttl: int) -> None:
         store.put(VAULT_NAMESPACE, jti, self._sealer.seal(key.jwk_bytes(), jti.encode()), ttl)
 
-    def fetch(self, store: "Store", jti: str) -> SymmetricKey | None:
+    def fetch(self, store: Store, jti: str) -> SymmetricKey | None:
         sealed = store.read(VAULT_NAMESPACE, jti)
         if sealed is None:
             return None
@@ -145,5 +146,5 @@ class KeyVault:
             return None  # tampered with or not ours: as good as gone
 
     @staticmethod
-    def drop(store: "Store", jti: str) -> None:
+    def drop(store: Store, jti: str) -> None:
         store.forget(VAULT_NAMESPACE, jti)

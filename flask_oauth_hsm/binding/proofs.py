@@ -34,7 +34,7 @@ class Proofs:
     pop_key: PublicJWK | None  # the req_cnf key; None with pop: a symmetric key
 
 
-def read_proofs(ctx: "ServerContext", request: Request, form: Form) -> Proofs:
+def read_proofs(ctx: ServerContext, request: Request, form: Form) -> Proofs:
     """Step 1 (binding/__init__.py): checks that need no client identity; raises OAuthError."""
     proof = read_dpop_proof(ctx, request, ctx.binding.token_url)
     pop, key = _pop_request(form)
@@ -43,7 +43,7 @@ def read_proofs(ctx: "ServerContext", request: Request, form: Form) -> Proofs:
     return Proofs(proof, pop, key)
 
 
-def read_dpop_proof(ctx: "ServerContext", request: Request, url: str) -> dpop.Proof | None:
+def read_dpop_proof(ctx: ServerContext, request: Request, url: str) -> dpop.Proof | None:
     """The request's DPoP proof for our endpoint at ``url`` (the token endpoint; PAR, RFC 9449
     §10.1, once it exists), its stateless checks passed; None without one. Raises OAuthError."""
     b = ctx.binding
@@ -51,8 +51,9 @@ def read_dpop_proof(ctx: "ServerContext", request: Request, url: str) -> dpop.Pr
         value = dpop.read_header(request.headers.getlist("DPoP"))
         if value is None:
             return None
-        proof = dpop.verify_proof(value, method=request.method, url=url, algorithms=b.dpop_algs,
-                                  max_age=b.dpop_max_age, leeway=b.leeway)
+        proof = dpop.verify_proof(
+            value, method=request.method, url=url, algorithms=b.dpop_algs, max_age=b.dpop_max_age, leeway=b.leeway
+        )
         b.nonces.check_presented(proof)  # RFC 9449 §4.3 step 10
         return proof
     except dpop.ProofError as exc:
@@ -79,12 +80,17 @@ def _pop_request(form: Form) -> tuple[bool, PublicJWK | None]:
 # --- single use, and the certificate --------------------------------------------------------------------
 
 
-def use_proof_once(store: "Store", namespace: str, proof: dpop.Proof, max_age: int, leeway: int, who: str | None) -> None:
+def use_proof_once(store: Store, namespace: str, proof: dpop.Proof, max_age: int, leeway: int, who: str | None) -> None:
     """RFC 9449 §11.1: a proof ``jti`` is used once (keyed on the proof key, not on the token bytes),
     with the reset rule; raises ProofError."""
     try:
-        store.use_once(namespace, proof.jkt + "\0" + proof.jti, expires_at=proof.iat + max_age + leeway,
-                       issued_at=proof.iat, window=max_age + 2 * leeway)
+        store.use_once(
+            namespace,
+            proof.jkt + "\0" + proof.jti,
+            expires_at=proof.iat + max_age + leeway,
+            issued_at=proof.iat,
+            window=max_age + 2 * leeway,
+        )
     except Replayed as exc:
         events.emit(events.replay_detected, what="dpop proof", client_id=who, reason=str(exc))
         raise dpop.ProofError("the proof was used before") from None
@@ -95,17 +101,22 @@ def key_ids(key: PublicJWK) -> frozenset[str]:
     return frozenset({key.thumbprint, *((key.kid,) if key.kid else ())})
 
 
-def use_signature_nonce_once(store: "Store", key_id: str, signed: httpsig.Signed, max_age: int, leeway: int) -> None:
+def use_signature_nonce_once(store: Store, key_id: str, signed: httpsig.Signed, max_age: int, leeway: int) -> None:
     """RFC 9421 §7.2.2: a signature ``nonce`` is used once per key; raises SignatureError."""
     try:
-        store.use_once(SIGNATURE_NONCE_NAMESPACE, key_id + "\0" + (signed.nonce or ""),
-                       expires_at=signed.created + max_age + leeway, issued_at=signed.created, window=max_age + 2 * leeway)
+        store.use_once(
+            SIGNATURE_NONCE_NAMESPACE,
+            key_id + "\0" + (signed.nonce or ""),
+            expires_at=signed.created + max_age + leeway,
+            issued_at=signed.created,
+            window=max_age + 2 * leeway,
+        )
     except Replayed as exc:
         events.emit(events.replay_detected, what="http signature nonce", reason=str(exc))
         raise httpsig.SignatureError("the nonce was used before") from None
 
 
-def presented_certificate(ctx: "ServerContext") -> ClientCertificate | None:
+def presented_certificate(ctx: ServerContext) -> ClientCertificate | None:
     """The client certificate of this request (from a trusted proxy), read once per request."""
     source = ctx.binding.certificates
     if source is None:

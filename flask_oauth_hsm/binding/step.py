@@ -3,8 +3,9 @@ binding confirmed for the audiences the grant chose, the symmetric key kept."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 
@@ -18,7 +19,12 @@ from . import dpop, httpsig
 from .nonces import NonceRequired
 from .pop_keys import SymmetricKey, cnf_jwk, encrypt_key, encryption_target, new_symmetric_key
 from .proofs import (
-    DPOP_REPLAY_NAMESPACE, Proofs, key_ids, presented_certificate, use_proof_once, use_signature_nonce_once,
+    DPOP_REPLAY_NAMESPACE,
+    Proofs,
+    key_ids,
+    presented_certificate,
+    use_proof_once,
+    use_signature_nonce_once,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +51,7 @@ class Binding:
         """The DPoP key thumbprint (RFC 9449 §6.1): what a refresh token or code binds to."""
         return self.cnf.get("jkt") if self.cnf else None
 
-    def confirm(self, ctx: "ServerContext", client: Client, audiences: Sequence[ResourceServer]) -> "Confirmation":
+    def confirm(self, ctx: ServerContext, client: Client, audiences: Sequence[ResourceServer]) -> Confirmation:
         """Step 3 (binding/__init__.py); raises OAuthError."""
         if self.method != "pop":
             return Confirmation(self.cnf, self.token_type, {}, self.headers)
@@ -57,7 +63,7 @@ class Binding:
 BEARER = Binding("bearer")
 
 
-def bind(ctx: "ServerContext", request: Request, form: Form, proofs: Proofs, client: Client) -> Binding:
+def bind(ctx: ServerContext, request: Request, form: Form, proofs: Proofs, client: Client) -> Binding:
     """Step 2 (binding/__init__.py); raises OAuthError."""
     wants_certificate = client.tls_client_certificate_bound_access_tokens
     if wants_certificate and (proofs.dpop is not None or proofs.pop):
@@ -73,12 +79,12 @@ def bind(ctx: "ServerContext", request: Request, form: Form, proofs: Proofs, cli
     return BEARER
 
 
-def _bind_dpop(ctx: "ServerContext", proof: dpop.Proof, client: Client) -> Binding:
+def _bind_dpop(ctx: ServerContext, proof: dpop.Proof, client: Client) -> Binding:
     headers = accept_dpop_proof(ctx, proof, client)
     return Binding("dpop", {"jkt": proof.jkt}, "DPoP", headers=headers)
 
 
-def accept_dpop_proof(ctx: "ServerContext", proof: dpop.Proof, client: Client) -> dict[str, str]:
+def accept_dpop_proof(ctx: ServerContext, proof: dpop.Proof, client: Client) -> dict[str, str]:
     """Once the client is known: its nonce rules, then the proof used once; returns the headers of
     the answer (a fresh DPoP-Nonce). Raises OAuthError."""
     b = ctx.binding
@@ -93,7 +99,7 @@ def accept_dpop_proof(ctx: "ServerContext", proof: dpop.Proof, client: Client) -
     return b.nonces.offer(ctx.store, client.client_id, client.dpop_nonce_required)
 
 
-def _bind_pop(ctx: "ServerContext", request: Request, form: Form, key: PublicJWK | None, client: Client) -> Binding:
+def _bind_pop(ctx: ServerContext, request: Request, form: Form, key: PublicJWK | None, client: Client) -> Binding:
     kind = "asymmetric" if key is not None else "symmetric"
     if kind not in client.pop_keys:
         raise InvalidRequestError(f"this client may not request pop tokens with {kind} keys")
@@ -105,7 +111,7 @@ def _bind_pop(ctx: "ServerContext", request: Request, form: Form, key: PublicJWK
     return Binding("pop", {"jwk": cnf_jwk(key)}, "pop", pop_key=key)
 
 
-def _verify_possession(ctx: "ServerContext", request: Request, form: Form, key: PublicJWK) -> None:
+def _verify_possession(ctx: ServerContext, request: Request, form: Form, key: PublicJWK) -> None:
     """RFC 9201 §3.1: the client holds the req_cnf key — the token request is signed with it
     (RFC 9421: @method, @target-uri and content-digest; a nonce, if any, used once)."""
     b = ctx.binding
@@ -118,8 +124,9 @@ def _verify_possession(ctx: "ServerContext", request: Request, form: Form, key: 
         signed = httpsig.verify(message, form.body, key.key, alg, key_ids(key), rules)
     except httpsig.SignatureError as exc:
         events.emit(events.token_refused, endpoint="token", error="invalid_request", reason=f"req_cnf proof: {exc}")
-        raise InvalidRequestError("sign the token request with the req_cnf key (RFC 9421: @method, @target-uri, "
-                                  "content-digest, created)") from None
+        raise InvalidRequestError(
+            "sign the token request with the req_cnf key (RFC 9421: @method, @target-uri, content-digest, created)"
+        ) from None
     if signed.nonce is not None:
         try:
             use_signature_nonce_once(ctx.store, key.thumbprint, signed, b.signature_max_age, b.leeway)
@@ -127,7 +134,7 @@ def _verify_possession(ctx: "ServerContext", request: Request, form: Form, key: 
             raise InvalidRequestError("the signature nonce was used before") from None
 
 
-def _bind_certificate(ctx: "ServerContext") -> Binding:
+def _bind_certificate(ctx: ServerContext) -> Binding:
     cert = presented_certificate(ctx)
     if cert is None:
         raise InvalidRequestError("this client gets certificate-bound tokens: present a client certificate (mutual TLS)")
@@ -145,7 +152,7 @@ class Confirmation:
     headers: Mapping[str, str]
     pending: SymmetricKey | None = None
 
-    def keep(self, ctx: "ServerContext", issued: "IssuedToken") -> None:
+    def keep(self, ctx: ServerContext, issued: IssuedToken) -> None:
         """Step 4: the symmetric key, sealed, in Redis for exactly the token's lifetime."""
         if self.pending is not None:
             assert ctx.binding.vault is not None  # step 2 refused symmetric keys without one
@@ -171,7 +178,7 @@ def _signing_key(rs: ResourceServer) -> PublicJWK | None:
     return keys[0] if len(keys) == 1 else None
 
 
-def _confirm_symmetric(ctx: "ServerContext", client: Client, audiences: Sequence[ResourceServer]) -> Confirmation:
+def _confirm_symmetric(ctx: ServerContext, client: Client, audiences: Sequence[ResourceServer]) -> Confirmation:
     """RFC 9200 §5.8.1; the draft: one key for one resource server, which must be able to
     receive it encrypted (RFC 7800 §3.3), never in clear."""
     if len(audiences) != 1:

@@ -25,8 +25,9 @@ def check_registration(data: dict[str, Any]) -> None:
     """Registry rules of CIBA clients (CIBA Core §4) and pairwise subjects (OIDC Core §8.1)."""
     ciba = GRANT_TYPE in data.get("grant_types", [])
     if ciba and data.get("backchannel_token_delivery_mode") != "poll":
-        raise ValidationError("a CIBA client needs backchannel_token_delivery_mode poll (the only mode served)",
-                              "backchannel_token_delivery_mode")
+        raise ValidationError(
+            "a CIBA client needs backchannel_token_delivery_mode poll (the only mode served)", "backchannel_token_delivery_mode"
+        )
     if not ciba and data.get("backchannel_token_delivery_mode") is not None:
         raise ValidationError(f"only for clients with the {GRANT_TYPE} grant", "backchannel_token_delivery_mode")
     if ciba and data.get("token_endpoint_auth_method") == "none":

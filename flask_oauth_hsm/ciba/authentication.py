@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 from .. import clock
 from ..clients import Client
 from ..errors import (
-    InvalidBindingMessageError, InvalidRequestError, InvalidScopeError, RequestUriNotSupportedError, UnauthorizedClientError,
+    InvalidBindingMessageError,
+    InvalidRequestError,
+    InvalidScopeError,
+    RequestUriNotSupportedError,
+    UnauthorizedClientError,
 )
 from ..grants.targets import user_resource_servers, user_scope
 from ..users import call_hook
@@ -33,7 +37,7 @@ MAX_ACR_VALUES = 8
 _ACR = re.compile(r"[\x21-\x7E]{1,128}")
 
 
-def begin(ctx: "ServerContext", client: Client, form: Form) -> tuple[str, int, int]:
+def begin(ctx: ServerContext, client: Client, form: Form) -> tuple[str, int, int]:
     """Check and store the request, notify the user; returns (auth_req_id, expires_in, interval)."""
     if GRANT_TYPE not in client.grant_types:
         raise UnauthorizedClientError("this client is not registered for CIBA")
@@ -50,8 +54,16 @@ def begin(ctx: "ServerContext", client: Client, form: Form) -> tuple[str, int, i
     auth_req_id = records.new_auth_req_id()
     handle = records.handle_of(auth_req_id)
     now = int(clock.now())
-    record = CibaRecord(client.client_id, subject, tuple(sorted(scope)), tuple(form.getlist("resource")), binding_message,
-                        acr_values, now, now + expires_in)
+    record = CibaRecord(
+        client.client_id,
+        subject,
+        tuple(sorted(scope)),
+        tuple(form.getlist("resource")),
+        binding_message,
+        acr_values,
+        now,
+        now + expires_in,
+    )
     records.create(ctx.store, handle, record, ctx.settings.ciba_request_lifetime)
     polling.start(ctx.store, handle, ctx.settings.ciba_interval, record.ttl())
     try:
@@ -62,7 +74,7 @@ def begin(ctx: "ServerContext", client: Client, form: Form) -> tuple[str, int, i
     return auth_req_id, expires_in, ctx.settings.ciba_interval
 
 
-def _scope(ctx: "ServerContext", client: Client, form: Form) -> frozenset[str]:
+def _scope(ctx: ServerContext, client: Client, form: Form) -> frozenset[str]:
     raw = form.get("scope")
     if raw is None:
         raise InvalidRequestError("scope is required")
@@ -90,7 +102,7 @@ def _acr_values(value: str | None) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _expires_in(ctx: "ServerContext", requested: str | None) -> int:
+def _expires_in(ctx: ServerContext, requested: str | None) -> int:
     """CIBA Core §7.1 requested_expiry: a positive integer; we grant at most our lifetime."""
     lifetime = ctx.settings.ciba_request_lifetime
     if requested is None:

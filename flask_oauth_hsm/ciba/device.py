@@ -52,15 +52,15 @@ class CibaDevice:
         found = records.load(ctx.store, handle)
         return found[0].shown(handle, _client_name(ctx, found[0].client_id)) if found is not None else None
 
-    def approve(self, handle: str, *, user: "User") -> None:
+    def approve(self, handle: str, *, user: User) -> None:
         """The user approved: the client's next poll gets tokens for ``user`` (auth_time, acr, amr)."""
         self._decide(handle, user, state=APPROVED, auth_time=int(user.auth_time), acr=user.acr, amr=tuple(user.amr))
 
-    def deny(self, handle: str, *, user: "User") -> None:
+    def deny(self, handle: str, *, user: User) -> None:
         """The user refused: the client's next poll gets access_denied."""
         self._decide(handle, user, state=DENIED)
 
-    def _decide(self, handle: str, user: "User", **decision: object) -> None:
+    def _decide(self, handle: str, user: User, **decision: object) -> None:
         ctx = current()
         found = records.load(ctx.store, handle)
         if found is None or found[0].state != PENDING or found[0].expired():
@@ -76,7 +76,7 @@ class CibaDevice:
         events.emit(signal, client_id=record.client_id, reason="ciba")
 
 
-def _client_name(ctx: "ServerContext", client_id: str) -> str | None:
+def _client_name(ctx: ServerContext, client_id: str) -> str | None:
     client = ctx.registry.client(client_id)
     return client.client_name if client is not None else None
 

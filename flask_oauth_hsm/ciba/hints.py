@@ -35,7 +35,7 @@ _PRINTABLE = re.compile(r"[\x21-\x7E]+")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-def one_hint(ctx: "ServerContext", form: Form) -> tuple[str, str]:
+def one_hint(ctx: ServerContext, form: Form) -> tuple[str, str]:
     """The one hint of the request, as (kind, value); two hints or none: invalid_request."""
     given = [k for k in KINDS if k in form]
     if len(given) != 1:
@@ -82,7 +82,7 @@ def _ip_and_port(text: str) -> bool:
         return False
 
 
-def resolve(ctx: "ServerContext", client: "Client", kind: str, value: str) -> str:
+def resolve(ctx: ServerContext, client: Client, kind: str, value: str) -> str:
     """The subject of the user the hint names; unknown_user_id when the host knows none."""
     if kind == "id_token_hint":
         value = _id_token_subject(ctx, client, value)
@@ -94,7 +94,7 @@ def resolve(ctx: "ServerContext", client: "Client", kind: str, value: str) -> st
     return str(subject)
 
 
-def _id_token_subject(ctx: "ServerContext", client: "Client", token: str) -> str:
+def _id_token_subject(ctx: ServerContext, client: Client, token: str) -> str:
     from ..jose import jws, jwt
 
     if client.subject_type == "pairwise":
@@ -107,8 +107,11 @@ def _id_token_subject(ctx: "ServerContext", client: "Client", token: str) -> str
         raise InvalidRequestError("id_token_hint is not an ID token of ours") from None
     sub = claims.get("sub")
     # Our ID tokens name the client in aud and azp; our access tokens never carry azp.
-    if (claims.get("iss"), claims.get("aud"), claims.get("azp")) != (ctx.settings.issuer, client.client_id, client.client_id) \
-            or not isinstance(sub, str):
+    if (claims.get("iss"), claims.get("aud"), claims.get("azp")) != (
+        ctx.settings.issuer,
+        client.client_id,
+        client.client_id,
+    ) or not isinstance(sub, str):
         raise InvalidRequestError("id_token_hint is not an ID token issued to this client")
     return sub
 

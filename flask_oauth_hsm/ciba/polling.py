@@ -9,6 +9,7 @@ concurrent polls at most one passes: the other was, by definition, polling too f
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,25 +34,23 @@ class Timing:
         return json.dumps([self.next_poll, self.interval]).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Timing":
+    def decode(cls, raw: bytes) -> Timing:
         next_poll, interval = json.loads(raw)
         return cls(float(next_poll), int(interval))
 
 
-def start(store: "Store", handle: str, interval: int, ttl: int) -> None:
+def start(store: Store, handle: str, interval: int, ttl: int) -> None:
     """The first poll may come at once; each later one ``interval`` seconds after the previous."""
     store.put(NAMESPACE, handle, Timing(clock.now(), interval).encode(), ttl)
 
 
-def poll(store: "Store", handle: str, ttl: int) -> None:
+def poll(store: Store, handle: str, ttl: int) -> None:
     """Count one poll; raises SlowDownError when it came too early (and lengthens the interval)."""
     now = clock.now()
     raw = store.read(NAMESPACE, handle)
     if raw is None:  # lost with a Redis reset while its request survived: start again, strictly
-        try:
+        with contextlib.suppress(Replayed):
             store.put(NAMESPACE, handle, Timing(now, 0).encode(), ttl)
-        except Replayed:
-            pass
         raise SlowDownError("polling too fast")
     timing = Timing.decode(raw)
     if now < timing.next_poll:

@@ -78,7 +78,7 @@ class CibaRecord:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> "CibaRecord":
+    def decode(cls, raw: bytes) -> CibaRecord:
         doc: dict[str, Any] = json.loads(raw)
         for name in ("scope", "resources", "acr_values", "amr"):
             doc[name] = tuple(doc[name])
@@ -91,42 +91,43 @@ class CibaRecord:
         return clock.now() >= self.expires_at
 
     def shown(self, handle: str, client_name: str | None) -> CibaRequest:
-        return CibaRequest(handle, self.client_id, client_name, self.subject, self.scope, self.binding_message,
-                           self.acr_values, self.expires_at)
+        return CibaRequest(
+            handle, self.client_id, client_name, self.subject, self.scope, self.binding_message, self.acr_values, self.expires_at
+        )
 
 
-def create(store: "Store", handle: str, record: CibaRecord, longest: int) -> None:
+def create(store: Store, handle: str, record: CibaRecord, longest: int) -> None:
     """Store a new request; ``longest``: the longest any request lives (the index outlives them all)."""
     store.put(NAMESPACE, handle, record.encode(), record.ttl())
     _index_add(store, record.subject, handle, longest + EXPIRED_GRACE)
 
 
-def load(store: "Store", handle: str) -> tuple[CibaRecord, bytes] | None:
+def load(store: Store, handle: str) -> tuple[CibaRecord, bytes] | None:
     raw = store.read(NAMESPACE, handle)
     return (CibaRecord.decode(raw), raw) if raw is not None else None
 
 
-def decide(store: "Store", handle: str, record: CibaRecord, raw: bytes, **decision: Any) -> bool:
+def decide(store: Store, handle: str, record: CibaRecord, raw: bytes, **decision: Any) -> bool:
     """``pending`` → the decision (compare-and-set); False when the record changed or went first."""
     decided = replace(record, **decision)
     return store.swap(NAMESPACE, handle, raw, decided.encode(), record.ttl())
 
 
-def take(store: "Store", handle: str) -> CibaRecord | None:
+def take(store: Store, handle: str) -> CibaRecord | None:
     raw = store.take(NAMESPACE, handle)
     return CibaRecord.decode(raw) if raw is not None else None
 
 
-def forget(store: "Store", handle: str) -> None:
+def forget(store: Store, handle: str) -> None:
     store.forget(NAMESPACE, handle)
 
 
-def handles_of(store: "Store", subject: str) -> list[str]:
+def handles_of(store: Store, subject: str) -> list[str]:
     raw = store.read(INDEX, subject)
     return list(json.loads(raw)) if raw is not None else []
 
 
-def _index_add(store: "Store", subject: str, handle: str, ttl: int) -> None:
+def _index_add(store: Store, subject: str, handle: str, ttl: int) -> None:
     """Add ``handle`` to the user's index (compare-and-set; a few tries against concurrent adds)."""
     for _ in range(5):
         raw = store.read(INDEX, subject)
@@ -136,6 +137,6 @@ def _index_add(store: "Store", subject: str, handle: str, ttl: int) -> None:
                 return
             except Replayed:
                 continue  # another request created it meanwhile
-        handles = [h for h in json.loads(raw) if store.read(NAMESPACE, h) is not None][-(MAX_INDEX - 1):] + [handle]
+        handles = [h for h in json.loads(raw) if store.read(NAMESPACE, h) is not None][-(MAX_INDEX - 1) :] + [handle]
         if store.swap(INDEX, subject, raw, json.dumps(handles).encode(), ttl):
             return

@@ -43,7 +43,7 @@ REQUIRED = ("exp", "iat", "nbf", "jti")  # CIBA Core §7.1.1 (with aud and iss, 
 OUTSIDE = frozenset({"request", "client_id", "client_assertion", "client_assertion_type", "client_secret"})
 
 
-def parameters(ctx: "ServerContext", client: Client, form: Form) -> Form:
+def parameters(ctx: ServerContext, client: Client, form: Form) -> Form:
     """The authentication request's parameters, from its verified signed request."""
     if set(form) - OUTSIDE:
         raise InvalidRequestError("with a signed request, every authentication request parameter goes inside it")
@@ -57,7 +57,7 @@ def parameters(ctx: "ServerContext", client: Client, form: Form) -> Form:
         raise InvalidRequestError(exc.description) from None
 
 
-def verify(ctx: "ServerContext", client: Client, raw: str) -> dict[str, Any]:
+def verify(ctx: ServerContext, client: Client, raw: str) -> dict[str, Any]:
     """The verified claims of a signed authentication request; raises InvalidRequestError."""
     if client.jwks is None:
         raise InvalidRequestError("this client has no registered keys to sign requests")
@@ -71,7 +71,9 @@ def verify(ctx: "ServerContext", client: Client, raw: str) -> dict[str, Any]:
     except InvalidRequestObjectError as exc:
         raise InvalidRequestError(exc.description) from None
     typ = verified.header.get("typ")
-    if typ is not None and (not isinstance(typ, str) or typ.lower().removeprefix("application/") not in request_object.ACCEPTED_TYPS):
+    if typ is not None and (
+        not isinstance(typ, str) or typ.lower().removeprefix("application/") not in request_object.ACCEPTED_TYPS
+    ):
         raise InvalidRequestError("the signed request's typ names another kind of JWT")
     policy = dataclasses.replace(ctx.policies[ENDPOINT], max_lifetime=request_object.MAX_LIFETIME)
     check_claims(claims, client, policy)
@@ -82,7 +84,7 @@ def verify(ctx: "ServerContext", client: Client, raw: str) -> dict[str, Any]:
     return claims
 
 
-def _algorithms(ctx: "ServerContext", client: Client) -> tuple[str, ...]:
+def _algorithms(ctx: ServerContext, client: Client) -> tuple[str, ...]:
     wanted = client.backchannel_authentication_request_signing_alg
     return tuple(a for a in ctx.settings.assertion_algs if a == wanted) if wanted else ctx.settings.assertion_algs
 

@@ -9,5 +9,14 @@ from .assertions import HSMPrivateKeyJWT
 from .dpop import DPoPAuth, DPoPClientAuth, DPoPKey
 from .signatures import HSMPoPKey, HTTPSignatureAuth, PoPClientAuth, SymmetricPoPKey, sign_message
 
-__all__ = ["DPoPAuth", "DPoPClientAuth", "DPoPKey", "HSMPoPKey", "HSMPrivateKeyJWT", "HTTPSignatureAuth", "PoPClientAuth",
-           "SymmetricPoPKey", "sign_message"]
+__all__ = [
+    "DPoPAuth",
+    "DPoPClientAuth",
+    "DPoPKey",
+    "HSMPoPKey",
+    "HSMPrivateKeyJWT",
+    "HTTPSignatureAuth",
+    "PoPClientAuth",
+    "SymmetricPoPKey",
+    "sign_message",
+]

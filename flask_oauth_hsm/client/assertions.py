@@ -33,8 +33,14 @@ class HSMPrivateKeyJWT:
 
     def assertion(self, client_id: str, audience: str) -> str:
         now = int(clock.now())
-        claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + self.lifetime,
-                  "jti": secrets.token_urlsafe(18)}
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iat": now,
+            "exp": now + self.lifetime,
+            "jti": secrets.token_urlsafe(18),
+        }
         return jwt.sign_jwt(claims, self.key, "JWT")
 
     def __call__(self, auth: Any, method: str, uri: str, headers: Any, body: str | None) -> Prepared:
@@ -43,8 +49,9 @@ class HSMPrivateKeyJWT:
             raise ValueError("HSMPrivateKeyJWT needs a client_id (its own or the session's)")
         if isinstance(body, bytes):
             body = body.decode()
-        params = urlencode({"client_assertion_type": ASSERTION_TYPE,
-                            "client_assertion": self.assertion(client_id, self.audience or uri)})
+        params = urlencode(
+            {"client_assertion_type": ASSERTION_TYPE, "client_assertion": self.assertion(client_id, self.audience or uri)}
+        )
         body = f"{body}&{params}" if body else params
         if "Content-Length" in headers:
             headers["Content-Length"] = str(len(body))

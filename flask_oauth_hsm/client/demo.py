@@ -3,7 +3,8 @@ with every key in the dev token and every proof made by :mod:`flask_oauth_hsm.cl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
@@ -19,11 +20,20 @@ if TYPE_CHECKING:
 TIMEOUT = 10
 
 
-def obtain_and_call(state: "ServerContext", client_id: str, key_label: str, binding: str, pop_key_label: str, token_url: str,
-                    params: dict[str, str], api: str | None) -> tuple[int, dict[str, Any], tuple[int, str] | None]:
+def obtain_and_call(
+    state: ServerContext,
+    client_id: str,
+    key_label: str,
+    binding: str,
+    pop_key_label: str,
+    token_url: str,
+    params: dict[str, str],
+    api: str | None,
+) -> tuple[int, dict[str, Any], tuple[int, str] | None]:
     """(token status, token response, (API status, API body) or None)."""
-    client_auth: Callable[..., Any] = HSMPrivateKeyJWT(state.hsm.key(key_label), client_id=client_id,
-                                                      audience=state.settings.issuer)
+    client_auth: Callable[..., Any] = HSMPrivateKeyJWT(
+        state.hsm.key(key_label), client_id=client_id, audience=state.settings.issuer
+    )
     dpop = DPoPKey(state.hsm.key(pop_key_label)) if binding == "dpop" else None
     if dpop is not None:
         client_auth = DPoPClientAuth(dpop, client_auth)
@@ -36,7 +46,7 @@ def obtain_and_call(state: "ServerContext", client_id: str, key_label: str, bind
     return status, body, (response.status_code, response.text.strip())
 
 
-def _api_auth(state: "ServerContext", binding: str, token: dict[str, Any], dpop: DPoPKey | None, pop_key_label: str) -> AuthBase:
+def _api_auth(state: ServerContext, binding: str, token: dict[str, Any], dpop: DPoPKey | None, pop_key_label: str) -> AuthBase:
     if dpop is not None:
         return DPoPAuth(dpop, token["access_token"])
     if binding == "pop-symmetric":
@@ -46,7 +56,9 @@ def _api_auth(state: "ServerContext", binding: str, token: dict[str, Any], dpop:
     return _Bearer(token["access_token"])
 
 
-def _token_request(url: str, form: dict[str, str], client_auth: Callable[..., Any], dpop: DPoPKey | None) -> tuple[int, dict[str, Any]]:
+def _token_request(
+    url: str, form: dict[str, str], client_auth: Callable[..., Any], dpop: DPoPKey | None
+) -> tuple[int, dict[str, Any]]:
     """POST the token request; once more with the nonce if the AS asks for one (RFC 9449 §8)."""
     for _ in range(2):
         headers = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from typing import Any, Callable, Generator, Mapping, Protocol
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -54,8 +55,12 @@ class DPoPKey:
 
     def proof(self, method: str, url: str, access_token: str | None = None) -> str:
         """RFC 9449 §4.2: a fresh proof for one request (``ath`` when it carries a token)."""
-        claims: dict[str, Any] = {"jti": secrets.token_urlsafe(18), "htm": method.upper(), "htu": _htu(url),
-                                  "iat": int(clock.now())}
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(18),
+            "htm": method.upper(),
+            "htu": _htu(url),
+            "iat": int(clock.now()),
+        }
         nonce = self._nonces.get(_slot(url, access_token is not None))
         if nonce is not None:
             claims["nonce"] = nonce
@@ -63,8 +68,11 @@ class DPoPKey:
             claims["ath"] = access_token_hash(access_token)
         # Not jws.sign: a proof names its key by the jwk header only, no kid (RFC 9449 §4.2).
         header = {"typ": DPOP_TYP, "alg": self.key.alg, "jwk": self.jwk}
-        signing_input = (compact.b64url_encode(json.dumps(header, separators=(",", ":")).encode()) + "."
-                         + compact.b64url_encode(json.dumps(claims, separators=(",", ":")).encode()))
+        signing_input = (
+            compact.b64url_encode(json.dumps(header, separators=(",", ":")).encode())
+            + "."
+            + compact.b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+        )
         return signing_input + "." + compact.b64url_encode(self.key.sign(signing_input.encode("ascii")))
 
     def remember(self, url: str, headers: Mapping[str, str], resource: bool = False) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.integrations.requests_client import OAuth2Auth, OAuth2Session
 from authlib.integrations.base_client import OAuthError
+from authlib.integrations.requests_client import OAuth2Auth, OAuth2Session
 
 from .dpop import ClientAuthMethod, DPoPAuth, DPoPClientAuth, DPoPKey
 
@@ -32,8 +32,7 @@ class DPoPOAuth2Session(OAuth2Session):
 
     token_auth_class = _DPoPTokenAuth
 
-    def __init__(self, client_id: str, *, dpop: DPoPKey, token_endpoint_auth_method: ClientAuthMethod | str,
-                 **kwargs: Any):
+    def __init__(self, client_id: str, *, dpop: DPoPKey, token_endpoint_auth_method: ClientAuthMethod | str, **kwargs: Any):
         self.dpop = dpop
         super().__init__(client_id, token_endpoint_auth_method=DPoPClientAuth(dpop, token_endpoint_auth_method), **kwargs)
         self.hooks["response"].append(dpop.remember_response)

@@ -23,7 +23,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import Any, Callable, Generator, Mapping, Protocol
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
@@ -77,7 +78,7 @@ class SymmetricPoPKey:
         self.keyid, self._secret = key.kid, key.secret
 
     @classmethod
-    def from_token_response(cls, token: Mapping[str, Any], decrypter: Any = None) -> "SymmetricPoPKey":
+    def from_token_response(cls, token: Mapping[str, Any], decrypter: Any = None) -> SymmetricPoPKey:
         """From the response's ``cnf``: ``jwk`` (in clear) or ``jwe`` (opened with ``decrypter``, a
         decryption key in the client's token)."""
         cnf = token.get("cnf")
@@ -93,13 +94,21 @@ class SymmetricPoPKey:
         return hmac.new(self._secret, data, hashlib.sha256).digest()
 
 
-def sign_message(message: httpsig.Message, body: bytes | None, signer: PoPSigner, components: tuple[str, ...],
-                 *, nonce: bool = True) -> None:
+def sign_message(
+    message: httpsig.Message, body: bytes | None, signer: PoPSigner, components: tuple[str, ...], *, nonce: bool = True
+) -> None:
     """Add ``Signature-Input`` and ``Signature`` (and ``Content-Digest`` for a body) to ``message``."""
     handler = HTTPMessageSigner(signature_algorithm=httpsig.ALGORITHMS[signer.alg])
-    created = datetime.datetime.fromtimestamp(int(clock.now()), datetime.timezone.utc)
-    prepared = handler.prepare(message, key_id=signer.keyid, created=created, covered_component_ids=components,
-                               nonce=secrets.token_urlsafe(16) if nonce else None, body=body or None, label="sig")
+    created = datetime.datetime.fromtimestamp(int(clock.now()), datetime.UTC)
+    prepared = handler.prepare(
+        message,
+        key_id=signer.keyid,
+        created=created,
+        covered_component_ids=components,
+        nonce=secrets.token_urlsafe(16) if nonce else None,
+        body=body or None,
+        label="sig",
+    )
     handler.apply(message, prepared, signer.sign(prepared.signature_base))
 
 

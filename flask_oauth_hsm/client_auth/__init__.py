@@ -8,8 +8,9 @@ resource servers at introspection; the caller says which kind of entity it is lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from flask import Request
 
@@ -26,8 +27,16 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 __all__ = [
-    "ASSERTION_TYPE", "METHODS", "AssertionPolicy", "AuthFailure", "AuthMethod", "Presented", "audience_accepted",
-    "authenticate_caller", "hash_secret", "verify_secret",
+    "ASSERTION_TYPE",
+    "METHODS",
+    "AssertionPolicy",
+    "AuthFailure",
+    "AuthMethod",
+    "Presented",
+    "audience_accepted",
+    "authenticate_caller",
+    "hash_secret",
+    "verify_secret",
 ]
 
 Verify = Callable[["ServerContext", Presented, Finder, AssertionPolicy], Credentials]
@@ -71,7 +80,7 @@ def present_credentials(request: Request, form: Form) -> Presented:
     return Presented("implicit", client_id)
 
 
-def verify_presented(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify_presented(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     if presented.method != "implicit":
         return METHODS[presented.method].verify(ctx, presented, find, policy)
     # No explicit credentials: the registered method decides (none, or a TLS method, RFC 8705 §2).
@@ -82,7 +91,7 @@ def verify_presented(ctx: "ServerContext", presented: Presented, find: Finder, p
     return method.verify(ctx, presented, find, policy)
 
 
-def authenticate_caller(ctx: "ServerContext", request: Request, form: Form, endpoint: str, want: str) -> Credentials:
+def authenticate_caller(ctx: ServerContext, request: Request, form: Form, endpoint: str, want: str) -> Credentials:
     """The authenticated client (``want="client"``) or either kind (``want="any"``); any failure is
     an ``invalid_client`` to the peer and a security event with the reason."""
     registry = ctx.registry
@@ -93,9 +102,16 @@ def authenticate_caller(ctx: "ServerContext", request: Request, form: Form, endp
         return verify_presented(ctx, presented, find, ctx.policies[endpoint])
     except (AuthFailure, InvalidRequestError) as exc:
         replay = isinstance(exc, AuthFailure) and exc.replay
-        client_id = (exc.client_id if isinstance(exc, AuthFailure) else None) or (presented.client_id if presented else form.get("client_id"))
-        events.emit(events.replay_detected if replay else events.client_auth_failed, endpoint=endpoint,
-                    client_id=events.printable(client_id), method=presented.method if presented else None, reason=str(exc))
+        client_id = (exc.client_id if isinstance(exc, AuthFailure) else None) or (
+            presented.client_id if presented else form.get("client_id")
+        )
+        events.emit(
+            events.replay_detected if replay else events.client_auth_failed,
+            endpoint=endpoint,
+            client_id=events.printable(client_id),
+            method=presented.method if presented else None,
+            reason=str(exc),
+        )
         if isinstance(exc, InvalidRequestError):
             raise
         raise InvalidClientError("client authentication failed", headers={"WWW-Authenticate": 'Basic realm="oauth"'}) from None

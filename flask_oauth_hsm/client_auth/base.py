@@ -7,8 +7,9 @@ the client exists); the precise reason goes to the log and the ``client_auth_fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..clients import Credentials
 

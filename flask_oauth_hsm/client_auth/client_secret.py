@@ -49,7 +49,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def verify(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     entity = find(presented.client_id) if presented.client_id else None
     try:
         verify_secret(presented.secret or "", entity.client_secret_hash if entity else None)

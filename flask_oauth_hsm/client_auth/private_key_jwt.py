@@ -44,11 +44,13 @@ def present(request: Request, form: Form) -> Presented | None:
         return None
     if form.get("client_assertion_type") != ASSERTION_TYPE or "client_assertion" not in form:
         # A failed client authentication (RFC 7521 §4.2.1 step 1), not a malformed request.
-        raise AuthFailure(f"client_assertion_type must be {ASSERTION_TYPE} with a client_assertion", client_id=form.get("client_id"))
+        raise AuthFailure(
+            f"client_assertion_type must be {ASSERTION_TYPE} with a client_assertion", client_id=form.get("client_id")
+        )
     return Presented("private_key_jwt", form.get("client_id"), assertion=form["client_assertion"])
 
 
-def verify(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     token = presented.assertion or ""
     nested = jwt.is_encrypted(token)
     client_id: str | None = None
@@ -59,7 +61,11 @@ def verify(ctx: "ServerContext", presented: Presented, find: Finder, policy: Ass
         unverified = jws.Unverified(token)
         claims = jwt.decode_claims(unverified.payload)  # unverified: only to find whose keys to use
         iss = claims.get("iss")
-        if not isinstance(iss, str) or (presented.client_id is not None and presented.client_id != iss) or client_id not in (None, iss):
+        if (
+            not isinstance(iss, str)
+            or (presented.client_id is not None and presented.client_id != iss)
+            or client_id not in (None, iss)
+        ):
             raise AuthFailure("iss missing or differs from client_id")
         client_id = iss
         entity = find(iss)
@@ -100,7 +106,7 @@ def _encrypted_sender(token: str, presented: Presented, find: Finder) -> str:
     return sender
 
 
-def _decrypt(ctx: "ServerContext", token: str) -> str:
+def _decrypt(ctx: ServerContext, token: str) -> str:
     ring = ctx.keys.ring
     if not ring.decryption:
         raise AuthFailure("encrypted assertion but no decryption key is configured")
@@ -128,10 +134,12 @@ def check_assertion_claims(claims: dict[str, Any], entity: Credentials, policy: 
         raise AuthFailure(f"assertion {exc}") from None
 
 
-def _use_jti_once(ctx: "ServerContext", claims: dict[str, Any], client_id: str, policy: AssertionPolicy) -> None:
+def _use_jti_once(ctx: ServerContext, claims: dict[str, Any], client_id: str, policy: AssertionPolicy) -> None:
     try:
         ctx.store.use_once(
-            "jti", client_id + "\0" + claims["jti"], expires_at=claims["exp"] + policy.clock_skew,
+            "jti",
+            client_id + "\0" + claims["jti"],
+            expires_at=claims["exp"] + policy.clock_skew,
             issued_at=claim_rules.numeric_date(claims, "iat"),
             window=policy.max_lifetime + 2 * policy.clock_skew,
         )
@@ -165,5 +173,3 @@ def _spend_a_verification(unverified: jws.Unverified) -> None:
         return  # a known client's assertion would be refused before verification too
     with contextlib.suppress(JoseError):
         unverified.verify(lambda h: _dummy_key(alg), (alg,))
-
-

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def verify(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     entity = find(presented.client_id) if presented.client_id else None
     if entity is None or entity.token_endpoint_auth_method != "none":
         raise AuthFailure("no credentials and not a public client", client_id=presented.client_id)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def _entity_and_certificate(ctx: "ServerContext", presented: Presented, find: Finder, method: str) -> tuple[Credentials, ClientCertificate]:
+def _entity_and_certificate(
+    ctx: ServerContext, presented: Presented, find: Finder, method: str
+) -> tuple[Credentials, ClientCertificate]:
     """The entity the request names, registered for ``method``, and the certificate presented."""
     entity = find(presented.client_id) if presented.client_id else None
     if entity is None or entity.token_endpoint_auth_method != method:
@@ -32,7 +34,7 @@ def _entity_and_certificate(ctx: "ServerContext", presented: Presented, find: Fi
     return entity, cert
 
 
-def verify_pki(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify_pki(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     entity, cert = _entity_and_certificate(ctx, presented, find, "tls_client_auth")
     if not cert.chain_verified:
         raise AuthFailure("tls_client_auth: the proxy did not validate the certificate chain", client_id=entity.client_id)
@@ -41,7 +43,7 @@ def verify_pki(ctx: "ServerContext", presented: Presented, find: Finder, policy:
     return entity
 
 
-def verify_self_signed(ctx: "ServerContext", presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
+def verify_self_signed(ctx: ServerContext, presented: Presented, find: Finder, policy: AssertionPolicy) -> Credentials:
     entity, cert = _entity_and_certificate(ctx, presented, find, "self_signed_tls_client_auth")
     if not registered_certificate(cert, entity):
         raise AuthFailure("self_signed_tls_client_auth: not a registered certificate", client_id=entity.client_id)

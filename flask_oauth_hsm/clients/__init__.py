@@ -4,6 +4,14 @@ from .model import Client, Credentials, IPNetwork, ResourceServer, parse_scope, 
 from .registry import ClientRegistry, LoaderRegistry, Registry
 
 __all__ = [
-    "Client", "ClientRegistry", "Credentials", "IPNetwork", "LoaderRegistry", "Registry", "ResourceServer",
-    "parse_scope", "valid_redirect_uri", "valid_resource_uri",
+    "Client",
+    "ClientRegistry",
+    "Credentials",
+    "IPNetwork",
+    "LoaderRegistry",
+    "Registry",
+    "ResourceServer",
+    "parse_scope",
+    "valid_redirect_uri",
+    "valid_resource_uri",
 ]

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Protocol, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
 from marshmallow import ValidationError
 
@@ -47,7 +48,7 @@ class Registry:
         self._rs_by_resource = {rs.resource: rs for rs in resource_servers.values()}
 
     @classmethod
-    def from_file(cls, path: str, check: Check | None = None) -> "Registry":
+    def from_file(cls, path: str, check: Check | None = None) -> Registry:
         try:
             with open(path, encoding="utf-8") as fh:
                 doc = json.load(fh)
@@ -58,7 +59,7 @@ class Registry:
         return cls.from_document(doc, check)
 
     @classmethod
-    def from_document(cls, doc: Any, check: Check | None = None) -> "Registry":
+    def from_document(cls, doc: Any, check: Check | None = None) -> Registry:
         if not isinstance(doc, dict) or set(doc) - {"clients", "resource_servers"}:
             raise ConfigError("OAUTH_HSM_REGISTRY: must be an object with 'clients' and 'resource_servers' lists")
         clients = _entries(doc.get("clients", []), "clients", build_client)
@@ -72,8 +73,10 @@ class Registry:
         for client in clients.values():
             unknown = [r for r in client.resources if r not in resources]
             if unknown:
-                raise ConfigError(f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: resource {unknown[0]!r} "
-                                  "is not a registered resource server")
+                raise ConfigError(
+                    f"OAUTH_HSM_REGISTRY: client {client.client_id!r}: resource {unknown[0]!r} "
+                    "is not a registered resource server"
+                )
         registry = cls(clients, servers)
         for entity in registry.entities():
             if check is not None:
@@ -150,8 +153,13 @@ class LoaderRegistry:
 
     TTL = 30.0
 
-    def __init__(self, client_loader: Callable[..., Any] | None, resource_server_loader: Callable[..., Any] | None,
-                 auth_methods: list[str], check: Check):
+    def __init__(
+        self,
+        client_loader: Callable[..., Any] | None,
+        resource_server_loader: Callable[..., Any] | None,
+        auth_methods: list[str],
+        check: Check,
+    ):
         self._client_loader = client_loader
         self._rs_loader = resource_server_loader
         self._auth_methods = auth_methods
@@ -169,8 +177,9 @@ class LoaderRegistry:
         (self._known if value is not None else self._misses).put(key, value)
         return value
 
-    def _load(self, loader: Callable[..., Any] | None, build: Callable[[Any], E], kind: str,
-              matches: Callable[[E], bool], **kwargs: str) -> E | None:
+    def _load(
+        self, loader: Callable[..., Any] | None, build: Callable[[Any], E], kind: str, matches: Callable[[E], bool], **kwargs: str
+    ) -> E | None:
         if loader is None:
             return None
         try:
@@ -195,13 +204,24 @@ class LoaderRegistry:
         return entity
 
     def _client(self, client_id: str) -> Client | None:
-        return self._cached(("c", client_id), lambda: self._load(
-            self._client_loader, build_client, "client_loader", lambda c: c.client_id == client_id, client_id=client_id))
+        return self._cached(
+            ("c", client_id),
+            lambda: self._load(
+                self._client_loader, build_client, "client_loader", lambda c: c.client_id == client_id, client_id=client_id
+            ),
+        )
 
     def _resource_server(self, client_id: str) -> ResourceServer | None:
-        return self._cached(("r", client_id), lambda: self._load(
-            self._rs_loader, build_resource_server, "resource_server_loader", lambda r: r.client_id == client_id,
-            client_id=client_id))
+        return self._cached(
+            ("r", client_id),
+            lambda: self._load(
+                self._rs_loader,
+                build_resource_server,
+                "resource_server_loader",
+                lambda r: r.client_id == client_id,
+                client_id=client_id,
+            ),
+        )
 
     def _unique(self, client_id: str, entity: E | None) -> E | None:
         """docs/registry.md: ids never collide; an id both loaders know is nobody's."""
@@ -220,9 +240,16 @@ class LoaderRegistry:
         return self._unique(client_id, self._resource_server(client_id))
 
     def resource_server_for(self, resource: str) -> ResourceServer | None:
-        server = self._cached(("u", resource), lambda: self._load(
-            self._rs_loader, build_resource_server, "resource_server_loader", lambda r: r.resource == resource,
-            resource=resource))
+        server = self._cached(
+            ("u", resource),
+            lambda: self._load(
+                self._rs_loader,
+                build_resource_server,
+                "resource_server_loader",
+                lambda r: r.resource == resource,
+                resource=resource,
+            ),
+        )
         return self._unique(server.client_id, server) if server is not None else None
 
     def auth_methods(self) -> list[str]:

@@ -20,8 +20,13 @@ CIBA_GRANT = "urn:openid:params:grant-type:ciba"  # CIBA Core §10.1
 _IDENTIFIER = re.compile(r"[\x21-\x7E]{1,255}")
 POP_KEY_TYPES = ("symmetric", "asymmetric")
 # RFC 8705 §2.1.2: exactly one of these names the certificate of a tls_client_auth entity.
-TLS_IDENTITY_FIELDS = ("tls_client_auth_subject_dn", "tls_client_auth_san_dns", "tls_client_auth_san_uri",
-                       "tls_client_auth_san_ip", "tls_client_auth_san_email")
+TLS_IDENTITY_FIELDS = (
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+)
 _SECRET_HASH = re.compile(r"sha256:[A-Za-z0-9_-]{43}|pbkdf2-sha256:\d{4,8}:[A-Za-z0-9_-]{16,64}:[A-Za-z0-9_-]{43}")
 
 
@@ -34,7 +39,6 @@ def _registered(kind: str) -> list[str]:
     from ..client_auth import METHODS
 
     return sorted(METHODS)
-
 
 
 class _JWKS(fields.Field[JWKSet]):
@@ -93,14 +97,34 @@ class _RedirectUri(fields.String):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text: str = super()._deserialize(value, attr, data, **kwargs)
         if not valid_redirect_uri(text):
-            raise ValidationError("must be an absolute https URI without fragment (http only on localhost, 127.0.0.1, "
-                                  "::1; or a private-use scheme such as com.example.app:/cb)")
+            raise ValidationError(
+                "must be an absolute https URI without fragment (http only on localhost, 127.0.0.1, "
+                "::1; or a private-use scheme such as com.example.app:/cb)"
+            )
         return text
 
 
 # Claims that describe the token, not the user: never an introspection_claims entry (RFC 7662 §2.2).
-TOKEN_MEMBERS = frozenset({"active", "scope", "client_id", "token_type", "exp", "iat", "nbf", "sub", "aud", "iss", "jti",
-                           "cnf", "auth_time", "acr", "amr", "grant_id"})
+TOKEN_MEMBERS = frozenset(
+    {
+        "active",
+        "scope",
+        "client_id",
+        "token_type",
+        "exp",
+        "iat",
+        "nbf",
+        "sub",
+        "aud",
+        "iss",
+        "jti",
+        "cnf",
+        "auth_time",
+        "acr",
+        "amr",
+        "grant_id",
+    }
+)
 _CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -112,8 +136,12 @@ class CredentialsSchema(Schema):
     token_endpoint_auth_method = fields.String(required=True)
     token_endpoint_auth_signing_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
     jwks = _JWKS(load_default=None)
-    client_secret_hash = fields.String(load_default=None, validate=validate.Regexp(
-        _SECRET_HASH, error="must be 'sha256:…' or 'pbkdf2-sha256:…' (use `flask oauth-hsm registry hash-secret`)"))
+    client_secret_hash = fields.String(
+        load_default=None,
+        validate=validate.Regexp(
+            _SECRET_HASH, error="must be 'sha256:…' or 'pbkdf2-sha256:…' (use `flask oauth-hsm registry hash-secret`)"
+        ),
+    )
     client_assertion_encryption = fields.String(load_default="none", validate=validate.OneOf(ENCRYPTED_ASSERTIONS))
     aud_policy = fields.String(load_default=None, validate=validate.OneOf(AUD_POLICIES))
     tls_client_auth_subject_dn = _SubjectDN(load_default=None)
@@ -152,7 +180,9 @@ def _tls_identity_fits(data: dict[str, Any], method: str | None) -> None:
     """RFC 8705 §2.1.2 (one registered certificate identity) and §2.2 (certificates in jwks x5c)."""
     named = [f for f in TLS_IDENTITY_FIELDS if data.get(f) is not None]
     if method == "tls_client_auth" and len(named) != 1:
-        raise ValidationError(f"tls_client_auth needs exactly one of {', '.join(TLS_IDENTITY_FIELDS)}", "token_endpoint_auth_method")
+        raise ValidationError(
+            f"tls_client_auth needs exactly one of {', '.join(TLS_IDENTITY_FIELDS)}", "token_endpoint_auth_method"
+        )
     if method != "tls_client_auth" and named:
         raise ValidationError("only for token_endpoint_auth_method tls_client_auth", named[0])
     if method == "self_signed_tls_client_auth" and not any(k.x5c for k in (data.get("jwks") or ())):
@@ -166,8 +196,10 @@ class ClientSchema(CredentialsSchema):
     ip_ranges = fields.List(fields.String(), load_default=list)
     cip_hash = fields.Boolean(load_default=False)
     redirect_uris = fields.List(_RedirectUri(), load_default=list)
-    client_name = fields.String(load_default=None, validate=validate.Regexp(
-        r"\A[^\x00-\x1f\x7f]{1,200}\Z", error="must be 1-200 characters, no control characters"))
+    client_name = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"\A[^\x00-\x1f\x7f]{1,200}\Z", error="must be 1-200 characters, no control characters"),
+    )
     id_token_signed_response_alg = fields.String(load_default=None, validate=validate.OneOf(list(SIGNING)))
     dpop_bound_access_tokens = fields.Boolean(load_default=False)
     dpop_nonce_required = fields.Boolean(load_default=False)
@@ -196,10 +228,14 @@ class ClientSchema(CredentialsSchema):
         # docs/par-and-jar.md: request objects are verified with the client's own jwks; encryption
         # is registered as an alg and enc pair (OIDC Registration §2 pairs them the same way).
         if (data.get("request_object_encryption_alg") is None) != (data.get("request_object_encryption_enc") is None):
-            raise ValidationError("request_object_encryption_alg and request_object_encryption_enc go together",
-                                  "request_object_encryption_alg")
-        signs = data.get("request_object_signing_alg") or data.get("request_object_encryption_alg") \
+            raise ValidationError(
+                "request_object_encryption_alg and request_object_encryption_enc go together", "request_object_encryption_alg"
+            )
+        signs = (
+            data.get("request_object_signing_alg")
+            or data.get("request_object_encryption_alg")
             or data.get("request_object_typ_required")
+        )
         if signs and not any(k.use in (None, "sig") for k in (data.get("jwks") or ())):
             raise ValidationError("request objects need jwks with a signing key", "jwks")
 
@@ -260,14 +296,18 @@ class ResourceServerSchema(CredentialsSchema):
                 raise ValidationError(f"{name!r} describes the token, not the user: it is returned anyway or never")
         if len(set(values)) != len(values):
             raise ValidationError("a claim is listed twice")
-    pop_signature_algs = fields.List(fields.String(validate=validate.OneOf(HTTP_SIGNATURE_ALGS)),
-                                     load_default=lambda: list(DEFAULT_POP_SIGNATURE_ALGS))
+
+    pop_signature_algs = fields.List(
+        fields.String(validate=validate.OneOf(HTTP_SIGNATURE_ALGS)), load_default=lambda: list(DEFAULT_POP_SIGNATURE_ALGS)
+    )
 
     @validates("token_endpoint_auth_method")
     def _known_method(self, value: str, **kwargs: Any) -> None:
         if value == "none" or value not in _registered("auth"):
-            raise ValidationError("a resource server authenticates: private_key_jwt, client_secret_basic, client_secret_post, "
-                                  "tls_client_auth or self_signed_tls_client_auth")
+            raise ValidationError(
+                "a resource server authenticates: private_key_jwt, client_secret_basic, client_secret_post, "
+                "tls_client_auth or self_signed_tls_client_auth"
+            )
 
     @validates_schema
     def _encryption_keys(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -314,5 +354,3 @@ def build_resource_server(entry: Any) -> ResourceServer:
     data["introspection_claims"] = tuple(data["introspection_claims"])
     data["pop_signature_algs"] = tuple(data["pop_signature_algs"])
     return ResourceServer(**data)
-
-

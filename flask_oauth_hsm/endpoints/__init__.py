@@ -10,8 +10,9 @@ assertions its ``aud`` policy.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from flask.typing import ResponseReturnValue
 
@@ -20,8 +21,19 @@ if TYPE_CHECKING:
     from ..server import ServerContext
     from ..settings import Settings
 
-ENDPOINT_MODULES = ("token", "introspection", "revocation", "jwks", "metadata", "health", "authorize", "userinfo", "openid",
-                    "ciba", "par")
+ENDPOINT_MODULES = (
+    "token",
+    "introspection",
+    "revocation",
+    "jwks",
+    "metadata",
+    "health",
+    "authorize",
+    "userinfo",
+    "openid",
+    "ciba",
+    "par",
+)
 
 View = Callable[["ServerContext"], ResponseReturnValue]
 Contribution = Callable[["ServerContext", "KeyRing"], dict[str, Any]]  # the ring being published
@@ -30,7 +42,7 @@ Contribution = Callable[["ServerContext", "KeyRing"], dict[str, Any]]  # the rin
 @dataclass(frozen=True)
 class Endpoint:
     name: str  # unique; also the Flask endpoint name within our blueprints
-    path: str | Callable[["Settings"], str]  # under the prefix, or (callable) at the host root
+    path: str | Callable[[Settings], str]  # under the prefix, or (callable) at the host root
     view: View
     methods: tuple[str, ...] = ("POST",)  # GET implies HEAD; anything else gets a JSON 405
     authenticates: bool = False  # receives client assertions (gets an aud policy)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 CONSENT_FORM_FIELDS = 256  # one checkbox per released claim and resource server, and a few more
 
 
-def authorize_endpoint(ctx: "ServerContext") -> Response:
+def authorize_endpoint(ctx: ServerContext) -> Response:
     raw = read_params(request, ctx.settings.max_body_bytes)
     client = identify_client(ctx, raw)
     try:
@@ -52,7 +52,7 @@ def authorize_endpoint(ctx: "ServerContext") -> Response:
     return interaction.start(ctx, req, pending.browser(request))
 
 
-def consent_endpoint(ctx: "ServerContext") -> Response:
+def consent_endpoint(ctx: ServerContext) -> Response:
     browser = pending.browser(request)
     waiting = pending.load(ctx, request.args.get("id"), browser)
     if request.method != "POST":
@@ -62,7 +62,7 @@ def consent_endpoint(ctx: "ServerContext") -> Response:
     return interaction.decide(ctx, waiting, form)
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     """RFC 8414 §2, RFC 9207 §3, RFC 7636 §6.2: exactly what the endpoint enforces."""
     return {
         "authorization_endpoint": ctx.urls.url("/authorize"),
@@ -81,14 +81,19 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
     }
 
 
-def _request_object_encryption(ring: "KeyRing") -> dict[str, Any]:
+def _request_object_encryption(ring: KeyRing) -> dict[str, Any]:
     """OIDC Discovery §3 / RFC 9101 §10.1: what an encrypted request object may use (our keys' algs)."""
     if not ring.decryption:
         return {}
-    return {"request_object_encryption_alg_values_supported": ring.decryption_algs,
-            "request_object_encryption_enc_values_supported": list(CONTENT_ENCRYPTION)}
+    return {
+        "request_object_encryption_alg_values_supported": ring.decryption_algs,
+        "request_object_encryption_enc_values_supported": list(CONTENT_ENCRYPTION),
+    }
 
 
-register(Endpoint("authorize", "/authorize", authorize_endpoint, methods=("GET", "POST"), browser=True, feature="users",
-                  metadata=_metadata))
+register(
+    Endpoint(
+        "authorize", "/authorize", authorize_endpoint, methods=("GET", "POST"), browser=True, feature="users", metadata=_metadata
+    )
+)
 register(Endpoint("consent", "/consent", consent_endpoint, methods=("GET", "POST"), browser=True, feature="users"))

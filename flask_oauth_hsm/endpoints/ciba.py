@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 PATH = "/bc-authorize"
 
 
-def backchannel_authentication(ctx: "ServerContext") -> Response:
+def backchannel_authentication(ctx: ServerContext) -> Response:
     form = read_form(request, ctx.settings.max_body_bytes, repeatable=frozenset({"resource"}))
     client = authenticate_caller(ctx, request, form, "backchannel_authentication", want="client")
     assert isinstance(client, Client)
@@ -33,7 +33,7 @@ def backchannel_authentication(ctx: "ServerContext") -> Response:
     return json_response({"auth_req_id": auth_req_id, "expires_in": expires_in, "interval": interval})
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     """CIBA Core §4: exactly what is served — poll mode, no user codes, signed requests with the
     algorithms of client assertions. The grant type is in the token endpoint's grant_types_supported."""
     return {
@@ -44,5 +44,8 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
     }
 
 
-register(Endpoint("backchannel_authentication", PATH, backchannel_authentication, authenticates=True, feature="ciba",
-                  metadata=_metadata))
+register(
+    Endpoint(
+        "backchannel_authentication", PATH, backchannel_authentication, authenticates=True, feature="ciba", metadata=_metadata
+    )
+)

@@ -9,7 +9,8 @@ and reports no eviction policy that could drop replay records (``"redis": "evict
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flask import Response
 
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def health_endpoint(ctx: "ServerContext") -> Response:
+def health_endpoint(ctx: ServerContext) -> Response:
     return json_response({"status": "ok"})
 
 
-def readiness_endpoint(ctx: "ServerContext") -> Response:
+def readiness_endpoint(ctx: ServerContext) -> Response:
     checks = {"hsm": _check(ctx.hsm.check), "redis": _check(ctx.store.probe)}
     ready = all(v == "ok" for v in checks.values())
     if not ready:

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
-from .. import binding, clock, events
-from .. import claims as claim_rules
+from .. import binding, claims as claim_rules, clock, events
 from ..algorithms import DEFAULT_ENC, KEY_MANAGEMENT
 from ..client_auth import authenticate_caller
 from ..clients import Client, Credentials, ResourceServer
@@ -44,7 +43,7 @@ class NotAcceptableError(OAuthError):
     status_code = 406
 
 
-def introspection_endpoint(ctx: "ServerContext") -> Response:
+def introspection_endpoint(ctx: ServerContext) -> Response:
     form = read_form(request, ctx.settings.max_body_bytes)
     rs = require_resource_server(authenticate_caller(ctx, request, form, "introspection", want="any"))
     ctx.limits.count_client("introspection", rs.client_id)
@@ -85,7 +84,7 @@ def parse_requester_ip(form: Form) -> IPAddress | None:
         raise InvalidRequestError("requester_ip is not an IP address") from None
 
 
-def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_ip: IPAddress | None) -> dict[str, Any]:
+def introspect(ctx: ServerContext, token: str, rs: ResourceServer, requester_ip: IPAddress | None) -> dict[str, Any]:
     """The introspection answer for ``rs``; ``{"active": false}`` whenever it may not know more."""
     try:
         claims = access.read_own_token(ctx, token)
@@ -111,7 +110,7 @@ def introspect(ctx: "ServerContext", token: str, rs: ResourceServer, requester_i
     return answer
 
 
-def user_grant(ctx: "ServerContext", claims: dict[str, Any]) -> GrantState | None:
+def user_grant(ctx: ServerContext, claims: dict[str, Any]) -> GrantState | None:
     """The grant a user's token descends from; a token naming a grant Redis does not know is
     treated as revoked (its grant may have been revoked before the state was lost)."""
     if "grant_id" not in claims:
@@ -121,10 +120,11 @@ def user_grant(ctx: "ServerContext", claims: dict[str, Any]) -> GrantState | Non
     return state if state is not None else GrantState(revoked=True, release=b"{}")
 
 
-def is_active(ctx: "ServerContext", claims: dict[str, Any], rs: ResourceServer, requester_ip: IPAddress | None) -> bool:
+def is_active(ctx: ServerContext, claims: dict[str, Any], rs: ResourceServer, requester_ip: IPAddress | None) -> bool:
     # A resource server learns only about tokens meant for it.
-    rules = claim_rules.ClaimRules(leeway=ctx.settings.clock_skew, expiry_leeway=0, audience=rs.resource,
-                                   required=("exp", "iat", "jti"))
+    rules = claim_rules.ClaimRules(
+        leeway=ctx.settings.clock_skew, expiry_leeway=0, audience=rs.resource, required=("exp", "iat", "jti")
+    )
     try:
         claim_rules.check(claims, rules)
     except claim_rules.ClaimError:
@@ -141,7 +141,7 @@ def ip_allowed(client: Client, requester_ip: IPAddress | None) -> bool:
     return any(requester_ip in net for net in client.ip_ranges if net.version == requester_ip.version)
 
 
-def jwt_response(ctx: "ServerContext", rs: ResourceServer, answer: dict[str, Any]) -> Response:
+def jwt_response(ctx: ServerContext, rs: ResourceServer, answer: dict[str, Any]) -> Response:
     """RFC 9701 §5: signed with the resource server's registered alg, encrypted if registered."""
     claims = {"iss": ctx.settings.issuer, "aud": rs.client_id, "iat": int(clock.now()), "token_introspection": answer}
     token = jwt.sign_jwt(claims, ctx.keys.ring.signer_for(rs.introspection_signed_response_alg), JWT_TYP)
@@ -153,7 +153,7 @@ def jwt_response(ctx: "ServerContext", rs: ResourceServer, answer: dict[str, Any
     return response
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     algs = list(ctx.settings.assertion_algs)
     return {
         "introspection_endpoint": ctx.urls.url("/introspect"),

@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def jwks_endpoint(ctx: "ServerContext") -> Response:
+def jwks_endpoint(ctx: ServerContext) -> Response:
     ring = ctx.keys.ring
     return cached_json(ring.jwks_json, ring.jwks_etag, ctx.settings.jwks_max_age)
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     return {"jwks_uri": ctx.urls.url("/jwks")}
 
 

@@ -28,7 +28,7 @@ def well_known_path(issuer: str) -> str:
     return WELL_KNOWN + urlsplit(issuer).path.rstrip("/")
 
 
-def build(ctx: "ServerContext", ring: "KeyRing") -> tuple[bytes, str]:
+def build(ctx: ServerContext, ring: KeyRing) -> tuple[bytes, str]:
     """The metadata document for ``ring`` (the key ring about to be published) and its ETag."""
     meta: dict[str, Any] = {
         "issuer": ctx.settings.issuer,
@@ -42,12 +42,12 @@ def build(ctx: "ServerContext", ring: "KeyRing") -> tuple[bytes, str]:
     return body, etag(body)
 
 
-def metadata_endpoint(ctx: "ServerContext") -> Response:
+def metadata_endpoint(ctx: ServerContext) -> Response:
     published = ctx.keys.current
     return cached_json(published.metadata_json, published.metadata_etag, ctx.settings.jwks_max_age)
 
 
-def _path(settings: "Settings") -> str:
+def _path(settings: Settings) -> str:
     return well_known_path(settings.issuer)
 
 

@@ -26,16 +26,16 @@ if TYPE_CHECKING:
 WELL_KNOWN = "/.well-known/openid-configuration"
 
 
-def openid_configuration(ctx: "ServerContext") -> Response:
+def openid_configuration(ctx: ServerContext) -> Response:
     published = ctx.keys.current
     return cached_json(published.metadata_json, published.metadata_etag, ctx.settings.jwks_max_age)
 
 
-def _path(settings: "Settings") -> str:
+def _path(settings: Settings) -> str:
     return urlsplit(settings.issuer).path.rstrip("/") + WELL_KNOWN
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     """OIDC Discovery §3. RS256 is listed only when we hold an RS256 key: FAPI 2.0 leaves it out,
     which deviates from the Discovery text that every OP list it."""
     claims = sorted({"sub", "iss", "auth_time", "acr", "amr"} | {c for cs in SCOPE_CLAIMS.values() for c in cs})
@@ -47,5 +47,14 @@ def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
     }
 
 
-register(Endpoint("openid_configuration", _path, openid_configuration, methods=("GET",), rate_limited=False,
-                  feature="users", metadata=_metadata))
+register(
+    Endpoint(
+        "openid_configuration",
+        _path,
+        openid_configuration,
+        methods=("GET",),
+        rate_limited=False,
+        feature="users",
+        metadata=_metadata,
+    )
+)

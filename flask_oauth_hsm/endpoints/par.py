@@ -35,7 +35,7 @@ CLIENT_AUTHENTICATION = frozenset({"client_assertion", "client_assertion_type", 
 PATH = "/par"
 
 
-def par_endpoint(ctx: "ServerContext") -> Response:
+def par_endpoint(ctx: ServerContext) -> Response:
     form = read_form(request, ctx.settings.max_body_bytes, repeatable=REPEATABLE)
     proof = binding.read_dpop_proof(ctx, request, ctx.urls.url(PATH))
     client = authenticate_caller(ctx, request, form, "par", want="client")
@@ -57,7 +57,7 @@ def par_endpoint(ctx: "ServerContext") -> Response:
     return json_response({"request_uri": request_uri, "expires_in": lifetime}, status=201, headers=headers or None)
 
 
-def _parameters(ctx: "ServerContext", client: Client, form: Form) -> Form:
+def _parameters(ctx: ServerContext, client: Client, form: Form) -> Form:
     """The authorization request's parameters: the request object's, or the form's."""
     raw = form.get("request")
     if raw is not None:
@@ -66,7 +66,7 @@ def _parameters(ctx: "ServerContext", client: Client, form: Form) -> Form:
     return Form({k: v for k, v in form.items() if k not in CLIENT_AUTHENTICATION}, dict(form.multi))
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     """RFC 9126 §5: where to push, and whether every client must."""
     return {
         "pushed_authorization_request_endpoint": ctx.urls.url(PATH),

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, request
 
-from .. import binding, events
-from .. import claims as claim_rules
+from .. import binding, claims as claim_rules, events
 from ..client_auth import authenticate_caller
 from ..errors import InvalidRequestError, JoseError, UnauthorizedClientError
 from ..grants.users import revoke as revoke_grant
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from ..server import ServerContext
 
 
-def revocation_endpoint(ctx: "ServerContext") -> Response:
+def revocation_endpoint(ctx: ServerContext) -> Response:
     form = read_form(request, ctx.settings.max_body_bytes)
     client = authenticate_caller(ctx, request, form, "revocation", want="client")
     ctx.limits.count_client("revocation", client.client_id)
@@ -43,7 +42,7 @@ def revocation_endpoint(ctx: "ServerContext") -> Response:
     return response
 
 
-def revoke_own_token(ctx: "ServerContext", token: str, client_id: str) -> None:
+def revoke_own_token(ctx: ServerContext, token: str, client_id: str) -> None:
     try:
         claims = access.read_own_token(ctx, token)
         claim_rules.check(claims, claim_rules.ClaimRules(leeway=0, required=("exp", "jti")))
@@ -57,7 +56,7 @@ def revoke_own_token(ctx: "ServerContext", token: str, client_id: str) -> None:
     events.emit(events.token_revoked, client_id=client_id, jti=claims["jti"])
 
 
-def revoke_refresh_token(ctx: "ServerContext", token: str, client_id: str) -> None:
+def revoke_refresh_token(ctx: ServerContext, token: str, client_id: str) -> None:
     """RFC 7009 §2.1: revoking a refresh token revokes its grant, with every access token of it."""
     try:
         claims = refresh.read(ctx, token)
@@ -68,7 +67,7 @@ def revoke_refresh_token(ctx: "ServerContext", token: str, client_id: str) -> No
     revoke_grant(ctx, claims.grant_id, "refresh token revoked by its client", client_id)
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     return {
         "revocation_endpoint": ctx.urls.url("/revoke"),
         "revocation_endpoint_auth_methods_supported": ctx.registry.auth_methods(),

@@ -28,31 +28,43 @@ if TYPE_CHECKING:
 REPEATABLE = frozenset({"resource"})  # RFC 8707 §2
 
 
-def token_endpoint(ctx: "ServerContext") -> Response:
+def token_endpoint(ctx: ServerContext) -> Response:
     form = read_form(request, ctx.settings.max_body_bytes, repeatable=REPEATABLE)
     proofs = binding.read_proofs(ctx, request, form)
     client = authenticate_caller(ctx, request, form, "token", want="client")
     assert isinstance(client, Client)
     ctx.limits.count_client("token", client.client_id)
     grant_type = grant_type_for(ctx, form, client)
-    req = TokenRequest(form, client, grant_type.name, client_ip=_client_ip(ctx, client),
-                       binding=binding.bind(ctx, request, form, proofs, client))
+    req = TokenRequest(
+        form, client, grant_type.name, client_ip=_client_ip(ctx, client), binding=binding.bind(ctx, request, form, proofs, client)
+    )
     grant = grant_type.handle(ctx, req)
     confirmation = req.binding.confirm(ctx, client, grant.audiences)
     issued = access.issue(ctx, client, grant, client_ip=req.client_ip, cnf=dict(confirmation.cnf or {}))
     confirmation.keep(ctx, issued)
     more = grant.complete(ctx, issued) if grant.complete is not None else {}  # refresh and ID tokens, grant state
-    events.emit(events.token_issued, client_id=client.client_id, grant_type=grant_type.name, jti=issued.claims["jti"],
-                aud=issued.claims["aud"], scope=issued.claims["scope"], binding=req.binding.method)
-    body: dict[str, Any] = {"access_token": issued.token, "token_type": confirmation.token_type, "expires_in": issued.expires_in,
-                            **confirmation.response}
+    events.emit(
+        events.token_issued,
+        client_id=client.client_id,
+        grant_type=grant_type.name,
+        jti=issued.claims["jti"],
+        aud=issued.claims["aud"],
+        scope=issued.claims["scope"],
+        binding=req.binding.method,
+    )
+    body: dict[str, Any] = {
+        "access_token": issued.token,
+        "token_type": confirmation.token_type,
+        "expires_in": issued.expires_in,
+        **confirmation.response,
+    }
     if issued.claims["scope"]:
         body["scope"] = issued.claims["scope"]
     body.update(more)
     return json_response(body, headers=dict(confirmation.headers) or None)
 
 
-def grant_type_for(ctx: "ServerContext", form: Form, client: Client) -> GrantType:
+def grant_type_for(ctx: ServerContext, form: Form, client: Client) -> GrantType:
     name = form.get("grant_type")
     if name is None:
         raise InvalidRequestError("grant_type is required")
@@ -66,13 +78,13 @@ def grant_type_for(ctx: "ServerContext", form: Form, client: Client) -> GrantTyp
     return grant_type
 
 
-def _client_ip(ctx: "ServerContext", client: Client) -> str | None:
+def _client_ip(ctx: ServerContext, client: Client) -> str | None:
     if not client.cip_hash:  # parsing addresses costs; only cip_hash needs it
         return None
     return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), ctx.trusted_networks)
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     s = ctx.settings
     meta: dict[str, Any] = {
         "token_endpoint": ctx.urls.url("/token"),

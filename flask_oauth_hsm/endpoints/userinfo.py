@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 MAX_TOKEN = 64 * 1024
 
 
-def userinfo_endpoint(ctx: "ServerContext") -> Response:
+def userinfo_endpoint(ctx: ServerContext) -> Response:
     claims = _active_claims(ctx, _bearer(request))
     scope = claims.get("scope")
     if not isinstance(scope, str) or "openid" not in scope.split(" "):
-        raise InsufficientScopeError("the access token lacks the openid scope",
-                                     headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'})
+        raise InsufficientScopeError(
+            "the access token lacks the openid scope",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="openid"'},
+        )
     state = ctx.store.grant_state(claims["grant_id"])
     if state is None or state.revoked:
         raise _invalid("the access token is not active")
@@ -52,13 +54,14 @@ def _bearer(req: Request) -> str:
     return token
 
 
-def _active_claims(ctx: "ServerContext", token: str) -> dict[str, Any]:
+def _active_claims(ctx: ServerContext, token: str) -> dict[str, Any]:
     try:
         claims = access.read_own_token(ctx, token)
     except JoseError:
         raise _invalid("the access token is not valid") from None
-    rules = claim_rules.ClaimRules(leeway=ctx.settings.clock_skew, expiry_leeway=0, audience=ctx.urls.url("/userinfo"),
-                                   required=("exp", "iat", "jti", "sub"))
+    rules = claim_rules.ClaimRules(
+        leeway=ctx.settings.clock_skew, expiry_leeway=0, audience=ctx.urls.url("/userinfo"), required=("exp", "iat", "jti", "sub")
+    )
     try:
         claim_rules.check(claims, rules)
     except claim_rules.ClaimError:
@@ -76,7 +79,7 @@ def _invalid(description: str) -> InvalidTokenError:
     return InvalidTokenError(description, headers={"WWW-Authenticate": challenge})
 
 
-def _metadata(ctx: "ServerContext", ring: "KeyRing") -> dict[str, Any]:
+def _metadata(ctx: ServerContext, ring: KeyRing) -> dict[str, Any]:
     return {"userinfo_endpoint": ctx.urls.url("/userinfo")}
 
 

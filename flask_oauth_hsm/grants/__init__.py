@@ -8,8 +8,9 @@ token endpoint does everything around it (client authentication, issuing, the re
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..binding import BEARER, Binding
 from ..clients import Client, ResourceServer
@@ -45,7 +46,7 @@ class Grant:
     also_for: tuple[str, ...] = ()  # audiences served by this server itself (UserInfo), besides resource servers
     # A user's grant issues more than the access token (refresh token, ID token) and records its
     # state once the access token is signed: ``complete`` does that and returns response members.
-    complete: Callable[["ServerContext", "IssuedToken"], dict[str, Any]] | None = None
+    complete: Callable[[ServerContext, IssuedToken], dict[str, Any]] | None = None
 
 
 Handler = Callable[["ServerContext", TokenRequest], Grant]

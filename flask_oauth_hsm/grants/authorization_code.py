@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @register("authorization_code", confidential_only=False, feature="users")
-def authorization_code(ctx: "ServerContext", req: TokenRequest) -> Grant:
+def authorization_code(ctx: ServerContext, req: TokenRequest) -> Grant:
     code = req.form.get("code")
     if code is None:
         raise InvalidRequestError("code is required")
@@ -46,10 +46,14 @@ def authorization_code(ctx: "ServerContext", req: TokenRequest) -> Grant:
     return as_grant(ctx, ug)
 
 
-def _used_again(ctx: "ServerContext", req: TokenRequest, grant_id: str) -> None:
+def _used_again(ctx: ServerContext, req: TokenRequest, grant_id: str) -> None:
     revoke(ctx, grant_id, "authorization code used again", req.client.client_id)
-    events.emit(events.replay_detected, endpoint="token", client_id=req.client.client_id,
-                reason="authorization code used again: grant revoked")
+    events.emit(
+        events.replay_detected,
+        endpoint="token",
+        client_id=req.client.client_id,
+        reason="authorization code used again: grant revoked",
+    )
     raise InvalidGrantError("the authorization code was already used")
 
 
@@ -72,16 +76,36 @@ def _certificate(req: TokenRequest) -> str | None:
     return thumbprint if isinstance(thumbprint, str) else None
 
 
-def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CodeRecord, grant_id: str) -> UserGrant:
+def _user_grant(ctx: ServerContext, req: TokenRequest, record: CodeRecord, grant_id: str) -> UserGrant:
     audiences, scope = narrow(ctx, req.form, req.client, record.resources, record.scope)
     now = int(clock.now())
     rt = None
     if "refresh_token" in req.client.grant_types:
         rt = refresh.RefreshClaims(
-            grant_id=grant_id, token_id=refresh.new_id(), client_id=req.client.client_id, subject=record.subject,
-            scope=record.scope, resources=record.resources, auth_time=record.auth_time, acr=record.acr, amr=record.amr,
-            issued_at=now, expires_at=now + ctx.settings.refresh_token_lifetime,
-            jkt=req.binding.jkt if req.client.public else None, x5t=_certificate(req) if req.client.public else None)
-    return UserGrant(grant_id=grant_id, client=req.client, subject=record.subject, scope=scope, audiences=audiences,
-                     auth_time=record.auth_time, acr=record.acr, amr=record.amr, release=record.release,
-                     nonce=record.nonce, refresh=rt)
+            grant_id=grant_id,
+            token_id=refresh.new_id(),
+            client_id=req.client.client_id,
+            subject=record.subject,
+            scope=record.scope,
+            resources=record.resources,
+            auth_time=record.auth_time,
+            acr=record.acr,
+            amr=record.amr,
+            issued_at=now,
+            expires_at=now + ctx.settings.refresh_token_lifetime,
+            jkt=req.binding.jkt if req.client.public else None,
+            x5t=_certificate(req) if req.client.public else None,
+        )
+    return UserGrant(
+        grant_id=grant_id,
+        client=req.client,
+        subject=record.subject,
+        scope=scope,
+        audiences=audiences,
+        auth_time=record.auth_time,
+        acr=record.acr,
+        amr=record.amr,
+        release=record.release,
+        nonce=record.nonce,
+        refresh=rt,
+    )

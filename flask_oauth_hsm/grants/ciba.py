@@ -18,7 +18,11 @@ from ..authz.claims import ClaimsRequest, userinfo_claims
 from ..ciba import GRANT_TYPE, polling, records
 from ..ciba.records import APPROVED, DENIED, CibaRecord
 from ..errors import (
-    AuthorizationPendingError, ExpiredTokenError, InvalidGrantError, InvalidRequestError, UserDeniedError,
+    AuthorizationPendingError,
+    ExpiredTokenError,
+    InvalidGrantError,
+    InvalidRequestError,
+    UserDeniedError,
 )
 from ..release import Release
 from ..tokens import refresh
@@ -33,7 +37,7 @@ MAX_AUTH_REQ_ID = 128  # ours are 43 characters
 
 
 @register(GRANT_TYPE, feature="ciba")
-def ciba(ctx: "ServerContext", req: TokenRequest) -> Grant:
+def ciba(ctx: ServerContext, req: TokenRequest) -> Grant:
     auth_req_id = req.form.get("auth_req_id")
     if auth_req_id is None:
         raise InvalidRequestError("auth_req_id is required")
@@ -59,7 +63,7 @@ def ciba(ctx: "ServerContext", req: TokenRequest) -> Grant:
     return as_grant(ctx, _user_grant(ctx, req, taken))
 
 
-def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CibaRecord) -> UserGrant:
+def _user_grant(ctx: ServerContext, req: TokenRequest, record: CibaRecord) -> UserGrant:
     scope = frozenset(record.scope)
     audiences = user_resource_servers(ctx, list(record.resources), req.client)
     grant_id, now = new_grant_id(), int(clock.now())
@@ -67,10 +71,30 @@ def _user_grant(ctx: "ServerContext", req: TokenRequest, record: CibaRecord) -> 
     rt = None
     if "refresh_token" in req.client.grant_types:
         rt = refresh.RefreshClaims(
-            grant_id=grant_id, token_id=refresh.new_id(), client_id=req.client.client_id, subject=record.subject,
-            scope=scope, resources=record.resources, auth_time=record.auth_time, acr=record.acr, amr=record.amr,
-            issued_at=now, expires_at=now + ctx.settings.refresh_token_lifetime, jkt=None)
+            grant_id=grant_id,
+            token_id=refresh.new_id(),
+            client_id=req.client.client_id,
+            subject=record.subject,
+            scope=scope,
+            resources=record.resources,
+            auth_time=record.auth_time,
+            acr=record.acr,
+            amr=record.amr,
+            issued_at=now,
+            expires_at=now + ctx.settings.refresh_token_lifetime,
+            jkt=None,
+        )
     # What the user approved on the device is the scope; its OpenID scopes release their claims at UserInfo.
     release = Release(userinfo=userinfo_claims(scope, ClaimsRequest()))
-    return UserGrant(grant_id=grant_id, client=req.client, subject=record.subject, scope=scope, audiences=audiences,
-                     auth_time=record.auth_time, acr=record.acr, amr=record.amr, release=release, refresh=rt)
+    return UserGrant(
+        grant_id=grant_id,
+        client=req.client,
+        subject=record.subject,
+        scope=scope,
+        audiences=audiences,
+        auth_time=record.auth_time,
+        acr=record.acr,
+        amr=record.amr,
+        release=release,
+        refresh=rt,
+    )

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 @register("client_credentials", confidential_only=True)
-def client_credentials(ctx: "ServerContext", req: TokenRequest) -> Grant:
+def client_credentials(ctx: ServerContext, req: TokenRequest) -> Grant:
     audiences = resource_servers(ctx, req.form.getlist("resource"), req.client)
     scope = scope_for(req.form.get("scope"), req.client, audiences)
     # RFC 9068 §2.2: with no resource owner, sub identifies the client.

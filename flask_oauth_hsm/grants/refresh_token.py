@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @register("refresh_token", confidential_only=False, feature="users")
-def refresh_token(ctx: "ServerContext", req: TokenRequest) -> Grant:
+def refresh_token(ctx: ServerContext, req: TokenRequest) -> Grant:
     token = req.form.get("refresh_token")
     if token is None:
         raise InvalidRequestError("refresh_token is required")
@@ -36,19 +36,29 @@ def refresh_token(ctx: "ServerContext", req: TokenRequest) -> Grant:
     _check(ctx, req, presented)
     audiences, scope = narrow(ctx, req.form, req.client, presented.resources, presented.scope)  # never wider
     release = _release(ctx, presented.grant_id) if "openid" in scope else Release()
-    ug = UserGrant(grant_id=presented.grant_id, client=req.client, subject=presented.subject, scope=scope,
-                   audiences=audiences, auth_time=presented.auth_time, acr=presented.acr, amr=presented.amr,
-                   release=release, refresh=presented.successor(int(clock.now())), presented=presented)
+    ug = UserGrant(
+        grant_id=presented.grant_id,
+        client=req.client,
+        subject=presented.subject,
+        scope=scope,
+        audiences=audiences,
+        auth_time=presented.auth_time,
+        acr=presented.acr,
+        amr=presented.amr,
+        release=release,
+        refresh=presented.successor(int(clock.now())),
+        presented=presented,
+    )
     return as_grant(ctx, ug)
 
 
-def _release(ctx: "ServerContext", grant_id: str) -> Release:
+def _release(ctx: ServerContext, grant_id: str) -> Release:
     """What the user agreed to put in ID tokens (only read when one is issued)."""
     state = ctx.store.grant_state(grant_id)
     return Release.decode(state.release) if state is not None else Release()
 
 
-def _check(ctx: "ServerContext", req: TokenRequest, presented: refresh.RefreshClaims) -> None:
+def _check(ctx: ServerContext, req: TokenRequest, presented: refresh.RefreshClaims) -> None:
     if presented.client_id != req.client.client_id:  # RFC 6749 §6: bound to the client
         raise InvalidGrantError("the refresh token was issued to another client")
     now = clock.now()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..clients import Client, ResourceServer, parse_scope, valid_resource_uri
 from ..errors import InvalidScopeError, InvalidTargetError
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 MAX_RESOURCES = 8
 
 
-def resource_servers(ctx: "ServerContext", requested: Sequence[str], client: Client) -> tuple[ResourceServer, ...]:
+def resource_servers(ctx: ServerContext, requested: Sequence[str], client: Client) -> tuple[ResourceServer, ...]:
     """RFC 8707 §2: each ``resource`` an absolute URI, one of the client's; default: its first."""
     resources = list(requested) or list(client.resources[:1])
     if not resources:
@@ -56,7 +57,7 @@ def scope_for(raw: str | None, client: Client, audiences: Sequence[ResourceServe
 OIDC_SCOPES = frozenset({"openid", "profile", "email", "address", "phone"})
 
 
-def user_resource_servers(ctx: "ServerContext", requested: Sequence[str], client: Client) -> tuple[ResourceServer, ...]:
+def user_resource_servers(ctx: ServerContext, requested: Sequence[str], client: Client) -> tuple[ResourceServer, ...]:
     """Like :func:`resource_servers`, but a client without resources may ask for OpenID only."""
     if requested or client.resources:
         return resource_servers(ctx, requested, client)
@@ -83,8 +84,9 @@ def user_scope(raw: str | None, client: Client, audiences: Sequence[ResourceServ
     return scope
 
 
-def narrow(ctx: "ServerContext", form: Form, client: Client, resources: Sequence[str],
-           scope: frozenset[str]) -> tuple[tuple[ResourceServer, ...], frozenset[str]]:
+def narrow(
+    ctx: ServerContext, form: Form, client: Client, resources: Sequence[str], scope: frozenset[str]
+) -> tuple[tuple[ResourceServer, ...], frozenset[str]]:
     """A token request under a user's grant (code or refresh): ``resource`` may name a subset of
     the grant's resources (RFC 8707 §2.2), ``scope`` a subset of its scope (RFC 6749 §6); the
     default is all of the resources and the part of the scope they accept."""

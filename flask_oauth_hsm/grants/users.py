@@ -53,18 +53,24 @@ def new_grant_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def as_grant(ctx: "ServerContext", ug: UserGrant) -> Grant:
+def as_grant(ctx: ServerContext, ug: UserGrant) -> Grant:
     claims: dict[str, Any] = {"auth_time": ug.auth_time, "grant_id": ug.grant_id}
     if ug.acr is not None:
         claims["acr"] = ug.acr
     if ug.amr:
         claims["amr"] = list(ug.amr)
     also_for = (ctx.endpoint_url("userinfo"),) if "openid" in ug.scope else ()
-    return Grant(subject=subjects.for_client(ctx, ug.client, ug.subject), scope=ug.scope, audiences=ug.audiences,
-                 claims=claims, also_for=also_for, complete=partial(_complete, ug))
+    return Grant(
+        subject=subjects.for_client(ctx, ug.client, ug.subject),
+        scope=ug.scope,
+        audiences=ug.audiences,
+        claims=claims,
+        also_for=also_for,
+        complete=partial(_complete, ug),
+    )
 
 
-def record_ttl(ctx: "ServerContext", expires_at: int | None) -> int:
+def record_ttl(ctx: ServerContext, expires_at: int | None) -> int:
     """How long Redis keeps the grant's record: at least as long as its access tokens live, and
     with a refresh token until it would expire (idle or absolute lifetime, whichever is first)."""
     floor = ctx.settings.access_token_lifetime + ctx.settings.clock_skew
@@ -73,19 +79,27 @@ def record_ttl(ctx: "ServerContext", expires_at: int | None) -> int:
     return int(max(floor, min(expires_at - clock.now(), ctx.settings.refresh_token_idle_lifetime)))
 
 
-def _complete(ug: UserGrant, ctx: "ServerContext", issued: "IssuedToken") -> dict[str, Any]:
+def _complete(ug: UserGrant, ctx: ServerContext, issued: IssuedToken) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if "openid" in ug.scope:
-        body["id_token"] = id_token.issue(ctx, ug.client, subject=issued.claims["sub"], auth_time=ug.auth_time, acr=ug.acr,
-                                          amr=ug.amr, nonce=ug.nonce, access_token=issued.token,
-                                          extra=released(ctx, ug.subject, ug.release.id_token))
+        body["id_token"] = id_token.issue(
+            ctx,
+            ug.client,
+            subject=issued.claims["sub"],
+            auth_time=ug.auth_time,
+            acr=ug.acr,
+            amr=ug.amr,
+            nonce=ug.nonce,
+            access_token=issued.token,
+            extra=released(ctx, ug.subject, ug.release.id_token),
+        )
     if ug.refresh is not None:
         body["refresh_token"] = refresh.mint(ctx, ug.refresh)
     _record(ctx, ug)
     return body
 
 
-def _record(ctx: "ServerContext", ug: UserGrant) -> None:
+def _record(ctx: ServerContext, ug: UserGrant) -> None:
     ttl = record_ttl(ctx, ug.refresh.expires_at if ug.refresh else None)
     release = ug.release
     if ug.client.subject_type == "pairwise":  # the grant's record keeps the user's own subject (subjects.py)
@@ -102,8 +116,12 @@ def _record(ctx: "ServerContext", ug: UserGrant) -> None:
     if outcome == REUSED:
         # RFC 9700 §4.14.2: a rotated-out refresh token came back; someone holds a copy. The
         # script has revoked the grant: every access and refresh token descended from it.
-        events.emit(events.replay_detected, endpoint="token", client_id=ug.client.client_id,
-                    reason="refresh token used again: grant revoked")
+        events.emit(
+            events.replay_detected,
+            endpoint="token",
+            client_id=ug.client.client_id,
+            reason="refresh token used again: grant revoked",
+        )
         raise InvalidGrantError("the refresh token was already used: the grant is revoked")
     if outcome == REVOKED:
         raise InvalidGrantError("the grant was revoked")
@@ -111,6 +129,6 @@ def _record(ctx: "ServerContext", ug: UserGrant) -> None:
     raise InvalidGrantError("the refresh token is no longer valid")
 
 
-def revoke(ctx: "ServerContext", grant_id: str, reason: str, client_id: str | None = None) -> None:
+def revoke(ctx: ServerContext, grant_id: str, reason: str, client_id: str | None = None) -> None:
     ctx.store.grant_revoke(grant_id, ctx.settings.access_token_lifetime + ctx.settings.clock_skew)
     events.emit(events.grant_revoked, client_id=client_id, reason=reason)

@@ -19,6 +19,15 @@ from .pool import HSMConfig
 from .records import destroy_pair, read_records, write_record
 
 __all__ = [
-    "HSM", "HSMConfig", "KeyInfo", "KeyProblem", "METADATA_APPLICATION", "SecretKeyInfo", "TokenKey", "TokenSecretKey",
-    "destroy_pair", "read_records", "write_record",
+    "HSM",
+    "HSMConfig",
+    "KeyInfo",
+    "KeyProblem",
+    "METADATA_APPLICATION",
+    "SecretKeyInfo",
+    "TokenKey",
+    "TokenSecretKey",
+    "destroy_pair",
+    "read_records",
+    "write_record",
 ]

@@ -22,13 +22,15 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute
 
 from .. import errors
 from ..algorithms import ALGORITHMS
+from .deadline import Abandoned
 from .inventory import (
     CURVES,
     REQUIRED,
@@ -46,7 +48,6 @@ from .inventory import (
     missing_mechanisms,
     write_metadata,
 )
-from .deadline import Abandoned
 from .module import Module, module
 from .operations import Rejected, TokenKey, TokenSecretKey
 from .pool import HSMConfig, KeyRef, TokenState, close_quietly
@@ -74,7 +75,7 @@ _INPUT = (
 
 log = logging.getLogger("flask_oauth_hsm.hsm")
 _FIRST_OPEN_TIMEOUT = 30.0  # seconds: the first open of a process that never reached the token
-_instances: "weakref.WeakSet[HSM]" = weakref.WeakSet()
+_instances: weakref.WeakSet[HSM] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -140,7 +141,9 @@ class HSM:
                 if self._opened_once and isinstance(exc, errors.HSMConfigError):
                     # It worked before: a token that vanished is an outage (a network HSM whose
                     # server is down shows no token), not a configuration error.
-                    raise errors.HSMUnavailable(f"HSM unavailable: the token is not visible (server unreachable?): {exc}") from None
+                    raise errors.HSMUnavailable(
+                        f"HSM unavailable: the token is not visible (server unreachable?): {exc}"
+                    ) from None
                 raise
             self._opened_once = True
             self._opened_pid = os.getpid()
@@ -202,18 +205,19 @@ class HSM:
         except (pkcs11.NoSuchToken, pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised):
             pass
         except pkcs11.MultipleTokensReturned:
-            raise errors.HSMConfigError(
-                f"OAUTH_HSM_TOKEN_LABEL: more than one token is labelled {cfg.token_label!r}"
-            ) from None
+            raise errors.HSMConfigError(f"OAUTH_HSM_TOKEN_LABEL: more than one token is labelled {cfg.token_label!r}") from None
         if cfg.token_label:
-            raise errors.HSMConfigError(f"OAUTH_HSM_TOKEN_LABEL: no token labelled {cfg.token_label!r} in {cfg.module}; {self._present_tokens()}")
+            raise errors.HSMConfigError(
+                f"OAUTH_HSM_TOKEN_LABEL: no token labelled {cfg.token_label!r} in {cfg.module}; {self._present_tokens()}"
+            )
         raise errors.HSMConfigError(f"OAUTH_HSM_SLOT: no token present in slot {cfg.slot}; {self._present_tokens()}")
 
     def _present_tokens(self) -> str:
         """What the module does show, so a wrong label or store is obvious from one line."""
         try:
-            labels = sorted(label for s in self._module.lib.get_slots(token_present=True)
-                            if (label := str(s.get_token().label).strip()))  # a free slot has no label
+            labels = sorted(
+                label for s in self._module.lib.get_slots(token_present=True) if (label := str(s.get_token().label).strip())
+            )  # a free slot has no label
         except pkcs11.PKCS11Error:
             labels = []
         seen = f"tokens present: {', '.join(repr(x) for x in labels)}" if labels else "the module shows no initialised token"
@@ -475,7 +479,11 @@ def _where_tokens_come_from(module_path: str) -> str:
     name = os.path.basename(module_path).lower()
     if "softhsm" in name:
         conf = os.environ.get("SOFTHSM2_CONF")
-        return f" (SoftHSM reads SOFTHSM2_CONF={conf})" if conf else " (SOFTHSM2_CONF is not set: SoftHSM uses its system-wide token directory)"
+        return (
+            f" (SoftHSM reads SOFTHSM2_CONF={conf})"
+            if conf
+            else " (SOFTHSM2_CONF is not set: SoftHSM uses its system-wide token directory)"
+        )
     if "p11-kit-client" in name:
         address = os.environ.get("P11_KIT_SERVER_ADDRESS")
         if not address:

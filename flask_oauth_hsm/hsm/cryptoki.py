@@ -55,12 +55,27 @@ _FN = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_void_p)
 _FN_LOGIN = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong)
 _FN_SINFO = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.POINTER(_SessionInfo))
 # Order of CK_FUNCTION_LIST (PKCS#11 v2.40 §5.2, pkcs11f.h) up to C_Login.
-_FN_NAMES = (
-    "C_Initialize C_Finalize C_GetInfo C_GetFunctionList C_GetSlotList C_GetSlotInfo "
-    "C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_InitToken C_InitPIN C_SetPIN "
-    "C_OpenSession C_CloseSession C_CloseAllSessions C_GetSessionInfo C_GetOperationState "
-    "C_SetOperationState C_Login"
-).split()
+_FN_NAMES = [
+    "C_Initialize",
+    "C_Finalize",
+    "C_GetInfo",
+    "C_GetFunctionList",
+    "C_GetSlotList",
+    "C_GetSlotInfo",
+    "C_GetTokenInfo",
+    "C_GetMechanismList",
+    "C_GetMechanismInfo",
+    "C_InitToken",
+    "C_InitPIN",
+    "C_SetPIN",
+    "C_OpenSession",
+    "C_CloseSession",
+    "C_CloseAllSessions",
+    "C_GetSessionInfo",
+    "C_GetOperationState",
+    "C_SetOperationState",
+    "C_Login",
+]
 
 
 class _FunctionList(ctypes.Structure):
@@ -92,7 +107,9 @@ class Cryptoki:
 
     def __init__(self, lib: object):
         fl = ctypes.cast(function_list_address(lib), ctypes.POINTER(_FunctionList)).contents
-        if fl.version[0] not in (2, 3) or not all(getattr(fl, n) for n in ("C_Initialize", "C_Finalize", "C_Login", "C_GetSessionInfo")):
+        if fl.version[0] not in (2, 3) or not all(
+            getattr(fl, n) for n in ("C_Initialize", "C_Finalize", "C_Login", "C_GetSessionInfo")
+        ):
             raise errors.HSMConfigError("OAUTH_HSM_PKCS11_MODULE: the module's function list is incomplete")
         self._lib, self._fl = lib, fl  # the lib keeps the module (and so the list) loaded
         self._initialize = _FN(self._fl.C_Initialize)

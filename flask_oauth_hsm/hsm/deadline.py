@@ -24,7 +24,8 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .. import errors
 
@@ -47,7 +48,7 @@ class _DaemonWorkers:
         self._started = 0
         self._limit = limit
 
-    def submit(self, fn: Callable[[], T]) -> "concurrent.futures.Future[T]":
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._tasks.put((fn, future))
         if not self._idle.acquire(blocking=False):
@@ -84,8 +85,15 @@ class Deadlines:
         self._executor = None
         self.abandoned = 0
 
-    def call(self, fn: Callable[[], T], timeout: float, *, hold: Callable[[], None] | None = None,
-             release: Callable[[], None] | None = None, on_late: Callable[[Any], None] | None = None) -> T:
+    def call(
+        self,
+        fn: Callable[[], T],
+        timeout: float,
+        *,
+        hold: Callable[[], None] | None = None,
+        release: Callable[[], None] | None = None,
+        on_late: Callable[[Any], None] | None = None,
+    ) -> T:
         """``fn()`` within ``timeout`` seconds, else :class:`Abandoned`. ``hold``/``release``: what
         the abandoned call keeps until it returns (its place in the operation gate)."""
         if timeout <= 0:
@@ -105,8 +113,9 @@ class Deadlines:
             future.add_done_callback(lambda done: self._returned(done, release, on_late))
             raise Abandoned(f"HSM unavailable: no answer within OAUTH_HSM_OPERATION_TIMEOUT ({timeout:g} s)") from None
 
-    def _returned(self, done: "concurrent.futures.Future[Any]", release: Callable[[], None] | None,
-                  on_late: Callable[[Any], None] | None) -> None:
+    def _returned(
+        self, done: concurrent.futures.Future[Any], release: Callable[[], None] | None, on_late: Callable[[Any], None] | None
+    ) -> None:
         try:
             if on_late is not None:
                 on_late(None if done.exception() is not None else done.result())

@@ -116,14 +116,16 @@ def check_new_label(session: Any, label: str) -> None:
 
 
 def write_metadata(session: Any, label: str, meta: dict[str, str]) -> None:
-    session.create_object({
-        Attribute.CLASS: ObjectClass.DATA,
-        Attribute.TOKEN: True,
-        Attribute.PRIVATE: False,
-        Attribute.LABEL: label,
-        Attribute.APPLICATION: METADATA_APPLICATION,
-        Attribute.VALUE: json.dumps(meta).encode(),
-    })
+    session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.LABEL: label,
+            Attribute.APPLICATION: METADATA_APPLICATION,
+            Attribute.VALUE: json.dumps(meta).encode(),
+        }
+    )
 
 
 def read_metadata(session: Any, label: str) -> dict[str, Any]:
@@ -140,7 +142,9 @@ def read_metadata(session: Any, label: str) -> dict[str, Any]:
         except (pkcs11.PKCS11Error, ValueError):
             meta = None
         if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in ("alg", "use", "kind")):
-            raise errors.HSMConfigError(f"key {label!r}: its flask-oauth-hsm metadata object is unreadable; refusing to guess its algorithm")
+            raise errors.HSMConfigError(
+                f"key {label!r}: its flask-oauth-hsm metadata object is unreadable; refusing to guess its algorithm"
+            )
         return meta
     return {}
 
@@ -168,17 +172,31 @@ def generate_pair(session: Any, spec: AlgSpec, label: str, rsa_bits: int, crv: s
     if spec.kty == "RSA":
         public[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
         session.generate_keypair(
-            KeyType.RSA, rsa_bits, id=key_id, label=label, store=True,
-            public_template=public, private_template=private,
+            KeyType.RSA,
+            rsa_bits,
+            id=key_id,
+            label=label,
+            store=True,
+            public_template=public,
+            private_template=private,
         )
         return
     if spec.kty == "OKP":
-        key_type, params, mech = KeyType.EC_EDWARDS, encode_named_curve_parameters("1.3.101.112"), Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+        key_type, params, mech = (
+            KeyType.EC_EDWARDS,
+            encode_named_curve_parameters("1.3.101.112"),
+            Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+        )
     else:
         key_type, params, mech = KeyType.EC, encode_named_curve_parameters(CURVES[crv][0]), Mechanism.EC_KEY_PAIR_GEN
     domain = session.create_domain_parameters(key_type, {Attribute.EC_PARAMS: params}, local=True)
     domain.generate_keypair(
-        id=key_id, label=label, store=True, mechanism=mech, public_template=public, private_template=private,
+        id=key_id,
+        label=label,
+        store=True,
+        mechanism=mech,
+        public_template=public,
+        private_template=private,
     )
 
 

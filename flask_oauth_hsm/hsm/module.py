@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import pkcs11
 
@@ -97,8 +98,9 @@ class Module:
         self.gate = OperationGate()
         self.deadlines.after_fork_in_child()
 
-    def bounded(self, fn: Callable[[], T], timeout: float, on_late: Callable[[Any], None] | None = None,
-                *, gated: bool = True) -> T:
+    def bounded(
+        self, fn: Callable[[], T], timeout: float, on_late: Callable[[Any], None] | None = None, *, gated: bool = True
+    ) -> T:
         """``fn()`` (calls into the library) within ``timeout`` (deadline.py); ``gated``: the caller
         is inside :meth:`operation`, and an abandoned call keeps that place until it returns."""
         if gated:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass
@@ -42,7 +43,7 @@ class TokenKey:
 
     __slots__ = ("hsm", "info", "ref", "label", "alg", "kid", "kty", "crv", "size", "_sign_op", "_prepare", "_sig_len")
 
-    def __init__(self, hsm: "HSM", info: KeyInfo):
+    def __init__(self, hsm: HSM, info: KeyInfo):
         self.hsm, self.info = hsm, info
         self.ref = KeyRef(info.label)
         self.label, self.alg, self.kid = info.label, info.alg, info.kid
@@ -125,7 +126,8 @@ class TokenKey:
         mgf = {"sha1": MGF.SHA1, "sha256": MGF.SHA256}[hash_name]
         param = ({"sha1": Mechanism.SHA_1, "sha256": Mechanism.SHA256}[hash_name], mgf, None)
         result: bytes = self.hsm.run(
-            self.ref, lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param),
+            self.ref,
+            lambda k: k.decrypt(ciphertext, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=param),
             input_dependent=True,
         )
         return result
@@ -172,7 +174,7 @@ class TokenSecretKey:
 
     __slots__ = ("hsm", "info", "ref", "label", "kind")
 
-    def __init__(self, hsm: "HSM", info: SecretKeyInfo):
+    def __init__(self, hsm: HSM, info: SecretKeyInfo):
         self.hsm, self.info = hsm, info
         self.ref = KeyRef(info.label, ObjectClass.SECRET_KEY)
         self.label, self.kind = info.label, info.kind
@@ -188,7 +190,9 @@ class TokenSecretKey:
         self._need("aes")
         iv = os.urandom(GCM_IV_LEN)
         params = GCMParams(iv, aad, GCM_TAG_BITS)
-        sealed: bytes = self.hsm.run(self.ref, lambda k: k.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+        sealed: bytes = self.hsm.run(
+            self.ref, lambda k: k.encrypt(plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+        )
         return iv + sealed
 
     def open(self, sealed: bytes, aad: bytes = b"") -> bytes:
@@ -200,7 +204,8 @@ class TokenSecretKey:
         body = sealed[GCM_IV_LEN:]
         try:
             result: bytes = self.hsm.run(
-                self.ref, lambda k: k.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params),
+                self.ref,
+                lambda k: k.decrypt(body, mechanism=Mechanism.AES_GCM, mechanism_param=params),
                 input_dependent=True,
             )
             return result

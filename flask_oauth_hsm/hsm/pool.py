@@ -11,8 +11,9 @@ import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pkcs11
 from pkcs11 import ObjectClass

@@ -32,18 +32,18 @@ if TYPE_CHECKING:
 UNREADABLE: dict[str, Any] = {"unreadable": True}  # a record we own but cannot parse: never guessed
 
 
-def read_records(hsm: "HSM") -> dict[str, dict[str, Any]]:
+def read_records(hsm: HSM) -> dict[str, dict[str, Any]]:
     """label -> the newest key record (those with a ``key_set``), or :data:`UNREADABLE`."""
     records: dict[str, dict[str, Any]] = hsm._with_session(_read_all)
     return records
 
 
-def write_record(hsm: "HSM", label: str, record: dict[str, Any]) -> None:
+def write_record(hsm: HSM, label: str, record: dict[str, Any]) -> None:
     """Replace the metadata of ``label`` with ``record`` (its ``seq`` one above the newest)."""
     hsm._with_session(lambda s: _replace(s, label, record), rw=True)
 
 
-def destroy_pair(hsm: "HSM", label: str) -> None:
+def destroy_pair(hsm: HSM, label: str) -> None:
     """Delete the key pair of ``label`` and keep its record (a destroyed key's kid stays known)."""
 
     def destroy(session: Any) -> None:
@@ -104,14 +104,16 @@ def _replace(session: Any, label: str, record: dict[str, Any]) -> None:
     old = _ours(session, label)
     seqs = [r["seq"] for r in (_parse(o) for o in old) if r is not None and r is not UNREADABLE]
     value = {**record, "seq": max(seqs, default=0) + 1}
-    session.create_object({
-        Attribute.CLASS: ObjectClass.DATA,
-        Attribute.TOKEN: True,
-        Attribute.PRIVATE: True,
-        Attribute.LABEL: label,
-        Attribute.APPLICATION: METADATA_APPLICATION,
-        Attribute.VALUE: json.dumps(value, sort_keys=True).encode(),
-    })
+    session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.LABEL: label,
+            Attribute.APPLICATION: METADATA_APPLICATION,
+            Attribute.VALUE: json.dumps(value, sort_keys=True).encode(),
+        }
+    )
     for obj in old:  # only after the new version exists: a reader never sees none
         with contextlib.suppress(pkcs11.ObjectHandleInvalid):  # another writer removed it first
             obj.destroy()

@@ -129,5 +129,5 @@ def typ_is(header: dict[str, Any], expected: str) -> bool:
         return False
     typ = typ.lower()
     if typ.startswith("application/"):
-        typ = typ[len("application/"):]
+        typ = typ[len("application/") :]
     return typ == expected.lower()

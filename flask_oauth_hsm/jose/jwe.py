@@ -16,8 +16,9 @@ import hmac
 import json
 import os
 import struct
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, padding as sym_padding, serialization
@@ -69,9 +70,7 @@ class _Parsed:
     tag: bytes
 
 
-def _parse(
-    token: str | bytes, encryptions: Collection[str], max_len: int, algorithms: Collection[str] | None = None
-) -> _Parsed:
+def _parse(token: str | bytes, encryptions: Collection[str], max_len: int, algorithms: Collection[str] | None = None) -> _Parsed:
     head, ek_b64, iv_b64, ct_b64, tag_b64 = split_compact(token, 5, max_len)
     header = parse_protected_header(head)
     if algorithms is not None and (header["alg"] not in KEY_MANAGEMENT or header["alg"] not in algorithms):
@@ -84,8 +83,13 @@ def _parse(
     if enc is None or enc_name not in encryptions:
         raise RefusedAlgorithm(f"JWE enc {str(enc_name)[:20]!r} is not accepted here")
     parsed = _Parsed(
-        head, header, enc, b64url_decode(ek_b64, "JWE encrypted key"), b64url_decode(iv_b64, "JWE IV"),
-        b64url_decode(ct_b64, "JWE ciphertext"), b64url_decode(tag_b64, "JWE tag"),
+        head,
+        header,
+        enc,
+        b64url_decode(ek_b64, "JWE encrypted key"),
+        b64url_decode(iv_b64, "JWE IV"),
+        b64url_decode(ct_b64, "JWE ciphertext"),
+        b64url_decode(tag_b64, "JWE tag"),
     )
     if len(parsed.iv) != enc.iv_len or len(parsed.tag) != _TAG_LEN:
         raise DecryptionFailed("JWE could not be decrypted")
@@ -118,7 +122,11 @@ def decrypt(
 
 
 def decrypt_with_cek(
-    token: str | bytes, cek_for: Callable[[dict[str, Any]], bytes], encryptions: Collection[str], *, max_len: int = MAX_COMPACT_LEN
+    token: str | bytes,
+    cek_for: Callable[[dict[str, Any]], bytes],
+    encryptions: Collection[str],
+    *,
+    max_len: int = MAX_COMPACT_LEN,
 ) -> Decrypted:
     """Decrypt with a CEK obtained otherwise (``cek_for(header)``), e.g. escrowed to ourselves."""
     p = _parse(token, encryptions, max_len)
@@ -235,8 +243,13 @@ def _encrypt_content(enc: EncSpec, cek: bytes, plaintext: bytes, aad: bytes) -> 
 
 
 def encrypt(
-    plaintext: bytes, recipient: PublicJWK, alg: str, enc: str, header: dict[str, Any] | None = None,
-    *, escrow: Callable[[bytes], dict[str, Any]] | None = None,
+    plaintext: bytes,
+    recipient: PublicJWK,
+    alg: str,
+    enc: str,
+    header: dict[str, Any] | None = None,
+    *,
+    escrow: Callable[[bytes], dict[str, Any]] | None = None,
 ) -> str:
     """Compact JWE of ``plaintext`` to ``recipient``; ``kid`` is the recipient's when it has one.
 

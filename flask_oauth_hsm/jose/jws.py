@@ -11,9 +11,10 @@ used to find a key (RFC 8725 §3.10).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Collection, Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -25,7 +26,11 @@ from ..errors import InvalidSignature, RefusedAlgorithm
 from .compact import MAX_COMPACT_LEN, b64url_decode, b64url_encode, parse_protected_header, split_compact
 from .jwk import PublicJWK
 
-_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 class Signer(Protocol):
@@ -120,9 +125,7 @@ def verify_signature(spec: AlgSpec, key: PublicJWK, signing_input: bytes, signat
         elif spec.kind == "pss":
             # RFC 7518 §3.5: MGF1 with the same hash, salt length equal to the hash size.
             digest = _digest(spec)
-            key.key.verify(
-                signature, signing_input, padding.PSS(padding.MGF1(digest), digest.digest_size), digest
-            )
+            key.key.verify(signature, signing_input, padding.PSS(padding.MGF1(digest), digest.digest_size), digest)
         elif spec.kind == "pkcs1":
             key.key.verify(signature, signing_input, padding.PKCS1v15(), _digest(spec))
         elif spec.kind == "eddsa":

@@ -17,13 +17,13 @@ Which keys the ring holds at time ``now`` (keys in service, states.py):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .. import clock
 from ..errors import ConfigError, KeyNotFound, KeyStateRefused
-from ..hsm import HSM, TokenKey, read_records, write_record
-from ..hsm import destroy_pair as _destroy_pair
+from ..hsm import HSM, TokenKey, destroy_pair as _destroy_pair, read_records, write_record
 from . import states
 from .ring import KeyRing
 from .states import KeyRecord
@@ -42,7 +42,7 @@ def read(hsm: HSM, name: str | None = None) -> list[KeyRecord]:
     return [KeyRecord.parse(label, raw) for label, raw in raws if name is None or raw.get("key_set", name) == name]
 
 
-def configured_ring(hsm: HSM, settings: "Settings") -> KeyRing:
+def configured_ring(hsm: HSM, settings: Settings) -> KeyRing:
     """The key ring at start-up: from the key set if there is one, else from the label settings."""
     if settings.key_set is not None:
         return load_ring(hsm, settings.key_set)
@@ -67,8 +67,10 @@ def _ring(hsm: HSM, name: str, live: list[KeyRecord]) -> KeyRing:
 
     signers = keys("sig", "active")
     if not signers:
-        raise ConfigError(f"key set {name!r} has no active signing key (`flask oauth-hsm keys generate --use sig "
-                          "--state active ...` starts one)")
+        raise ConfigError(
+            f"key set {name!r} has no active signing key (`flask oauth-hsm keys generate --use sig "
+            "--state active ...` starts one)"
+        )
     active_enc = keys("enc", "active")
     next_enc = keys("enc", "next")
     verifying = [*keys("sig", "next"), *keys("sig", "retired")]
@@ -104,7 +106,7 @@ class KeySet:
         self.hsm, self.name, self.timings = hsm, name, timings
 
     @classmethod
-    def of(cls, hsm: HSM, settings: "Settings") -> "KeySet":
+    def of(cls, hsm: HSM, settings: Settings) -> KeySet:
         if settings.key_set is None:
             raise ConfigError("OAUTH_HSM_KEY_SET is not set: key states need a key set (docs/hsm-and-keys.md)")
         return cls(hsm, settings.key_set, Timings.from_settings(settings))
@@ -121,13 +123,15 @@ class KeySet:
         states.check_kid_unused(info.kid, raws)
         states.check_new(self.records(), info.use, state)
         now = int(clock.now())
-        record = KeyRecord(label, self.name, info.kid, info.alg, info.use, state, published=now,
-                           activated=now if state == "active" else None)
+        record = KeyRecord(
+            label, self.name, info.kid, info.alg, info.use, state, published=now, activated=now if state == "active" else None
+        )
         write_record(self.hsm, label, record.to_json())
         return Change(record)
 
-    def rotate(self, use: str, *, label: str | None = None, force: bool = False,
-               vet: Callable[[KeyRing], None] | None = None) -> Change:
+    def rotate(
+        self, use: str, *, label: str | None = None, force: bool = False, vet: Callable[[KeyRing], None] | None = None
+    ) -> Change:
         now = int(clock.now())
         records = self.records()
         changed = states.rotation(records, use, now, self.timings, label=label, force=force)
@@ -153,4 +157,3 @@ class KeySet:
         write_record(self.hsm, label, record.to_json())
         _destroy_pair(self.hsm, label)
         return Change(record)
-

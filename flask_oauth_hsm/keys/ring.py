@@ -15,8 +15,9 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .. import clock
 from ..errors import ConfigError, InvalidKey, KeyNotFound, OAuthHSMError
@@ -39,7 +40,7 @@ class KeyRing:
     escrow: PublicJWK | None  # public half of our preferred decryption key (access_tokens: CEK escrow)
 
     @classmethod
-    def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> "KeyRing":
+    def load(cls, hsm: HSM, signing_label: str, published: tuple[str, ...], encryption: tuple[str, ...]) -> KeyRing:
         """Label mode: OAUTH_HSM_SIGNING_KEY, OAUTH_HSM_PUBLISHED_KEYS, OAUTH_HSM_ENCRYPTION_KEYS."""
         signing = _configured_key(hsm, signing_label, "OAUTH_HSM_SIGNING_KEY")
         if signing.info.use != "sig":
@@ -56,8 +57,14 @@ class KeyRing:
         return cls.build(signers, infos, decryption, escrow, twice)
 
     @classmethod
-    def build(cls, signers: tuple[TokenKey, ...], published: tuple[KeyInfo, ...], decryption: tuple[TokenKey, ...],
-              escrow: TokenKey | None, duplicate: str) -> "KeyRing":
+    def build(
+        cls,
+        signers: tuple[TokenKey, ...],
+        published: tuple[KeyInfo, ...],
+        decryption: tuple[TokenKey, ...],
+        escrow: TokenKey | None,
+        duplicate: str,
+    ) -> KeyRing:
         """A ring from its parts: ``signers[0]`` signs; the JWKS lists ``published`` in order."""
         kids = [i.kid for i in published]
         if len(kids) != len(set(kids)):
@@ -71,8 +78,12 @@ class KeyRing:
     @property
     def fingerprint(self) -> tuple[Any, ...]:
         """Equal for two rings that behave the same (a re-read that changed nothing swaps nothing)."""
-        return (self.jwks_etag, tuple(k.kid for k in self.signers), tuple(k.kid for k in self.decryption),
-                self.escrow.kid if self.escrow else None)
+        return (
+            self.jwks_etag,
+            tuple(k.kid for k in self.signers),
+            tuple(k.kid for k in self.decryption),
+            self.escrow.kid if self.escrow else None,
+        )
 
     def signer_for(self, alg: str | None) -> TokenKey:
         """The key that signs for ``alg`` (RFC 9701 responses): the signing key when it fits."""
@@ -120,8 +131,10 @@ def _configured_key(hsm: HSM, label: str, variable: str) -> TokenKey:
     try:
         return hsm.key(label)
     except KeyNotFound as exc:
-        raise KeyNotFound(f"{variable}: {exc} (`flask oauth-hsm keys list` shows what the token holds; "
-                          f"`flask oauth-hsm keys generate --label {label} ...` creates it)") from None
+        raise KeyNotFound(
+            f"{variable}: {exc} (`flask oauth-hsm keys list` shows what the token holds; "
+            f"`flask oauth-hsm keys generate --label {label} ...` creates it)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -214,11 +227,16 @@ class KeyRingHolder:
                 self._vet(ring)
         except Exception as exc:  # noqa: BLE001 - whatever it is, serving on with the current keys is safer
             self._read_at = now - self._every + min(self._every, self.RETRY_AFTER_FAILURE)
-            log.error("cannot re-read the key set; keeping the current key ring: %s", exc,
-                      exc_info=not isinstance(exc, OAuthHSMError))
+            log.error(
+                "cannot re-read the key set; keeping the current key ring: %s", exc, exc_info=not isinstance(exc, OAuthHSMError)
+            )
             return
         self._read_at = now
         if changed:
             self.swap(ring)
-            log.info("key ring changed: signing kid %s, %d published key(s), %d decryption key(s)",
-                     ring.signing.kid, len(ring.published), len(ring.decryption))
+            log.info(
+                "key ring changed: signing kid %s, %d published key(s), %d decryption key(s)",
+                ring.signing.kid,
+                len(ring.published),
+                len(ring.decryption),
+            )

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import ConfigError, KeyStateRefused
 from .timing import Timings
@@ -47,7 +48,7 @@ class KeyRecord:
     destroyed: int | None = None
 
     @classmethod
-    def parse(cls, label: str, raw: dict[str, Any]) -> "KeyRecord":
+    def parse(cls, label: str, raw: dict[str, Any]) -> KeyRecord:
         """A record read from the token; refuses one we cannot trust (never guesses a state)."""
         strings = ("key_set", "kid", "alg", "use", "state")
         if raw.get("unreadable") or not all(isinstance(raw.get(k), str) for k in strings):
@@ -66,7 +67,7 @@ class KeyRecord:
         del out["label"]
         return out
 
-    def moved(self, **changes: Any) -> "KeyRecord":
+    def moved(self, **changes: Any) -> KeyRecord:
         return dataclasses.replace(self, **changes)
 
     def in_service(self, now: float) -> bool:
@@ -92,8 +93,9 @@ def check_new(records: Iterable[KeyRecord], use: str, state: str) -> None:
     records = list(records)
     if state == "active" and newest_active(records, use):
         holder = newest_active(records, use)[0].label
-        raise KeyStateRefused(f"{holder!r} is already the active {KIND[use]} key: add the new key with "
-                              f"--state next, then `keys rotate --use {use}`")
+        raise KeyStateRefused(
+            f"{holder!r} is already the active {KIND[use]} key: add the new key with --state next, then `keys rotate --use {use}`"
+        )
     waiting = [r.label for r in records if r.use == use and r.state == "next"]
     if state == "next" and waiting:
         raise KeyStateRefused(f"{waiting[0]!r} is already the next {KIND[use]} key: rotate to it or retire it first")
@@ -107,14 +109,16 @@ def check_kid_unused(kid: str, raws: Mapping[str, Mapping[str, Any]]) -> None:
     """
     for label, raw in sorted(raws.items()):
         if raw.get("unreadable"):
-            raise KeyStateRefused(f"the key record of {label!r} cannot be read: repair it before adding keys "
-                                  "(kids must stay unique)")
+            raise KeyStateRefused(
+                f"the key record of {label!r} cannot be read: repair it before adding keys (kids must stay unique)"
+            )
         if raw.get("kid") == kid:
             raise KeyStateRefused(f"kid {kid} was already used by {label!r} ({raw.get('state')}): kids are never reused")
 
 
-def rotation(records: Iterable[KeyRecord], use: str, now: int, timings: Timings, *, label: str | None = None,
-             force: bool = False) -> list[KeyRecord]:
+def rotation(
+    records: Iterable[KeyRecord], use: str, now: int, timings: Timings, *, label: str | None = None, force: bool = False
+) -> list[KeyRecord]:
     """The records to write, in order, to make the next key active and retire the active one.
 
     The next key is written first: until the old key's record follows, two keys are active and
@@ -134,7 +138,8 @@ def rotation(records: Iterable[KeyRecord], use: str, now: int, timings: Timings,
         raise KeyStateRefused(
             f"{promoted.label!r} has been published for {now - published} s; caches need {timings.publication} s "
             f"({timings.publication_formula}): rotate at {iso(ready)} (in {ready - now} s), or with --force, which "
-            "lets resource servers meet an unknown kid")
+            "lets resource servers meet an unknown kid"
+        )
     retiring = [r.moved(state="retired", retired=now, until=now + timings.overlap(use)) for r in newest_active(records, use)]
     return [promoted.moved(state="active", activated=now), *retiring]
 
@@ -150,8 +155,10 @@ def retirement(records: Iterable[KeyRecord], label: str, now: int, timings: Timi
         if now >= record.until:
             raise KeyStateRefused(f"{label!r} has been out of service since {iso(record.until)}: `keys destroy` removes it")
         if not force:
-            raise KeyStateRefused(f"{label!r} is retired and may still be needed until {iso(record.until)} "
-                                  f"(in {record.until - now} s): {_needed_for(record.use)}")
+            raise KeyStateRefused(
+                f"{label!r} is retired and may still be needed until {iso(record.until)} "
+                f"(in {record.until - now} s): {_needed_for(record.use)}"
+            )
         return record.moved(until=now)
     if record.state == "active" and newest_active(records, record.use)[0].label == label:
         raise KeyStateRefused(f"{label!r} is the active {KIND[record.use]} key: `keys rotate --use {record.use}` replaces it")
@@ -166,14 +173,18 @@ def destruction(records: Iterable[KeyRecord], label: str, now: int, timings: Tim
     if record.in_service(now):
         if record.state == "retired":
             assert record.until is not None
-            raise KeyStateRefused(f"{label!r} is retired but may still be needed until {iso(record.until)} "
-                                  f"(in {record.until - now} s): {_needed_for(record.use)}")
+            raise KeyStateRefused(
+                f"{label!r} is retired but may still be needed until {iso(record.until)} "
+                f"(in {record.until - now} s): {_needed_for(record.use)}"
+            )
         raise KeyStateRefused(f"{label!r} is {record.state}: retire it first (`keys retire`, `keys rotate`)")
     assert record.until is not None
     gone = record.until + timings.refresh  # every process has re-read the states since it expired
     if now < gone:
-        raise KeyStateRefused(f"{label!r} leaves the key ring of every process by {iso(gone)} (in {gone - now} s, "
-                              "OAUTH_HSM_KEYS_REFRESH): destroy it then")
+        raise KeyStateRefused(
+            f"{label!r} leaves the key ring of every process by {iso(gone)} (in {gone - now} s, "
+            "OAUTH_HSM_KEYS_REFRESH): destroy it then"
+        )
     return record.moved(state="destroyed", destroyed=now)
 
 

@@ -40,9 +40,16 @@ class Timings:
     refresh_token_idle: int = 0  # refresh tokens sealed to an encryption key stay valid this long
 
     @classmethod
-    def from_settings(cls, s: "Settings") -> "Timings":
-        return cls(s.keys_refresh, s.jwks_max_age, s.jwks_peer_cache, s.access_token_lifetime, s.assertion_max_lifetime,
-                   s.clock_skew, s.refresh_token_idle_lifetime)
+    def from_settings(cls, s: Settings) -> Timings:
+        return cls(
+            s.keys_refresh,
+            s.jwks_max_age,
+            s.jwks_peer_cache,
+            s.access_token_lifetime,
+            s.assertion_max_lifetime,
+            s.clock_skew,
+            s.refresh_token_idle_lifetime,
+        )
 
     @property
     def publication(self) -> int:

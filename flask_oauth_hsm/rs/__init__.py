@@ -24,8 +24,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, g, make_response, request
 
@@ -60,7 +61,10 @@ class ResourceProtector:
         settings = load_rs_settings(app.config)
         hsm = _rs_hsm(app, settings)
         if hsm is not None and not KEY_ADMIN.get():
-            for variable, label in (("OAUTH_HSM_RS_SIGNING_KEY", settings.signing_key), ("OAUTH_HSM_RS_DECRYPTION_KEY", settings.decryption_key)):
+            for variable, label in (
+                ("OAUTH_HSM_RS_SIGNING_KEY", settings.signing_key),
+                ("OAUTH_HSM_RS_DECRYPTION_KEY", settings.decryption_key),
+            ):
                 if label is not None:
                     try:
                         hsm.key(label)  # start-up check: present, safe
@@ -68,8 +72,16 @@ class ResourceProtector:
                         raise KeyNotFound(f"{variable}: {exc}") from None
         networks = tuple(ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies)
         certificates = CertificateSource(settings.mtls_cert_header, None, networks) if settings.mtls_cert_header else None
-        state = RSState(settings, hsm, _jwks_cache(app, settings), ResultCache(), networks, _nonces(settings, hsm),
-                        _store(app, settings), certificates)
+        state = RSState(
+            settings,
+            hsm,
+            _jwks_cache(app, settings),
+            ResultCache(),
+            networks,
+            _nonces(settings, hsm),
+            _store(app, settings),
+            certificates,
+        )
         app.extensions[EXTENSION_KEY] = state
 
     def require_token(self, scope: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -105,6 +117,7 @@ def _jwks_cache(app: Flask, settings: RSSettings) -> JWKSCache:
     if as_ctx is not None and as_ctx.settings.issuer == settings.issuer and not settings.jwks_uri:
         # The AS lives in this app: read its current key set directly instead of over HTTP.
         return JWKSCache(lambda: json.loads(as_ctx.keys.ring.jwks_json))
+
     def fetch() -> dict[str, Any]:
         state: RSState = app.extensions[EXTENSION_KEY]
         return get_json(state.endpoint("jwks_uri"), settings.http_timeout)
@@ -153,8 +166,12 @@ def _challenge(exc: TokenRejected, state: RSState) -> Response:
         body = {"error": exc.error, "error_description": exc.description}
     if exc.scope:
         parts.append(f'scope="{exc.scope}"')
-    response = Response(json.dumps(body or {"error": "invalid_request", "error_description": exc.description}),
-                        exc.status, {"Cache-Control": "no-store", **exc.headers}, mimetype="application/json")
+    response = Response(
+        json.dumps(body or {"error": "invalid_request", "error_description": exc.description}),
+        exc.status,
+        {"Cache-Control": "no-store", **exc.headers},
+        mimetype="application/json",
+    )
     response.headers.add("WWW-Authenticate", f"{scheme} " + ", ".join(parts))
     if scheme != "DPoP" and (not exc.error or exc.offer_dpop):  # no credentials, or a DPoP token sent as Bearer
         response.headers.add("WWW-Authenticate", f"DPoP {algs}")

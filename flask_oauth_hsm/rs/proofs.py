@@ -12,8 +12,9 @@ proof, and is never accepted as a bearer token.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask import Request
@@ -40,8 +41,16 @@ class TokenRejected(Exception):
     challenge uses the scheme the client used (``scheme``, set once it is known), and offers
     DPoP too where that is what the client should have used."""
 
-    def __init__(self, error: str, status: int, description: str, scope: str | None = None, *,
-                 headers: Mapping[str, str] | None = None, offer_dpop: bool = False):
+    def __init__(
+        self,
+        error: str,
+        status: int,
+        description: str,
+        scope: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        offer_dpop: bool = False,
+    ):
         super().__init__(description)
         self.error, self.status, self.description, self.scope = error, status, description, scope
         self.headers, self.offer_dpop = dict(headers or {}), offer_dpop
@@ -68,7 +77,7 @@ def presented_token(req: Request) -> Presented:
     return Presented(scheme.lower(), token)
 
 
-def target_uri(state: "RSState", req: Request) -> str:
+def target_uri(state: RSState, req: Request) -> str:
     """The URI the client addressed (RFC 9421 §2.2.2 @target-uri, RFC 9449 htu): our configured
     origin (never the Host header) and the request target exactly as sent, when the server tells
     it (``RAW_URI``: gunicorn, Werkzeug); else the path re-encoded."""
@@ -80,7 +89,7 @@ def target_uri(state: "RSState", req: Request) -> str:
     return state.settings.origin + path + (f"?{query}" if query else "")
 
 
-def check_sender(state: "RSState", req: Request, presented: Presented, claims: Mapping[str, Any]) -> dict[str, str]:
+def check_sender(state: RSState, req: Request, presented: Presented, claims: Mapping[str, Any]) -> dict[str, str]:
     """Raise TokenRejected unless the request proves the token's binding; returns response headers."""
     cnf = claims.get("cnf")
     if cnf is None:
@@ -102,7 +111,7 @@ def check_sender(state: "RSState", req: Request, presented: Presented, claims: M
     return {}
 
 
-def decrypter(state: "RSState") -> TokenKey:
+def decrypter(state: RSState) -> TokenKey:
     if state.settings.decryption_key is None or state.hsm is None:
         raise TokenRejected("invalid_token", 401, "encrypted token, but no decryption key is configured")
     return state.hsm.key(state.settings.decryption_key)
@@ -111,7 +120,7 @@ def decrypter(state: "RSState") -> TokenKey:
 # --- DPoP ------------------------------------------------------------------------------------------
 
 
-def _check_dpop(state: "RSState", req: Request, presented: Presented, claims: Mapping[str, Any], jkt: Any) -> dict[str, str]:
+def _check_dpop(state: RSState, req: Request, presented: Presented, claims: Mapping[str, Any], jkt: Any) -> dict[str, str]:
     if presented.scheme != "dpop":  # RFC 9449 §7.1: a DPoP-bound token is no bearer token
         raise TokenRejected("invalid_token", 401, "a DPoP-bound token must be sent with the DPoP scheme", offer_dpop=True)
     s, who = state.settings, str(claims.get("client_id") or jkt)
@@ -119,8 +128,15 @@ def _check_dpop(state: "RSState", req: Request, presented: Presented, claims: Ma
         value = dpop.read_header(req.headers.getlist("DPoP"))
         if value is None:
             raise dpop.ProofError("no DPoP proof")
-        proof = dpop.verify_proof(value, method=req.method, url=target_uri(state, req), algorithms=s.dpop_algs,
-                                  max_age=s.proof_max_age, leeway=s.leeway, access_token=presented.token)
+        proof = dpop.verify_proof(
+            value,
+            method=req.method,
+            url=target_uri(state, req),
+            algorithms=s.dpop_algs,
+            max_age=s.proof_max_age,
+            leeway=s.leeway,
+            access_token=presented.token,
+        )
         if proof.jkt != jkt:  # RFC 9449 §7.1: the proof key is the key the token is bound to
             raise dpop.ProofError("the proof key is not the token's key")
         state.nonces.check_presented(proof)
@@ -130,16 +146,16 @@ def _check_dpop(state: "RSState", req: Request, presented: Presented, claims: Ma
     except dpop.ProofError as exc:
         raise TokenRejected("invalid_dpop_proof", 401, f"invalid DPoP proof: {exc}") from None
     except NonceRequired as exc:
-        raise TokenRejected("use_dpop_nonce", 401, f"use the DPoP-Nonce: {exc}",
-                            headers=state.nonces.challenge()) from None
+        raise TokenRejected("use_dpop_nonce", 401, f"use the DPoP-Nonce: {exc}", headers=state.nonces.challenge()) from None
     return state.nonces.offer(state.store, who)
 
 
 # --- PoP tokens (RFC 9421) ---------------------------------------------------------------------------
 
 
-def _check_signature(state: "RSState", req: Request, presented: Presented, claims: Mapping[str, Any],
-                     cnf: Mapping[str, Any]) -> None:
+def _check_signature(
+    state: RSState, req: Request, presented: Presented, claims: Mapping[str, Any], cnf: Mapping[str, Any]
+) -> None:
     if presented.scheme != "pop":
         raise TokenRejected("invalid_token", 401, "a PoP token must be sent with the PoP scheme, signed (RFC 9421)")
     s = state.settings
@@ -157,11 +173,15 @@ def _check_signature(state: "RSState", req: Request, presented: Presented, claim
         if state.store is not None:
             use_signature_nonce_once(state.store, signed.keyid, signed, s.proof_max_age, s.leeway)
     except httpsig.SignatureError:
-        raise TokenRejected("invalid_token", 401, "the request signature is missing or invalid (RFC 9421: @method, "
-                            "@target-uri, authorization, content-digest, created, nonce)") from None
+        raise TokenRejected(
+            "invalid_token",
+            401,
+            "the request signature is missing or invalid (RFC 9421: @method, "
+            "@target-uri, authorization, content-digest, created, nonce)",
+        ) from None
 
 
-def _bound_key(state: "RSState", cnf: Mapping[str, Any], claims: Mapping[str, Any]) -> tuple[Any, str | None, frozenset[str]]:
+def _bound_key(state: RSState, cnf: Mapping[str, Any], claims: Mapping[str, Any]) -> tuple[Any, str | None, frozenset[str]]:
     """The token's key, its RFC 9421 algorithm and the keyids naming it."""
     try:
         if "jwk" in cnf:
@@ -185,7 +205,7 @@ def _bound_key(state: "RSState", cnf: Mapping[str, Any], claims: Mapping[str, An
 # --- mTLS --------------------------------------------------------------------------------------------
 
 
-def _check_certificate(state: "RSState", req: Request, presented: Presented, thumbprint: Any) -> None:
+def _check_certificate(state: RSState, req: Request, presented: Presented, thumbprint: Any) -> None:
     """RFC 8705 §3: the token goes with Bearer; the connection's certificate must be the bound one."""
     cert = state.certificates.read(req.remote_addr, req.headers) if state.certificates is not None else None
     if cert is None or cert.thumbprint != thumbprint:

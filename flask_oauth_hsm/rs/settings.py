@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
-from typing import Any, Mapping
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ..algorithms import DEFAULT_POP_SIGNATURE_ALGS, HTTP_SIGNATURE_ALGS, SIGNING
 from ..clients import valid_resource_uri
 from ..errors import ConfigError
-from ..settings import CSV, DPOP_NONCE_MODES, header_name, _redis_url, cidrs, first_error, https_or_loopback, raw_values
+from ..settings import CSV, DPOP_NONCE_MODES, _redis_url, cidrs, first_error, header_name, https_or_loopback, raw_values
 
 
 def _resource(value: str) -> None:
@@ -44,7 +45,9 @@ class _RSSchema(Schema):
     resource = fields.String(required=True, data_key="OAUTH_HSM_RS_RESOURCE", validate=_resource)
     mode = fields.String(load_default="local", data_key="OAUTH_HSM_RS_MODE", validate=validate.OneOf(["local", "introspection"]))
     jwks_uri = fields.String(load_default=None, data_key="OAUTH_HSM_RS_JWKS_URI", validate=https_or_loopback)
-    introspection_endpoint = fields.String(load_default=None, data_key="OAUTH_HSM_RS_INTROSPECTION_ENDPOINT", validate=https_or_loopback)
+    introspection_endpoint = fields.String(
+        load_default=None, data_key="OAUTH_HSM_RS_INTROSPECTION_ENDPOINT", validate=https_or_loopback
+    )
     client_id = fields.String(load_default=None, data_key="OAUTH_HSM_RS_CLIENT_ID")
     signing_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_SIGNING_KEY")
     decryption_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_DECRYPTION_KEY")
@@ -53,8 +56,9 @@ class _RSSchema(Schema):
     leeway = fields.Integer(load_default=30, data_key="OAUTH_HSM_RS_LEEWAY", validate=validate.Range(0, 300))
     cache_ttl = fields.Integer(load_default=30, data_key="OAUTH_HSM_RS_CACHE_TTL", validate=validate.Range(0, 3600))
     http_timeout = fields.Float(load_default=3.0, data_key="OAUTH_HSM_RS_HTTP_TIMEOUT", validate=validate.Range(0.1, 60))
-    assertion_aud = fields.String(load_default="issuer", data_key="OAUTH_HSM_RS_ASSERTION_AUD",
-                                  validate=validate.OneOf(["issuer", "endpoint"]))
+    assertion_aud = fields.String(
+        load_default="issuer", data_key="OAUTH_HSM_RS_ASSERTION_AUD", validate=validate.OneOf(["issuer", "endpoint"])
+    )
     check_cip = fields.Boolean(load_default=False, data_key="OAUTH_HSM_RS_CHECK_CIP")
     retry_after = fields.Integer(load_default=5, data_key="OAUTH_HSM_RS_RETRY_AFTER", validate=validate.Range(1, 3600))
     # The same variable as the AS's: caller addresses come from X-Forwarded-For only through these.
@@ -68,12 +72,17 @@ class _RSSchema(Schema):
     proof_max_age = fields.Integer(load_default=60, data_key="OAUTH_HSM_RS_PROOF_MAX_AGE", validate=validate.Range(5, 600))
     dpop_nonce = fields.String(load_default="off", data_key="OAUTH_HSM_RS_DPOP_NONCE", validate=validate.OneOf(DPOP_NONCE_MODES))
     dpop_nonce_key = fields.String(load_default=None, data_key="OAUTH_HSM_RS_DPOP_NONCE_KEY")
-    dpop_nonce_lifetime = fields.Integer(load_default=120, data_key="OAUTH_HSM_RS_DPOP_NONCE_LIFETIME",
-                                         validate=validate.Range(10, 3600))
-    signature_algs = CSV(load_default=DEFAULT_POP_SIGNATURE_ALGS, data_key="OAUTH_HSM_RS_SIGNATURE_ALGS", validate=_signature_algs)
+    dpop_nonce_lifetime = fields.Integer(
+        load_default=120, data_key="OAUTH_HSM_RS_DPOP_NONCE_LIFETIME", validate=validate.Range(10, 3600)
+    )
+    signature_algs = CSV(
+        load_default=DEFAULT_POP_SIGNATURE_ALGS, data_key="OAUTH_HSM_RS_SIGNATURE_ALGS", validate=_signature_algs
+    )
     # Replay state (DPoP jti, signature nonces); unset: the AS's Redis when the AS is in this app.
     redis_url = fields.String(load_default=None, data_key="OAUTH_HSM_RS_REDIS_URL", validate=_redis_url)
-    redis_prefix = fields.String(load_default="oauth-hsm-rs:", data_key="OAUTH_HSM_RS_REDIS_PREFIX", validate=validate.Length(1, 64))
+    redis_prefix = fields.String(
+        load_default="oauth-hsm-rs:", data_key="OAUTH_HSM_RS_REDIS_PREFIX", validate=validate.Length(1, 64)
+    )
     mtls_cert_header = fields.String(load_default=None, data_key="OAUTH_HSM_RS_MTLS_CERT_HEADER", validate=header_name)
 
 
@@ -138,5 +147,7 @@ def load_rs_settings(config: Mapping[str, Any]) -> RSSettings:
     if settings.dpop_nonce != "off" and not settings.dpop_nonce_key:
         raise ConfigError(f"OAUTH_HSM_RS_DPOP_NONCE_KEY: required when OAUTH_HSM_RS_DPOP_NONCE is {settings.dpop_nonce}")
     if settings.mtls_cert_header and not settings.trusted_proxies:
-        raise ConfigError("OAUTH_HSM_RS_MTLS_CERT_HEADER: needs OAUTH_HSM_TRUSTED_PROXIES (the header is believed only from them)")
+        raise ConfigError(
+            "OAUTH_HSM_RS_MTLS_CERT_HEADER: needs OAUTH_HSM_TRUSTED_PROXIES (the header is believed only from them)"
+        )
     return settings

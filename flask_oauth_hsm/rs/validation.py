@@ -10,8 +10,7 @@ from typing import Any
 
 from flask import Request
 
-from .. import claims as claim_rules
-from .. import clock
+from .. import claims as claim_rules, clock
 from ..algorithms import SIGNING
 from ..client.assertions import HSMPrivateKeyJWT
 from ..errors import JoseError
@@ -32,7 +31,11 @@ def authorize(state: RSState, req: Request, needed: frozenset[str]) -> tuple[dic
     whose challenge uses the scheme the client used."""
     presented = presented_token(req)
     try:
-        claims = validate_locally(state, presented.token) if state.settings.mode == "local" else introspect_remotely(state, presented.token)
+        claims = (
+            validate_locally(state, presented.token)
+            if state.settings.mode == "local"
+            else introspect_remotely(state, presented.token)
+        )
         headers = check_sender(state, req, presented, claims)  # a token with cnf is never a bearer token
         granted = frozenset(str(claims.get("scope", "")).split())
         if not needed <= granted:
@@ -102,8 +105,9 @@ def client_auth(state: RSState) -> HSMPrivateKeyJWT:
     """Our private_key_jwt at introspection, signed in our token (the client-side helper)."""
     s = state.settings
     assert state.hsm is not None and s.signing_key is not None and s.client_id  # introspection mode requires them
-    return HSMPrivateKeyJWT(state.hsm.key(s.signing_key), client_id=s.client_id,
-                            audience=s.issuer if s.assertion_aud == "issuer" else None)
+    return HSMPrivateKeyJWT(
+        state.hsm.key(s.signing_key), client_id=s.client_id, audience=s.issuer if s.assertion_aud == "issuer" else None
+    )
 
 
 def _ask_the_as(state: RSState, token: str) -> dict[str, Any]:
@@ -133,7 +137,9 @@ def read_introspection_jwt(state: RSState, body: str) -> dict[str, Any]:
     s = state.settings
     if jwt.is_encrypted(body):
         key = decrypter(state)
-        body = jwt.unnest(jwe.decrypt(body, lambda h: key, [key.alg], ["A128GCM", "A256GCM"], max_len=MAX_ACCESS_TOKEN_LEN)).decode("ascii")
+        body = jwt.unnest(
+            jwe.decrypt(body, lambda h: key, [key.alg], ["A128GCM", "A256GCM"], max_len=MAX_ACCESS_TOKEN_LEN)
+        ).decode("ascii")
     verified = jws.verify(body, state.jwks.key_for, tuple(SIGNING), max_len=MAX_ACCESS_TOKEN_LEN)
     if not compact.typ_is(verified.header, "token-introspection+jwt"):
         raise JoseError("not an introspection response (typ)")

@@ -24,11 +24,29 @@ from .health import UNKNOWN, eviction_risk, replica_shortfall
 from .layout import Layout, Placement
 from .replication import ReplicatedWrites, Written
 from .single_use import (
-    CONSUME_SCRIPT, GRANT_CREATE_SCRIPT, GRANT_REVOKE_SCRIPT, ROTATE_SCRIPT, SWAP_SCRIPT, TOMBSTONE, USE_ONCE_SCRIPT, Replayed,
+    CONSUME_SCRIPT,
+    GRANT_CREATE_SCRIPT,
+    GRANT_REVOKE_SCRIPT,
+    ROTATE_SCRIPT,
+    SWAP_SCRIPT,
+    TOMBSTONE,
+    USE_ONCE_SCRIPT,
+    Replayed,
     ResetRule,
 )
 
-__all__ = ["Consumed", "GrantState", "Layout", "Replayed", "ResetRule", "RevocationState", "Store", "connect", "redacted", "topology"]
+__all__ = [
+    "Consumed",
+    "GrantState",
+    "Layout",
+    "Replayed",
+    "ResetRule",
+    "RevocationState",
+    "Store",
+    "connect",
+    "redacted",
+    "topology",
+]
 log = logging.getLogger("flask_oauth_hsm")
 
 
@@ -67,8 +85,16 @@ class Store:
     consumed record before we act on it (None: 1 on Sentinel and Cluster, 0 on one Redis).
     ``allow_eviction``: readiness stays green on a Redis that may evict (logged instead)."""
 
-    def __init__(self, client: Any, prefix: str, rule: ResetRule, *, wait_replicas: int | None = None,
-                 wait_timeout: float = 0.1, allow_eviction: bool = False):
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        rule: ResetRule,
+        *,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 0.1,
+        allow_eviction: bool = False,
+    ):
         self.client = client
         self.prefix = prefix
         self.rule = rule
@@ -172,7 +198,7 @@ class Store:
     @staticmethod
     def tombstone_or_record(value: bytes | None) -> Consumed:
         if value is not None and value.startswith(TOMBSTONE):
-            return Consumed(used_by=value[len(TOMBSTONE):])
+            return Consumed(used_by=value[len(TOMBSTONE) :])
         return Consumed(record=value)
 
     def swap(self, namespace: str, ident: str, expected: bytes, new: bytes, ttl: int) -> bool:
@@ -203,8 +229,7 @@ class Store:
     def grant_rotate(self, grant_id: str, presented: str, new: str, ttl: int) -> int:
         """Replace the grant's current refresh token id; single_use.ROTATED/UNKNOWN/REVOKED/REUSED."""
         with unavailable_on_error():
-            written = self._eval(ROTATE_SCRIPT, self.key("grant", grant_id), _id_hash(presented), _id_hash(new),
-                                 max(1, int(ttl)))
+            written = self._eval(ROTATE_SCRIPT, self.key("grant", grant_id), _id_hash(presented), _id_hash(new), max(1, int(ttl)))
         outcome: int = written.confirmed()[0]  # a rotation lost in a failover would reopen the old token
         return outcome
 
@@ -291,4 +316,3 @@ class Store:
         """A master with fewer replicas than ``wait_replicas`` (every request would answer 503)."""
         with unavailable_on_error():
             return replica_shortfall(self.client, self.kind == "cluster", self.wait_replicas)
-

@@ -10,8 +10,9 @@ and re-reads the topology after a node failure.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -40,8 +41,14 @@ def connect(url: str, timeout: float) -> Any:
         return _sentinel_master(target, timeout)
     if target.kind == "cluster":
         return _cluster(target, timeout)
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=_no_retries(),
-                                health_check_interval=0, max_connections=MAX_CONNECTIONS)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retries(),
+        health_check_interval=0,
+        max_connections=MAX_CONNECTIONS,
+    )
 
 
 def _sentinel_master(target: RedisTarget, timeout: float) -> redis.Redis:
@@ -50,12 +57,20 @@ def _sentinel_master(target: RedisTarget, timeout: float) -> redis.Redis:
         sentinel_kwargs["password"] = target.sentinel_password
     if target.sentinel_username is not None:
         sentinel_kwargs["username"] = target.sentinel_username
-    sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs, socket_timeout=timeout,
-                        socket_connect_timeout=timeout)
+    sentinel = Sentinel(
+        list(target.hosts), sentinel_kwargs=sentinel_kwargs, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
     assert target.service is not None
     master: redis.Redis = sentinel.master_for(
-        target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls,
-        socket_timeout=timeout, socket_connect_timeout=timeout, retry=_no_retries(), health_check_interval=0,
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retries(),
+        health_check_interval=0,
         max_connections=MAX_CONNECTIONS,
     )
     return master
@@ -65,9 +80,14 @@ def _cluster(target: RedisTarget, timeout: float) -> RedisCluster:
     # retry=Retry(NoBackoff(), 0): no command retried by the client. MOVED/ASK are still followed
     # (redirections, not retries); the node clients themselves never retry (redis-py's default).
     return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], username=target.username,
-        password=target.password, ssl=target.tls, socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=_no_retries(), max_connections=MAX_CONNECTIONS,  # reads from masters only (the default)
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retries(),
+        max_connections=MAX_CONNECTIONS,  # reads from masters only (the default)
     )
 
 
@@ -86,8 +106,11 @@ def redacted(url: str) -> str:
     userinfo, at, hostlist = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.partition(":")[0] + ":***"
-    query = "&".join(("sentinel_password=***" if q.startswith("sentinel_password=") else q) for q in parts.query.split("&")) \
-        if parts.query else ""
+    query = (
+        "&".join(("sentinel_password=***" if q.startswith("sentinel_password=") else q) for q in parts.query.split("&"))
+        if parts.query
+        else ""
+    )
     return urlunsplit((parts.scheme, userinfo + at + hostlist, parts.path, query, parts.fragment))
 
 
@@ -100,4 +123,3 @@ def unavailable_on_error() -> Iterator[None]:
         raise
     except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"Redis unavailable: {type(exc).__name__}") from None
-

@@ -40,7 +40,7 @@ class Layout:
     buckets: int  # 1: one slot
 
     @classmethod
-    def for_prefix(cls, prefix: str, cluster: bool) -> "Layout":
+    def for_prefix(cls, prefix: str, cluster: bool) -> Layout:
         """Buckets on a Cluster unless the prefix pins one slot with its own hash tag."""
         return cls(prefix, CLUSTER_BUCKETS if cluster and not has_hash_tag(prefix) else 1)
 

@@ -20,11 +20,10 @@ instead on the client of the node that owns the record's slot, in one pipeline w
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MovedError, NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError, MovedError, NoScriptError, TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
 from .connection import REDIS_ERRORS

@@ -45,8 +45,10 @@ def parse_redis_url(url: str) -> RedisTarget:
         return RedisTarget("single", url)
     kind = _MULTI.get(scheme)
     if kind is None:
-        raise ValueError("must be a redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
-                         "redis+cluster:// or rediss+cluster:// URL")
+        raise ValueError(
+            "must be a redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+            "redis+cluster:// or rediss+cluster:// URL"
+        )
     parts = urlsplit(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     username, password = _credentials(userinfo)
@@ -62,8 +64,18 @@ def parse_redis_url(url: str) -> RedisTarget:
     unknown = sorted(set(query) - set(_SENTINEL_QUERY))
     if unknown:
         raise ValueError(f"unknown query parameter {unknown[0][:40]!r} (only {', '.join(_SENTINEL_QUERY)})")
-    return RedisTarget("sentinel", url, hosts, service, db, scheme.startswith("rediss"), username, password,
-                       _one(query, "sentinel_username"), _one(query, "sentinel_password"))
+    return RedisTarget(
+        "sentinel",
+        url,
+        hosts,
+        service,
+        db,
+        scheme.startswith("rediss"),
+        username,
+        password,
+        _one(query, "sentinel_username"),
+        _one(query, "sentinel_password"),
+    )
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:

@@ -49,8 +49,9 @@ def cip_hash(ip: str) -> str:
     return compact.b64url_encode(hashlib.sha256(ip.encode()).digest()[:16])
 
 
-def issue(ctx: "ServerContext", client: Client, grant: "Grant", *, client_ip: str | None = None,
-          cnf: dict[str, Any] | None = None) -> IssuedToken:
+def issue(
+    ctx: ServerContext, client: Client, grant: Grant, *, client_ip: str | None = None, cnf: dict[str, Any] | None = None
+) -> IssuedToken:
     audiences = grant.audiences
     encrypting = [rs for rs in audiences if rs.access_token_encrypted_response_alg]
     if encrypting and len(audiences) != 1:  # checked before the token spends a signature
@@ -80,19 +81,23 @@ def issue(ctx: "ServerContext", client: Client, grant: "Grant", *, client_ip: st
         alg = rs.access_token_encrypted_response_alg
         assert alg is not None  # encrypting holds only resource servers with an alg (above)
         token = jwe.encrypt(
-            token.encode("ascii"), rs.encryption_key(alg), alg, rs.access_token_encrypted_response_enc or DEFAULT_ENC,
-            {"cty": "JWT"}, escrow=lambda cek: {ESCROW_HEADER: _escrow(ctx, cek)},
+            token.encode("ascii"),
+            rs.encryption_key(alg),
+            alg,
+            rs.access_token_encrypted_response_enc or DEFAULT_ENC,
+            {"cty": "JWT"},
+            escrow=lambda cek: {ESCROW_HEADER: _escrow(ctx, cek)},
         )
     return IssuedToken(token, claims, lifetime)
 
 
-def _escrow(ctx: "ServerContext", cek: bytes) -> str:
+def _escrow(ctx: ServerContext, cek: bytes) -> str:
     own = ctx.keys.ring.escrow
     assert own is not None and own.alg is not None  # start-up refuses encrypting resource servers otherwise
     return jwe.encrypt(cek, own, own.alg, _ESCROW_ENC)
 
 
-def _recover_cek(ctx: "ServerContext", header: dict[str, Any]) -> bytes:
+def _recover_cek(ctx: ServerContext, header: dict[str, Any]) -> bytes:
     escrowed = header.get(ESCROW_HEADER)
     if not isinstance(escrowed, str):
         raise JoseError("no escrowed key")
@@ -100,7 +105,7 @@ def _recover_cek(ctx: "ServerContext", header: dict[str, Any]) -> bytes:
     return jwe.decrypt(escrowed, ring.decrypter_for, ring.decryption_algs, [_ESCROW_ENC]).plaintext
 
 
-def read_own_token(ctx: "ServerContext", token: str) -> dict[str, Any]:
+def read_own_token(ctx: ServerContext, token: str) -> dict[str, Any]:
     """Claims of an access token we issued: decrypt if nested, verify our signature, typ at+jwt.
 
     Raises JoseError for anything that is not such a token (expiry is the caller's business).

@@ -49,15 +49,24 @@ class CodeRecord:
     dpop_jkt: str | None = None
 
     def encode(self) -> bytes:
-        doc: dict[str, Any] = {**self.__dict__, "scope": sorted(self.scope), "resources": list(self.resources),
-                               "amr": list(self.amr), "release": self.release.to_json()}
+        doc: dict[str, Any] = {
+            **self.__dict__,
+            "scope": sorted(self.scope),
+            "resources": list(self.resources),
+            "amr": list(self.amr),
+            "release": self.release.to_json(),
+        }
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> "CodeRecord":
+    def decode(cls, raw: bytes) -> CodeRecord:
         doc = json.loads(raw)
-        doc.update(scope=frozenset(doc["scope"]), resources=tuple(doc["resources"]), amr=tuple(doc["amr"]),
-                   release=Release.from_json(doc["release"]))
+        doc.update(
+            scope=frozenset(doc["scope"]),
+            resources=tuple(doc["resources"]),
+            amr=tuple(doc["amr"]),
+            release=Release.from_json(doc["release"]),
+        )
         return cls(**doc)
 
 
@@ -69,19 +78,29 @@ class Found:
     used_by: str | None = None
 
 
-def issue(ctx: "ServerContext", req: "AuthorizationRequest", user: "User", decision: "Decision") -> str:
+def issue(ctx: ServerContext, req: AuthorizationRequest, user: User, decision: Decision) -> str:
     code = secrets.token_urlsafe(32)
     record = CodeRecord(
-        client_id=req.client_id, redirect_uri=req.redirect_uri, redirect_uri_given=req.redirect_uri_given,
-        code_challenge=req.code_challenge, scope=decision.scope, resources=req.resources, subject=user.subject,
-        auth_time=int(user.auth_time), acr=user.acr, amr=user.amr, nonce=req.nonce, release=decision.release,
-        expires_at=clock.now() + ctx.settings.code_lifetime, dpop_jkt=req.dpop_jkt,
+        client_id=req.client_id,
+        redirect_uri=req.redirect_uri,
+        redirect_uri_given=req.redirect_uri_given,
+        code_challenge=req.code_challenge,
+        scope=decision.scope,
+        resources=req.resources,
+        subject=user.subject,
+        auth_time=int(user.auth_time),
+        acr=user.acr,
+        amr=user.amr,
+        nonce=req.nonce,
+        release=decision.release,
+        expires_at=clock.now() + ctx.settings.code_lifetime,
+        dpop_jkt=req.dpop_jkt,
     )
     ctx.store.put(NAMESPACE, code, record.encode(), ctx.settings.code_lifetime)
     return code
 
 
-def find(ctx: "ServerContext", code: str) -> Found:
+def find(ctx: ServerContext, code: str) -> Found:
     if not _CODE.fullmatch(code):
         return Found()  # not a code of ours: no Redis round trip for garbage
     found = ctx.store.tombstone_or_record(ctx.store.read(NAMESPACE, code))
@@ -90,7 +109,7 @@ def find(ctx: "ServerContext", code: str) -> Found:
     return Found(record=CodeRecord.decode(found.record)) if found.record is not None else Found()
 
 
-def consume(ctx: "ServerContext", code: str, grant_id: str) -> Found:
+def consume(ctx: ServerContext, code: str, grant_id: str) -> Found:
     """Consume the code for the grant ``grant_id``; of concurrent redemptions exactly one gets the
     record, the others (and every later one, for a while) learn which grant the winner made."""
     ttl = ctx.settings.code_lifetime + ctx.settings.access_token_lifetime

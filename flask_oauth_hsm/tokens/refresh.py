@@ -48,23 +48,44 @@ class RefreshClaims:
     x5t: str | None = None  # RFC 8705 §4: ... or to its TLS client certificate (x5t#S256)
 
     def to_json(self) -> dict[str, Any]:
-        return {"gid": self.grant_id, "jti": self.token_id, "client_id": self.client_id, "sub": self.subject,
-                "scope": " ".join(sorted(self.scope)), "aud": list(self.resources), "auth_time": self.auth_time,
-                "acr": self.acr, "amr": list(self.amr), "iat": self.issued_at, "exp": self.expires_at, "jkt": self.jkt,
-                "x5t": self.x5t}
+        return {
+            "gid": self.grant_id,
+            "jti": self.token_id,
+            "client_id": self.client_id,
+            "sub": self.subject,
+            "scope": " ".join(sorted(self.scope)),
+            "aud": list(self.resources),
+            "auth_time": self.auth_time,
+            "acr": self.acr,
+            "amr": list(self.amr),
+            "iat": self.issued_at,
+            "exp": self.expires_at,
+            "jkt": self.jkt,
+            "x5t": self.x5t,
+        }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "RefreshClaims":
+    def from_json(cls, doc: dict[str, Any]) -> RefreshClaims:
         try:
-            return cls(grant_id=_str(doc["gid"]), token_id=_str(doc["jti"]), client_id=_str(doc["client_id"]),
-                       subject=_str(doc["sub"]), scope=frozenset(_str(doc["scope"]).split()),
-                       resources=tuple(_str(r) for r in doc["aud"]), auth_time=int(doc["auth_time"]), acr=doc["acr"],
-                       amr=tuple(_str(a) for a in doc["amr"]), issued_at=int(doc["iat"]), expires_at=int(doc["exp"]),
-                       jkt=doc.get("jkt"), x5t=doc.get("x5t"))
+            return cls(
+                grant_id=_str(doc["gid"]),
+                token_id=_str(doc["jti"]),
+                client_id=_str(doc["client_id"]),
+                subject=_str(doc["sub"]),
+                scope=frozenset(_str(doc["scope"]).split()),
+                resources=tuple(_str(r) for r in doc["aud"]),
+                auth_time=int(doc["auth_time"]),
+                acr=doc["acr"],
+                amr=tuple(_str(a) for a in doc["amr"]),
+                issued_at=int(doc["iat"]),
+                expires_at=int(doc["exp"]),
+                jkt=doc.get("jkt"),
+                x5t=doc.get("x5t"),
+            )
         except (KeyError, TypeError, ValueError):
             raise JoseError("not a refresh token of ours") from None
 
-    def successor(self, now: int) -> "RefreshClaims":
+    def successor(self, now: int) -> RefreshClaims:
         """The token that replaces this one: same grant, new id, idle lifetime from now."""
         return RefreshClaims(**{**self.__dict__, "token_id": new_id(), "issued_at": now})
 
@@ -79,7 +100,7 @@ def new_id() -> str:
     return secrets.token_urlsafe(18)
 
 
-def mint(ctx: "ServerContext", claims: RefreshClaims) -> str:
+def mint(ctx: ServerContext, claims: RefreshClaims) -> str:
     own = ctx.keys.ring.escrow
     assert own is not None and own.alg is not None  # start-up refuses refresh_token clients otherwise
     return jwe.encrypt(jwt.encode_claims(claims.to_json()), own, own.alg, DEFAULT_ENC, {"typ": RT_TYP})
@@ -95,7 +116,7 @@ def looks_like(token: str) -> bool:
         return False
 
 
-def read(ctx: "ServerContext", token: str) -> RefreshClaims:
+def read(ctx: ServerContext, token: str) -> RefreshClaims:
     """Decrypt in the HSM; raises JoseError for anything that is not a refresh token of ours."""
     if not looks_like(token):
         raise JoseError("not a refresh token of ours")

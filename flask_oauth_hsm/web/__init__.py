@@ -5,6 +5,15 @@ from .forms import FORM_TYPE, Form, parse_params, read_form, require_post
 from .responses import NO_STORE, error_response, json_response, page_response, redirect_response
 
 __all__ = [
-    "FORM_TYPE", "Form", "NO_STORE", "client_address", "error_response", "json_response", "page_response", "parse_params",
-    "read_form", "redirect_response", "require_post",
+    "FORM_TYPE",
+    "Form",
+    "NO_STORE",
+    "client_address",
+    "error_response",
+    "json_response",
+    "page_response",
+    "parse_params",
+    "read_form",
+    "redirect_response",
+    "require_post",
 ]

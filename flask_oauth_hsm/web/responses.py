@@ -35,7 +35,9 @@ def redirect_response(uri: str, params: dict[str, str]) -> Response:
     return response
 
 
-def page_response(html: str, status: int = 200, form_targets: tuple[str, ...] = (), headers: dict[str, str] | None = None) -> Response:
+def page_response(
+    html: str, status: int = 200, form_targets: tuple[str, ...] = (), headers: dict[str, str] | None = None
+) -> Response:
     """An HTML page for the browser: not cached, not framed (RFC 9700 §4.16, clickjacking).
 
     ``form_targets``: sources a form on the page may end up at besides our own origin (a consent
@@ -46,7 +48,7 @@ def page_response(html: str, status: int = 200, form_targets: tuple[str, ...] = 
         **NO_STORE,
         "X-Frame-Options": "DENY",
         "Content-Security-Policy": f"default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
-                                   f"form-action {form_action}; frame-ancestors 'none'",
+        f"form-action {form_action}; frame-ancestors 'none'",
         "Referrer-Policy": "no-referrer",
         **(headers or {}),
     }

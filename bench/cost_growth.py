@@ -17,7 +17,8 @@ registered client, 1 resource per token, no access-token encryption, local SoftH
   ``access_token_encrypted_response_alg`` ECDH-ES+A256KW, so each token is a JWS nested in a JWE
   to the resource server's key (RFC 9068 §4; the AS only encrypts: public-key work in software);
 * the HSM behind ``p11-kit server`` (a "network HSM" on a Unix socket, tests/ha_support.py), with
-  ``OAUTH_HSM_POOL_SIZE`` 4 (bench/ha_remote_tokens.py measured the pool sizes).
+  ``OAUTH_HSM_POOL_SIZE`` 4 (bench/ha_remote_tokens.py measured the pool sizes), without the
+  example resource server's ECDH-ES decryption key (p11-kit's client does not forward ECDH).
 
 Rounds alternate over the rows (``--rounds``, median reported), so a burst of load from other
 programs does not land on one row only; each row's "ratio" is its median tokens/s ÷ the baseline's
@@ -145,6 +146,9 @@ def start(ours: peer_ab.Ours, v: Variant, p11: ha_support.P11KitServer) -> peer_
             "OAUTH_HSM_PKCS11_MODULE": ha_support.P11KIT_CLIENT_MODULE,
             "P11_KIT_SERVER_ADDRESS": p11.address,
             "OAUTH_HSM_POOL_SIZE": "4",
+            # p11-kit's client module does not forward CKM_ECDH1_DERIVE: the example's resource
+            # server (its ECDH-ES decryption key) stays off here; the token endpoint does not use it.
+            "OAUTH_HSM_RS_DECRYPTION_KEY": None,
         }
     port = benchlib.support.free_port()  # the issuer names the port, and the registry the issuer
     overrides["OAUTH_HSM_REGISTRY"] = registry(ours, f"http://127.0.0.1:{port}", v)

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 from .. import clock, events
 from ..authz import pkce
 from ..errors import InvalidGrantError, InvalidRequestError
-from ..tokens import codes, refresh
+from ..tokens import codes
 from ..tokens.codes import CodeRecord
 from . import Grant, TokenRequest, register
 from .targets import narrow
-from .users import UserGrant, as_grant, new_grant_id, revoke
+from .users import UserGrant, as_grant, new_grant_id, new_refresh, revoke
 
 if TYPE_CHECKING:
     from ..server import ServerContext
@@ -70,32 +70,19 @@ def _check(req: TokenRequest, record: CodeRecord) -> None:
         raise InvalidGrantError("the code is bound to another proof-of-possession key")
 
 
-def _certificate(req: TokenRequest) -> str | None:
-    """RFC 8705 §4: a public client's refresh token is bound to the certificate its token is bound to."""
-    thumbprint = req.binding.cnf.get("x5t#S256") if req.binding.cnf else None
-    return thumbprint if isinstance(thumbprint, str) else None
-
-
 def _user_grant(ctx: ServerContext, req: TokenRequest, record: CodeRecord, grant_id: str) -> UserGrant:
     audiences, scope = narrow(ctx, req.form, req.client, record.resources, record.scope)
-    now = int(clock.now())
-    rt = None
-    if "refresh_token" in req.client.grant_types:
-        rt = refresh.RefreshClaims(
-            grant_id=grant_id,
-            token_id=refresh.new_id(),
-            client_id=req.client.client_id,
-            subject=record.subject,
-            scope=record.scope,
-            resources=record.resources,
-            auth_time=record.auth_time,
-            acr=record.acr,
-            amr=record.amr,
-            issued_at=now,
-            expires_at=now + ctx.settings.refresh_token_lifetime,
-            jkt=req.binding.jkt if req.client.public else None,
-            x5t=_certificate(req) if req.client.public else None,
-        )
+    rt = new_refresh(
+        ctx,
+        req,
+        grant_id,
+        subject=record.subject,
+        scope=record.scope,
+        resources=record.resources,
+        auth_time=record.auth_time,
+        acr=record.acr,
+        amr=record.amr,
+    )
     return UserGrant(
         grant_id=grant_id,
         client=req.client,

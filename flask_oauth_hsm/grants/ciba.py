@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .. import clock
 from ..authz.claims import ClaimsRequest, userinfo_claims
 from ..ciba import GRANT_TYPE, polling, records
 from ..ciba.records import APPROVED, DENIED, CibaRecord
@@ -25,10 +24,9 @@ from ..errors import (
     UserDeniedError,
 )
 from ..release import Release
-from ..tokens import refresh
 from . import Grant, TokenRequest, register
 from .targets import user_resource_servers
-from .users import UserGrant, as_grant, new_grant_id
+from .users import UserGrant, as_grant, new_grant_id, new_refresh
 
 if TYPE_CHECKING:
     from ..server import ServerContext
@@ -66,24 +64,19 @@ def ciba(ctx: ServerContext, req: TokenRequest) -> Grant:
 def _user_grant(ctx: ServerContext, req: TokenRequest, record: CibaRecord) -> UserGrant:
     scope = frozenset(record.scope)
     audiences = user_resource_servers(ctx, list(record.resources), req.client)
-    grant_id, now = new_grant_id(), int(clock.now())
+    grant_id = new_grant_id()
     assert record.auth_time is not None  # set by the approval
-    rt = None
-    if "refresh_token" in req.client.grant_types:
-        rt = refresh.RefreshClaims(
-            grant_id=grant_id,
-            token_id=refresh.new_id(),
-            client_id=req.client.client_id,
-            subject=record.subject,
-            scope=scope,
-            resources=record.resources,
-            auth_time=record.auth_time,
-            acr=record.acr,
-            amr=record.amr,
-            issued_at=now,
-            expires_at=now + ctx.settings.refresh_token_lifetime,
-            jkt=None,
-        )
+    rt = new_refresh(
+        ctx,
+        req,
+        grant_id,
+        subject=record.subject,
+        scope=scope,
+        resources=record.resources,
+        auth_time=record.auth_time,
+        acr=record.acr,
+        amr=record.amr,
+    )
     # What the user approved on the device is the scope; its OpenID scopes release their claims at UserInfo.
     release = Release(userinfo=userinfo_claims(scope, ClaimsRequest()))
     return UserGrant(

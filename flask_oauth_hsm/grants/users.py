@@ -26,7 +26,7 @@ from ..release import Release, released
 from ..store.single_use import REUSED, REVOKED, ROTATED
 from ..tokens import id_token, refresh
 from ..tokens.refresh import RefreshClaims
-from . import Grant
+from . import Grant, TokenRequest
 
 if TYPE_CHECKING:
     from ..server import ServerContext
@@ -51,6 +51,46 @@ class UserGrant:
 
 def new_grant_id() -> str:
     return secrets.token_urlsafe(18)
+
+
+def new_refresh(
+    ctx: ServerContext,
+    req: TokenRequest,
+    grant_id: str,
+    *,
+    subject: str,
+    scope: frozenset[str],
+    resources: tuple[str, ...],
+    auth_time: int,
+    acr: str | None,
+    amr: tuple[str, ...],
+) -> RefreshClaims | None:
+    """The refresh token a new grant gets, if its client may refresh. A public client's is bound to
+    the key its access token is bound to (RFC 9449 §5: DPoP; RFC 8705 §4: the certificate)."""
+    if "refresh_token" not in req.client.grant_types:
+        return None
+    now = int(clock.now())
+    public = req.client.public
+    return refresh.RefreshClaims(
+        grant_id=grant_id,
+        token_id=refresh.new_id(),
+        client_id=req.client.client_id,
+        subject=subject,
+        scope=scope,
+        resources=resources,
+        auth_time=auth_time,
+        acr=acr,
+        amr=amr,
+        issued_at=now,
+        expires_at=now + ctx.settings.refresh_token_lifetime,
+        jkt=req.binding.jkt if public else None,
+        x5t=_certificate(req) if public else None,
+    )
+
+
+def _certificate(req: TokenRequest) -> str | None:
+    thumbprint = req.binding.cnf.get("x5t#S256") if req.binding.cnf else None
+    return thumbprint if isinstance(thumbprint, str) else None
 
 
 def as_grant(ctx: ServerContext, ug: UserGrant) -> Grant:

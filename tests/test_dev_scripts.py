@@ -58,6 +58,22 @@ def test_the_issuer_follows_the_port(tmp_path):
     assert out.stdout.split() == ["http://127.0.0.1:8080", "redis://127.0.0.1:6391/0", "http://127.0.0.1:8080/api"]
 
 
+def _as_in_a_terminal() -> None:
+    """The signal state a terminal gives its foreground job: Ctrl-C neither ignored nor blocked.
+    A test process may have inherited either (a CI runner, a background job; bash cannot trap a
+    signal that was ignored when it started), and the script would then never see the SIGINT."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _signal_state(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return ""
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 @pytest.fixture
 def dev_run(tmp_path):
     """softhsm/run-example.sh in a session of its own; always cleaned up through stop-dev.sh."""
@@ -76,6 +92,7 @@ def dev_run(tmp_path):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_as_in_a_terminal,
         )
     url = f"http://127.0.0.1:{env['EXAMPLE_PORT']}"
     try:
@@ -118,7 +135,8 @@ def test_ctrl_c_stops_the_server_and_the_redis_it_started(dev_run):
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail("still running 60 s after Ctrl-C:\n" + (log_dir / "run.log").read_text()[-3000:])
+        state = _signal_state(proc.pid)
+        pytest.fail(f"still running 60 s after Ctrl-C ({state}):\n" + (log_dir / "run.log").read_text()[-3000:])
     assert gone(redis)
 
 

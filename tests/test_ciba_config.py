@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from marshmallow import ValidationError
 
-from ciba_helpers import CIBA, PAIRWISE_KEY, ciba_scenario, configure_device
+from ciba_helpers import CIBA, PAIRWISE_KEY, ciba_scenario, configure_device, ensure_pairwise_key
 from flask_oauth_hsm.clients.schema import build_client
 from flask_oauth_hsm.errors import ConfigError, KeyNotFound
 from pop_helpers import WRAP_KEY, ensure_secret_keys
@@ -132,7 +132,8 @@ def _host_with(hooks: tuple[str, ...]):
 
 
 @pytest.mark.parametrize("hooks,missing", [(("ciba_user",), "ciba_notify"), (("ciba_notify",), "ciba_user")])
-def test_ciba_needs_both_hooks(make_user_as, hooks, missing):
+def test_ciba_needs_both_hooks(make_user_as, hsm, hooks, missing):
+    ensure_pairwise_key(hsm)  # the scenario has pairwise clients: without the key, that error comes first
     with pytest.raises(ConfigError, match=f"ciba needs @oauth.{missing}"):
         make_user_as(ciba_scenario(), host={"configure": _host_with(hooks)}, OAUTH_HSM_PAIRWISE_KEY=PAIRWISE_KEY)
 
@@ -163,7 +164,8 @@ def test_metadata_is_exactly_what_is_served(ciba_env, as_env):
     assert as_env.client().post("/oauth2/bc-authorize").status_code == 404
 
 
-def test_a_registry_with_ciba_clients_serves_without_the_hooks(make_user_as):
+def test_a_registry_with_ciba_clients_serves_without_the_hooks(make_user_as, hsm):
     """A registry shared by hosts with and without a device: CIBA is simply off where the hooks are missing."""
+    ensure_pairwise_key(hsm)
     env = make_user_as(ciba_scenario(), OAUTH_HSM_PAIRWISE_KEY=PAIRWISE_KEY)
     assert env.client().post("/oauth2/bc-authorize").status_code == 404

@@ -111,8 +111,13 @@ def sentinel(tmp_path):
 def quiet_sentinel(tmp_path_factory):
     """A deployment no test kills: faults here are healed before the test ends. down-after 5 s: on a
     busy machine a master that misses pings for 1 s could be failed over (and the links lead to the
-    first master only)."""
-    dep = ha_support.SentinelDeployment(tmp_path_factory.mktemp("quiet-sentinel"), down_after_ms=5000).start()
+    first master only). failover-timeout 60 s: the sentinels re-point a replica that replicates
+    through its link at the master directly once failover-timeout has passed (see
+    ``route_through_links``); with the default 3 s that could happen during a partition on a busy
+    machine, and the "partitioned" replica would acknowledge (it did once in CI)."""
+    dep = ha_support.SentinelDeployment(
+        tmp_path_factory.mktemp("quiet-sentinel"), down_after_ms=5000, failover_timeout_ms=60_000
+    ).start()
     yield dep
     dep.stop()
 

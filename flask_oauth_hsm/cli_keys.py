@@ -1,9 +1,9 @@
 """``flask oauth-hsm keys …``: key pairs in the token, and their states in a key set (rotation).
 
-Label mode (``OAUTH_HSM_SIGNING_KEY``, …): ``generate``, ``list`` (with the role the settings give
-each key), ``jwks``, ``destroy``. Key-set mode (``OAUTH_HSM_KEY_SET``) adds the states
-(keys/states.py): ``generate --state``, ``adopt``, ``rotate``, ``retire``, and ``list``/``destroy``
-follow the states. docs/hsm-and-keys.md has the rotation runbook.
+Label mode (``OAUTH_HSM_SIGNING_KEY``, …): ``generate``, ``provision`` (a key plan, keys/plan.py),
+``list`` (with the role the settings give each key), ``jwks``, ``destroy``. Key-set mode
+(``OAUTH_HSM_KEY_SET``) adds the states (keys/states.py): ``generate --state``, ``adopt``,
+``rotate``, ``retire``, and ``list``/``destroy`` follow the states. docs/hsm-and-keys.md has the rotation runbook.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .extension import ADMIN_KEY, KEY_ADMIN, KeyAdmin
 from .hsm import KeyInfo, KeyProblem, SecretKeyInfo, read_records
 from .keys import KeyRecord, KeyRing, KeySet
 from .keys.key_set import Change
+from .keys.plan import missing_keys, parse_plan
 from .keys.states import KIND, check_new, iso
 
 STATE_CHOICE = click.Choice(["next", "active"])
@@ -86,11 +87,19 @@ def generate(alg: str, use: str, label: str, rsa_bits: int, crv: str, state: str
         if chosen is not None and state is not None:
             check_new(chosen.records(), use, state)  # refuse before spending a key generation
         info = hsm.generate_key(alg, use, label, rsa_bits=rsa_bits, crv=crv)
-        click.echo(f"{info.label}: generated {info.alg} ({info.kty} {info.crv or info.size}) kid={info.kid}")
+        click.echo(_generated(info))
         if chosen is not None and state is not None:
             _added(chosen, chosen.add(label, state))
     except OAuthHSMError as exc:
         fail(exc)
+
+
+def _generated(info: KeyInfo) -> str:
+    return f"{info.label}: generated {info.alg} ({info.kty} {info.crv or info.size}) kid={info.kid}"
+
+
+def _generated_secret(info: SecretKeyInfo) -> str:
+    return f"{info.label}: generated {info.kind} secret key"
 
 
 @keys.command("adopt")
@@ -204,7 +213,31 @@ def generate_secret(kind: str, label: str, if_missing: bool) -> None:
         info = hsm.generate_secret_key(kind, label)
     except OAuthHSMError as exc:
         fail(exc)
-    click.echo(f"{info.label}: generated {info.kind} secret key")
+    click.echo(_generated_secret(info))
+
+
+@keys.command("provision")
+@click.argument("plan_file", type=click.File("r"))
+@with_appcontext
+def provision(plan_file: Any) -> None:
+    """Make the keys a JSON key plan lists that the token lacks (keys/plan.py has the format).
+    Keys already there are left alone; a label there as something else refuses the whole plan
+    before anything is generated."""
+    hsm = admin().hsm
+    try:
+        plan = parse_plan(plan_file.read())
+        missing = missing_keys(plan, hsm.list_keys())
+        for key in plan:
+            if key not in missing:
+                click.echo(f"{key.label}: exists")
+            elif key.secret is not None:
+                click.echo(_generated_secret(hsm.generate_secret_key(key.secret, key.label)))
+            else:
+                assert key.alg is not None and key.use is not None
+                info = hsm.generate_key(key.alg, key.use, key.label, rsa_bits=key.rsa_bits, crv=key.crv)
+                click.echo(_generated(info))
+    except OAuthHSMError as exc:
+        fail(exc)
 
 
 @keys.command("list")

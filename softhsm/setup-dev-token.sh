@@ -21,15 +21,12 @@ fi
 
 # The registry named by the settings may not exist yet: key commands do not need it.
 export OAUTH_HSM_REGISTRY=${OAUTH_HSM_REGISTRY_FOR_KEYS:-$here/empty-registry.json}
-gen() { "$FLASK" --app example_app oauth-hsm keys generate --if-missing "$@" >&2; }
-gen --alg ES256 --use sig --label as-sig-es256            # signs access tokens
-gen --alg PS256 --use sig --label as-sig-ps256            # for resource servers that want PS256
-gen --alg RSA-OAEP-256 --use enc --label as-enc-rsa       # decrypts nested client assertions
-gen --alg ES256 --use sig --label demo-client-sig         # the demo client's own key
-gen --alg ES256 --use sig --label demo-rs-sig             # the demo resource server's key
-gen --alg ECDH-ES+A256KW --use enc --label demo-rs-enc    # receives encrypted introspection responses and PoP keys
-gen --alg ES256 --use sig --label demo-client-dpop        # the demo client's DPoP / PoP key
-secret() { "$FLASK" --app example_app oauth-hsm keys generate-secret --if-missing "$@" >&2; }
-secret --kind hmac --label as-dpop-nonce                  # stateless DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY)
-secret --kind aes --label as-pop-wrap                     # seals symmetric PoP keys in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY)
-secret --kind hmac --label as-pairwise                    # pairwise sub values (OAUTH_HSM_PAIRWISE_KEY, docs/ciba.md)
+# The dev keys of softhsm/dev-keys.json, made in one process (those already there are kept):
+#   as-sig-es256 signs access tokens; as-sig-ps256 for resource servers that want PS256;
+#   as-enc-rsa decrypts nested client assertions; demo-client-sig is the demo client's own key;
+#   demo-rs-sig and demo-rs-enc are the demo resource server's (demo-rs-enc receives encrypted
+#   introspection responses and PoP keys); demo-client-dpop is the demo client's DPoP / PoP key;
+#   as-dpop-nonce makes stateless DPoP nonces (OAUTH_HSM_DPOP_NONCE_KEY); as-pop-wrap seals
+#   symmetric PoP keys in Redis (OAUTH_HSM_POP_KEY_WRAP_KEY); as-pairwise makes pairwise sub values
+#   (OAUTH_HSM_PAIRWISE_KEY, docs/ciba.md).
+"$FLASK" --app example_app oauth-hsm keys provision "$here/dev-keys.json" >&2

@@ -179,6 +179,19 @@ def test_the_device_page_needs_a_signed_in_user_and_its_csrf_token(server):
     assert session.post(server["base"] + "/ciba", data={"handle": "x", "decision": "approve"}, timeout=10).status_code == 400
 
 
+def wait_for_main_text(driver, text: str) -> None:
+    """Until the page's <main> shows ``text`` (bounded, not a timing assertion). A click returns
+    before the navigation it starts has finished, so the <main> found may be the one of the page
+    being left, gone by the time its text is read (stale): then look again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "main").text
+    )
+
+
 @pytest.mark.skipif(
     shutil.which("chromium") is None or shutil.which("chromedriver") is None,
     reason="./dev test installs chromium and chromium-driver",
@@ -187,7 +200,6 @@ def test_approve_in_a_real_browser(server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from test_users_browser import CHROMIUM, DRIVER
 
@@ -213,9 +225,9 @@ def test_approve_in_a_real_browser(server, tmp_path):
         driver.find_element(By.NAME, "username").send_keys(USER)
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(driver, 60).until(lambda d: "Browser 77" in d.find_element(By.TAG_NAME, "main").text)
+        wait_for_main_text(driver, "Browser 77")
         driver.find_element(By.XPATH, "//button[normalize-space()='Approve']").click()
-        WebDriverWait(driver, 60).until(lambda d: "Approved" in d.find_element(By.TAG_NAME, "main").text)
+        wait_for_main_text(driver, "Approved")
         output, _ = proc.communicate(timeout=60)
     finally:
         driver.quit()

@@ -231,7 +231,6 @@ class KeyRingHolder:
                 "cannot re-read the key set; keeping the current key ring: %s", exc, exc_info=not isinstance(exc, OAuthHSMError)
             )
             return
-        self._read_at = now
         if changed:
             self.swap(ring)
             log.info(
@@ -240,3 +239,6 @@ class KeyRingHolder:
                 len(ring.published),
                 len(ring.decryption),
             )
+        # Only now: a request that finds the ring not due reads _published without the lock, so
+        # marking it read before the swap would serve it the old ring.
+        self._read_at = now

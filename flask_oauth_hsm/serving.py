@@ -13,8 +13,9 @@ supervises it, and each one reads the exit status differently:
 - granian: any worker exit stops the server, whatever its status — unless
   ``--respawn-failed-workers`` is given. Then it respawns failed workers, and its crash-loop
   detection (a second failure of the same worker within 5.5 s) misses workers that fail in turn:
-  measured, 4 workers made 131 wrong-PIN logins in 30 s. So a granian worker also asks the
-  granian main process to shut down (SIGTERM, its own "stop" signal) before exiting.
+  measured, 4 workers made 131 wrong-PIN logins in 30 s. So with that option a granian worker
+  also asks the granian main process to shut down (SIGTERM, its own "stop" signal) before exiting
+  (and only then: see ``_stop_respawning_parent``).
 
 4 is the one status all of them treat as final, so that is what we exit with. Anything above the
 server (systemd, Kubernetes) restarts by its own rules: see docs/operations.md.
@@ -57,8 +58,34 @@ def stop_on_config_error(prefix: str = "flask-oauth-hsm") -> Iterator[None]:
 
 
 def _stop_respawning_parent() -> None:
-    """In a granian worker, ask the main process to shut down instead of respawning us."""
+    """In a granian worker that granian would respawn, ask the main process to shut down instead.
+
+    Only then: granian 2.8's SIGTERM handler sets the same ``threading.Event`` a worker's exit
+    sets, and the handler can run in the main thread while that thread holds the event's lock
+    (the signal was delivered to another thread, so it runs once the main thread wakes for our
+    exit): the main process then hangs for ever with no worker left. Seen once in the clean-clone runs of
+    tests/test_pin_storm.py::test_granian_stops[default]; without --respawn-failed-workers granian
+    stops on our exit by itself."""
     parent = multiprocessing.parent_process()
     # granian names its worker processes so (granian/server/mp.py, WorkerProcess._spawn).
-    if parent is not None and parent.pid is not None and multiprocessing.current_process().name == "granian-worker":
+    if parent is None or parent.pid is None or multiprocessing.current_process().name != "granian-worker":
+        return
+    if _granian_respawns_failed_workers():
         os.kill(parent.pid, signal.SIGTERM)
+
+
+CLICK_TRUE = {"1", "true", "t", "yes", "y", "on"}  # what click reads as true from GRANIAN_* variables
+
+
+def _granian_respawns_failed_workers() -> bool:
+    """Whether granian respawns failed workers. A worker has the granian command's argv and
+    environment (forked or spawned); granian embedded through its Python API counts as respawning,
+    since we cannot tell."""
+    argv = sys.argv or [""]
+    command = os.path.basename(argv[0]) == "granian" or argv[0].endswith(os.path.join("granian", "__main__.py"))
+    if not command:
+        return True
+    flags = [a for a in argv if a in ("--respawn-failed-workers", "--no-respawn-failed-workers")]
+    if flags:
+        return flags[-1] == "--respawn-failed-workers"
+    return os.environ.get("GRANIAN_RESPAWN_FAILED_WORKERS", "").strip().lower() in CLICK_TRUE

@@ -295,3 +295,27 @@ def test_a_pin_refused_at_reconnect_is_never_tried_again(isolated_store, redis_s
     logins = len(re.findall(r"^\d+: C_Login$", spy_log.read_text(), re.M))
     assert logins == 2  # the start, and the one refused attempt
     assert "no further login attempts in this process" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "respawns"),
+    [
+        (["/venv/bin/granian", "--interface", "wsgi", "app:app"], {}, False),
+        (["/venv/lib/python3.11/site-packages/granian/__main__.py", "app:app"], {}, False),
+        (["/venv/bin/granian", "--respawn-failed-workers", "app:app"], {}, True),
+        (["/venv/bin/granian", "--respawn-failed-workers", "--no-respawn-failed-workers", "app:app"], {}, False),
+        (["/venv/bin/granian", "app:app"], {"GRANIAN_RESPAWN_FAILED_WORKERS": "true"}, True),
+        (["/venv/bin/granian", "app:app"], {"GRANIAN_RESPAWN_FAILED_WORKERS": "0"}, False),
+        (["/srv/run_embedded.py"], {}, True),  # Granian(...).serve() in a script of its own: cannot tell
+    ],
+)
+def test_a_granian_worker_signals_its_main_process_only_when_granian_would_respawn_it(monkeypatch, argv, env, respawns):
+    """Without --respawn-failed-workers granian stops on a worker's exit by itself, and a SIGTERM
+    arriving at the same moment can hang granian 2.8's main process (serving.py says how)."""
+    from flask_oauth_hsm.serving import _granian_respawns_failed_workers
+
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.delenv("GRANIAN_RESPAWN_FAILED_WORKERS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _granian_respawns_failed_workers() is respawns

@@ -24,6 +24,7 @@ from ..algorithms import ALGORITHMS, CURVE_BITS, AlgSpec, default_alg
 from ..jose.jwk import public_jwk_dict, thumbprint
 
 METADATA_APPLICATION = "flask-oauth-hsm"
+MAX_LABEL = 64  # the longest CKA_LABEL we make (docs/hsm-and-keys.md, "Key attributes")
 log = logging.getLogger("flask_oauth_hsm.hsm")
 
 CURVES = {  # JOSE crv -> (named-curve OID for CKA_EC_PARAMS, cryptography curve)
@@ -109,8 +110,8 @@ def missing_mechanisms(available: set[str], required: tuple[tuple[str, ...], ...
 
 
 def check_new_label(session: Any, label: str) -> None:
-    if not label or len(label) > 64:
-        raise errors.HSMConfigError("a key label must have 1 to 64 characters")
+    if not label or len(label) > MAX_LABEL:
+        raise errors.HSMConfigError(f"a key label must have 1 to {MAX_LABEL} characters")
     if list(session.get_objects({Attribute.LABEL: label})):
         raise errors.HSMConfigError(f"a key labelled {label!r} already exists")
 

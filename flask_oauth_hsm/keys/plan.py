@@ -19,13 +19,12 @@ from typing import Any
 from ..algorithms import ALGORITHMS, AlgSpec
 from ..errors import ConfigError
 from ..hsm import KeyInfo, KeyProblem, SecretKeyInfo
-from ..hsm.inventory import SECRET_KINDS as TOKEN_SECRET_KINDS
+from ..hsm.inventory import MAX_LABEL, SECRET_KINDS as TOKEN_SECRET_KINDS
 
 PAIR_FIELDS = {"label", "alg", "use", "rsa_bits", "crv"}
 SECRET_FIELDS = {"label", "secret"}
 SECRET_KINDS = tuple(sorted(TOKEN_SECRET_KINDS))  # what `keys generate-secret --kind` makes
 EC_CURVES = ALGORITHMS["ECDH-ES"].curves  # the curves an ECDH-ES* key may be on
-MAX_LABEL = 64  # CKA_LABEL as the adapter accepts it (docs/hsm-and-keys.md, "Key attributes")
 
 
 @dataclass(frozen=True)

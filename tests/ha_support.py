@@ -548,6 +548,25 @@ _CLUSTER = [
 ] + _REPLICATION
 
 
+def _start_on_free_ports(node: RedisNode, attempts: int = 3) -> None:
+    """First start of a cluster node. Its port and bus port were free when picked, but another
+    process can take one (an outgoing connection's ephemeral port) before redis-server binds it;
+    it then aborts with "Address already in use" (seen once for a bus port in a clean-clone run).
+    Pick both ports again and retry; any other exit is an error."""
+    for _ in range(attempts):
+        node.start(wait=False)
+        wait_until(lambda: not node.running or node.client().ping(), 10, f"{node.name} on port {node.port} to answer PING")
+        if node.running:
+            return
+        log = (node.dir / "log.txt").read_text(errors="replace")
+        if "Address already in use" not in log:
+            raise RuntimeError(f"{node.name} exited at start:\n{log[-2000:]}")
+        node.port = support.free_port()
+        bus = node.extra.index("--cluster-port") + 1
+        node.extra[bus] = str(support.free_port())
+    raise RuntimeError(f"{node.name}: its ports were taken {attempts} times in a row")
+
+
 class ClusterDeployment:
     """Three masters (and ``replicas`` replicas per master), built with ``redis-cli --cluster create``."""
 
@@ -564,7 +583,7 @@ class ClusterDeployment:
             raise RuntimeError("redis-cli is not installed (./dev test installs redis-tools)")
         try:
             for node in self.nodes:
-                node.start()
+                _start_on_free_ports(node)
             subprocess.run(
                 [
                     cli,

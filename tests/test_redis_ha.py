@@ -537,3 +537,23 @@ def test_readiness_turns_red_when_a_master_starts_evicting(as_env, tmp_path):
         assert client.get("/oauth2/ready").status_code == 200
     finally:
         node.kill()
+
+
+def test_a_cluster_node_whose_bus_port_is_taken_starts_on_new_ports(tmp_path):
+    """The deployment's own start-up (ha_support._start_on_free_ports): a port picked free can be
+    taken before redis-server binds it, which once aborted a node and failed a clean-clone run."""
+    import socket
+
+    dep = ha_support.ClusterDeployment(tmp_path / "cluster")
+    node = dep.nodes[1]
+    taken_bus = int(node.extra[node.extra.index("--cluster-port") + 1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken_bus))
+        squatter.listen()
+        dep.start()
+        try:
+            assert node.extra[node.extra.index("--cluster-port") + 1] != str(taken_bus)
+            assert "Address already in use" in (node.dir / "log.txt").read_text()
+            assert dep.nodes[0].client().cluster("info")["cluster_state"] == "ok"
+        finally:
+            dep.stop()

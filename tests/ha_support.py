@@ -256,6 +256,14 @@ def _client(port: int, timeout: float = 0.5):
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
 
 
+class NodeExited(RuntimeError):
+    """A redis-server that exited before answering PING; ``log`` is what it wrote in that start."""
+
+    def __init__(self, name: str, log: str):
+        super().__init__(f"{name} exited at start:\n{log[-2000:]}")
+        self.log = log
+
+
 class RedisNode:
     """One redis-server (or sentinel) on a fixed loopback port; restartable on the same port."""
 
@@ -305,10 +313,21 @@ class RedisNode:
                 "notice",
             ]
         argv += self.extra + (extra or [])
-        self.process = Process(argv, self.dir / "log.txt")
+        log = self.dir / "log.txt"
+        log_from = log.stat().st_size if log.exists() else 0  # the log is appended to across restarts
+        self.process = Process(argv, log)
         self.process.start()
         if wait:
-            wait_until(lambda: self.client().ping(), 10, f"{self.name} on port {self.port} to answer PING")
+            self._wait_for_ping(log_from)
+
+    def _wait_for_ping(self, log_from: int) -> None:
+        """Until the node answers PING. A node that exits first raises :class:`NodeExited` at once,
+        with what it logged since this start, rather than a timeout 10 s later."""
+        wait_until(lambda: not self.running or self.client().ping(), 10, f"{self.name} on port {self.port} to answer PING")
+        if not self.running:
+            with open(self.dir / "log.txt", "rb") as log:
+                log.seek(log_from)
+                raise NodeExited(self.name, log.read().decode(errors="replace"))
 
     @property
     def running(self) -> bool:
@@ -548,22 +567,26 @@ _CLUSTER = [
 ] + _REPLICATION
 
 
+def bus_port_slot(node: RedisNode) -> int:
+    """Where a cluster node's bus port (the value of ``--cluster-port``) sits in ``node.extra``."""
+    return node.extra.index("--cluster-port") + 1
+
+
 def _start_on_free_ports(node: RedisNode, attempts: int = 3) -> None:
     """First start of a cluster node. Its port and bus port were free when picked, but another
     process can take one (an outgoing connection's ephemeral port) before redis-server binds it;
     it then aborts with "Address already in use" (seen once for a bus port in a clean-clone run).
-    Pick both ports again and retry; any other exit is an error."""
+    Pick both ports again and retry; any other exit is an error. Nothing refers to a cluster
+    node's ports before ``redis-cli --cluster create``, so they can still change here."""
     for _ in range(attempts):
-        node.start(wait=False)
-        wait_until(lambda: not node.running or node.client().ping(), 10, f"{node.name} on port {node.port} to answer PING")
-        if node.running:
+        try:
+            node.start()
             return
-        log = (node.dir / "log.txt").read_text(errors="replace")
-        if "Address already in use" not in log:
-            raise RuntimeError(f"{node.name} exited at start:\n{log[-2000:]}")
+        except NodeExited as exited:
+            if "Address already in use" not in exited.log:
+                raise
         node.port = support.free_port()
-        bus = node.extra.index("--cluster-port") + 1
-        node.extra[bus] = str(support.free_port())
+        node.extra[bus_port_slot(node)] = str(support.free_port())
     raise RuntimeError(f"{node.name}: its ports were taken {attempts} times in a row")
 
 

@@ -546,13 +546,13 @@ def test_a_cluster_node_whose_bus_port_is_taken_starts_on_new_ports(tmp_path):
 
     dep = ha_support.ClusterDeployment(tmp_path / "cluster")
     node = dep.nodes[1]
-    taken_bus = int(node.extra[node.extra.index("--cluster-port") + 1])
+    taken_bus = node.extra[ha_support.bus_port_slot(node)]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
-        squatter.bind(("127.0.0.1", taken_bus))
+        squatter.bind(("127.0.0.1", int(taken_bus)))
         squatter.listen()
         dep.start()
         try:
-            assert node.extra[node.extra.index("--cluster-port") + 1] != str(taken_bus)
+            assert node.extra[ha_support.bus_port_slot(node)] != taken_bus
             assert "Address already in use" in (node.dir / "log.txt").read_text()
             assert dep.nodes[0].client().cluster("info")["cluster_state"] == "ok"
         finally:

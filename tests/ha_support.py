@@ -325,7 +325,7 @@ class RedisNode:
         with what it logged since this start, rather than a timeout 10 s later."""
         wait_until(lambda: not self.running or self.client().ping(), 10, f"{self.name} on port {self.port} to answer PING")
         if not self.running:
-            with open(self.dir / "log.txt", "rb") as log:
+            with open(self.process.log, "rb") as log:
                 log.seek(log_from)
                 raise NodeExited(self.name, log.read().decode(errors="replace"))
 

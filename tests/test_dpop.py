@@ -307,12 +307,13 @@ def nonce_as(make_as, pop_world):
 
 
 @pytest.fixture()
-def slot_start_clock(fake_clock):
-    """The package clock moved to the start of the next nonce slot. A nonce's life is counted
-    from its slot's start (binding/nonces.py), so one issued in a slot's last second is good for
-    only 61 s more: a test that moves the clock, or compares the nonces of two requests, must not
-    depend on where in the minute it happens to run (once in about 60 runs it did)."""
-    step = 120 // 2  # OAUTH_HSM_DPOP_NONCE_LIFETIME's default, halved: a new nonce every 60 s
+def slot_start_clock(nonce_as, fake_clock):
+    """The package clock moved to the start of nonce_as's next nonce slot. A nonce's life is
+    counted from its slot's start (binding/nonces.py), so one issued in a slot's last second is
+    good for only lifetime - step + 1 s more: a test that moves the clock, or compares the nonces
+    of two requests, must not depend on where in the slot it happens to run (once in about 60
+    runs it did). The step is the issuer's own, not a copy of the setting's default."""
+    step = nonce_as.state.binding.nonces.issuer.step
     fake_clock.set((int(fake_clock()) // step + 1) * step)
     return fake_clock
 
